@@ -1,0 +1,515 @@
+//! The ECI actions: typed request in, state change, typed response out.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use eci_client::params::{JsonList, from_params};
+use eci_client::types::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::render;
+use crate::state::{GroupFilter, Sim, format_time};
+use crate::validate;
+
+/// Everything an action handler needs besides the state.
+pub struct Call<'a> {
+    pub action: &'a str,
+    pub params: &'a [(String, String)],
+    pub now: DateTime<Utc>,
+    pub host: &'a str,
+    pub request_id: String,
+}
+
+fn parse<T: DeserializeOwned>(call: &Call<'_>) -> Result<T, ApiError> {
+    Ok(from_params(
+        call.params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )?)
+}
+
+fn respond<T: Serialize>(response: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(response).map_err(|_| ApiError::internal())
+}
+
+/// Runs `call` against `sim`. Unknown actions are `InvalidAction.NotFound`.
+pub fn dispatch(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
+    match call.action {
+        "CreateContainerGroup" => create(sim, call),
+        "DescribeContainerGroups" => describe(sim, call),
+        "DescribeContainerGroupStatus" => describe_status(sim, call),
+        "DescribeContainerGroupEvents" => describe_events(sim, call),
+        "DeleteContainerGroup" => delete(sim, call),
+        "UpdateContainerGroup" => update(sim, call),
+        "RestartContainerGroup" => restart(sim, call),
+        "DescribeContainerLog" => logs(sim, call),
+        "ExecContainerCommand" => exec(sim, call),
+        "DescribeContainerGroupMetric" => metric(sim, call),
+        _ => Err(ApiError::unknown_action()),
+    }
+}
+
+/// Replays a ClientToken'd call, or runs it and remembers the outcome.
+fn idempotent(
+    sim: &mut Sim,
+    call: &Call<'_>,
+    token: Option<&str>,
+    run: impl FnOnce(&mut Sim) -> Result<String, ApiError>,
+) -> Result<String, ApiError> {
+    if let Some(result) = sim.replay(call.action, token, call.params) {
+        return result;
+    }
+    let result = run(sim);
+    let retryable = result
+        .as_ref()
+        .err()
+        .is_some_and(|e| e.status >= 500 || e.code.starts_with("Throttling"));
+    if !retryable {
+        sim.remember(call.action, token, call.params, &result);
+    }
+    result
+}
+
+fn create(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
+    let request: CreateContainerGroupRequest = parse(call)?;
+    let token = request.client_token.clone();
+    let now = call.now;
+    let id = idempotent(sim, call, token.as_deref(), |sim| sim.create(request, now))?;
+    respond(&CreateContainerGroupResponse {
+        request_id: call.request_id.clone(),
+        container_group_id: id,
+    })
+}
+
+fn ids_filter(ids: Option<JsonList>) -> Result<Option<Vec<String>>, ApiError> {
+    match ids {
+        Some(JsonList(ids)) if ids.len() > 20 => Err(ApiError::invalid(
+            "ContainerGroupIds",
+            "At most 20 ids per call.",
+        )),
+        Some(JsonList(ids)) if !ids.is_empty() => Ok(Some(ids)),
+        _ => Ok(None),
+    }
+}
+
+fn tags_filter(tags: Vec<Tag>) -> Result<Vec<Tag>, ApiError> {
+    if tags.len() > 10 {
+        return Err(ApiError::invalid("Tag", "At most 10 tags per call."));
+    }
+    Ok(tags)
+}
+
+fn limit(value: Option<i64>, default: i64, max: i64) -> Result<usize, ApiError> {
+    let limit = value.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::invalid(
+            "Limit",
+            format!("It must be between 1 and {max}."),
+        ));
+    }
+    Ok(limit as usize)
+}
+
+fn describe(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
+    let request: DescribeContainerGroupsRequest = parse(call)?;
+    validate::region(&request.region_id, sim.config())?;
+    if let Some(status) = &request.status
+        && !status::ALL.contains(&status.as_str())
+    {
+        return Err(ApiError::invalid(
+            "Status",
+            format!("Unknown status {status}."),
+        ));
+    }
+    let filter = GroupFilter {
+        ids: ids_filter(request.container_group_ids)?,
+        name: request.container_group_name,
+        status: request.status,
+        zone: request.zone_id,
+        vswitch: request.v_switch_id,
+        security_group: request.security_group_id,
+        resource_group: request.resource_group_id,
+        tags: tags_filter(request.tag)?,
+        changed_since: None,
+    };
+    let limit = limit(request.limit, 20, 20)?;
+    let with_events = request.with_event.unwrap_or(false);
+    let region = sim.config().region.clone();
+    let vpc = sim.config().vpc_id.clone();
+    let page = sim.page(&filter, request.next_token.as_deref(), limit)?;
+    respond(&DescribeContainerGroupsResponse {
+        request_id: call.request_id.clone(),
+        next_token: page.next_token,
+        total_count: page.total as i64,
+        container_groups: page
+            .groups
+            .into_iter()
+            .map(|g| render::container_group(g, &region, &vpc, with_events))
+            .collect(),
+    })
+}
+
+fn status_filter(
+    sim: &Sim,
+    request: DescribeContainerGroupStatusRequest,
+    now: DateTime<Utc>,
+) -> Result<(GroupFilter, usize, Option<String>), ApiError> {
+    validate::region(&request.region_id, sim.config())?;
+    let changed_since = match request.since_second {
+        None => None,
+        Some(seconds) if (60..=3600).contains(&seconds) => Some(now - TimeDelta::seconds(seconds)),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "SinceSecond",
+                "It must be between 60 and 3600.",
+            ));
+        }
+    };
+    let filter = GroupFilter {
+        ids: ids_filter(request.container_group_ids)?,
+        zone: request.zone_id,
+        vswitch: request.v_switch_id,
+        resource_group: request.resource_group_id,
+        tags: tags_filter(request.tag)?,
+        changed_since,
+        ..GroupFilter::default()
+    };
+    Ok((filter, limit(request.limit, 50, 200)?, request.next_token))
+}
+
+fn describe_status(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
+    let request: DescribeContainerGroupStatusRequest = parse(call)?;
+    let (filter, limit, token) = status_filter(sim, request, call.now)?;
+    let page = sim.page(&filter, token.as_deref(), limit)?;
+    respond(&DescribeContainerGroupStatusResponse {
+        request_id: call.request_id.clone(),
+        next_token: page.next_token,
+        total_count: page.total as i64,
+        data: page.groups.into_iter().map(render::group_status).collect(),
+    })
+}
+
+fn describe_events(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
+    let request: DescribeContainerGroupEventsRequest = parse(call)?;
+    if let Some(source) = &request.event_source
+        && !matches!(source.as_str(), "" | "EciService" | "K8sAgent")
+    {
+        return Err(ApiError::invalid("EventSource", "EciService or K8sAgent."));
+    }
+    let agent_only = request.event_source.as_deref() == Some("K8sAgent");
+    let (filter, limit, token) = status_filter(sim, request.filter, call.now)?;
+    let page = sim.page(&filter, token.as_deref(), limit)?;
+    respond(&DescribeContainerGroupEventsResponse {
+        request_id: call.request_id.clone(),
+        next_token: page.next_token,
+        total_count: page.total as i64,
+        data: page
+            .groups
+            .into_iter()
+            .map(|g| {
+                let mut events = render::group_events(g, call.host);
+                if agent_only {
+                    events.events.clear();
+                }
+                events
+            })
+            .collect(),
+    })
+}
+
+fn require_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() {
+        Err(ApiError::missing("ContainerGroupId"))
+    } else {
+        Ok(())
+    }
+}
+
+fn delete(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
+    let request: DeleteContainerGroupRequest = parse(call)?;
+    validate::region(&request.region_id, sim.config())?;
+    require_id(&request.container_group_id)?;
+    let now = call.now;
+    let force = request.force.unwrap_or(false);
+    idempotent(sim, call, request.client_token.as_deref(), |sim| {
+        sim.delete(&request.container_group_id, force, now)
+            .map(|()| String::new())
+    })?;
+    respond(&EmptyResponse {
+        request_id: call.request_id.clone(),
+    })
+}
+
+fn update(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
+    let request: UpdateContainerGroupRequest = parse(call)?;
+    validate::region(&request.region_id, sim.config())?;
+    require_id(&request.container_group_id)?;
+    if let Some(kind) = &request.update_type
+        && !matches!(kind.as_str(), "RenewUpdate" | "IncrementalUpdate")
+    {
+        return Err(ApiError::invalid(
+            "UpdateType",
+            "RenewUpdate or IncrementalUpdate.",
+        ));
+    }
+    let now = call.now;
+    let token = request.client_token.clone();
+    idempotent(sim, call, token.as_deref(), |sim| {
+        sim.update(request, now).map(|()| String::new())
+    })?;
+    respond(&EmptyResponse {
+        request_id: call.request_id.clone(),
+    })
+}
+
+fn restart(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
+    let request: RestartContainerGroupRequest = parse(call)?;
+    validate::region(&request.region_id, sim.config())?;
+    require_id(&request.container_group_id)?;
+    let now = call.now;
+    idempotent(sim, call, request.client_token.as_deref(), |sim| {
+        sim.restart(&request.container_group_id, now)
+            .map(|()| String::new())
+    })?;
+    respond(&EmptyResponse {
+        request_id: call.request_id.clone(),
+    })
+}
+
+fn find_run<'a>(
+    sim: &'a Sim,
+    id: &str,
+    container: &str,
+) -> Result<(&'a crate::state::Group, &'a crate::state::ContainerRun), ApiError> {
+    require_id(id)?;
+    let group = sim.group(id).ok_or_else(|| {
+        ApiError::not_found(format!("The specified ContainerGroupId {id} is not found."))
+    })?;
+    let run = group
+        .containers
+        .iter()
+        .chain(&group.init_containers)
+        .find(|c| c.name == container)
+        .ok_or_else(|| {
+            ApiError::invalid("ContainerName", format!("No container named {container}."))
+        })?;
+    Ok((group, run))
+}
+
+const LOG_INTERVAL_SECONDS: i64 = 10;
+
+fn logs(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
+    let request: DescribeContainerLogRequest = parse(call)?;
+    validate::region(&request.region_id, sim.config())?;
+    let tail = request.tail.unwrap_or(500);
+    if !(1..=2000).contains(&tail) {
+        return Err(ApiError::invalid("Tail", "It must be between 1 and 2000."));
+    }
+    let limit_bytes = request.limit_bytes.unwrap_or(1_048_576);
+    if !(1..=1_048_576).contains(&limit_bytes) {
+        return Err(ApiError::invalid(
+            "LimitBytes",
+            "It must be between 1 and 1048576.",
+        ));
+    }
+    let (group, run) = find_run(sim, &request.container_group_id, &request.container_name)?;
+    let state = if request.last_time == Some(true) {
+        &run.previous
+    } else {
+        &run.current
+    };
+    let parse_time = |text: &str| {
+        DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let mut lines: Vec<String> = Vec::new();
+    if let Some(started) = parse_time(&state.start_time) {
+        let end = parse_time(&state.finish_time).unwrap_or(call.now);
+        let since = request
+            .since_seconds
+            .map(|s| call.now - TimeDelta::seconds(s.max(0)))
+            .or_else(|| request.start_time.as_deref().and_then(parse_time));
+        let beats = (end - started).num_seconds().max(0) / LOG_INTERVAL_SECONDS;
+        let first = beats.saturating_sub(tail - 1).max(0);
+        let stamp = |at: DateTime<Utc>, text: String| {
+            if request.timestamps == Some(true) {
+                format!(
+                    "{} {text}",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+                )
+            } else {
+                text
+            }
+        };
+        for beat in first..=beats {
+            let at = started + TimeDelta::seconds(beat * LOG_INTERVAL_SECONDS);
+            if since.is_some_and(|s| at < s) {
+                continue;
+            }
+            let text = if beat == 0 {
+                format!(
+                    "[eci-sim] {} {}: started container {} (image {})",
+                    group.id,
+                    format_time(at),
+                    run.name,
+                    run.image
+                )
+            } else {
+                format!(
+                    "[eci-sim] {} {}: {} is alive ({} s)",
+                    group.id,
+                    format_time(at),
+                    run.name,
+                    beat * LOG_INTERVAL_SECONDS
+                )
+            };
+            lines.push(stamp(at, text));
+        }
+    }
+    let mut content = lines.join("\n");
+    if !content.is_empty() {
+        content.push('\n');
+    }
+    if content.len() > limit_bytes as usize {
+        let cut = content.len() - limit_bytes as usize;
+        let boundary = (cut..=content.len())
+            .find(|i| content.is_char_boundary(*i))
+            .unwrap_or(content.len());
+        content = content[boundary..].to_string();
+    }
+    respond(&DescribeContainerLogResponse {
+        request_id: call.request_id.clone(),
+        container_name: request.container_name,
+        content,
+    })
+}
+
+fn exec(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
+    let request: ExecContainerCommandRequest = parse(call)?;
+    validate::region(&request.region_id, sim.config())?;
+    let command = &request.command.0;
+    if command.is_empty() {
+        return Err(ApiError::missing("Command"));
+    }
+    if command.len() > 20 || command.iter().any(|c| c.len() > 256) {
+        return Err(ApiError::new(
+            400,
+            "InvalidParameter.ValueExceeded",
+            "Command has at most 20 entries of at most 256 characters.",
+        ));
+    }
+    let sync = request.sync.unwrap_or(false);
+    if sync && request.tty == Some(true) {
+        return Err(ApiError::invalid(
+            "TTY",
+            "TTY must be false when Sync is true.",
+        ));
+    }
+    let (group, run) = find_run(sim, &request.container_group_id, &request.container_name)?;
+    if run.current.state != "Running" {
+        return Err(ApiError::incorrect_status(&group.id, &run.current.state));
+    }
+    let output = if !sync {
+        String::new()
+    } else {
+        let program = command[0].rsplit('/').next().unwrap_or_default();
+        match program {
+            "echo" => format!("{}\n", command[1..].join(" ")),
+            "hostname" => format!("{}\n", group.spec.container_group_name),
+            "env" | "printenv" => group
+                .spec
+                .container
+                .iter()
+                .find(|c| c.name == run.name)
+                .map(|c| {
+                    c.environment_var
+                        .iter()
+                        .map(|e| format!("{}={}\n", e.key, e.value.clone().unwrap_or_default()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => format!("[eci-sim] executed: {}\n", command.join(" ")),
+        }
+    };
+    let session = call.request_id.replace('-', "").to_ascii_lowercase();
+    respond(&ExecContainerCommandResponse {
+        request_id: call.request_id.clone(),
+        web_socket_uri: if sync {
+            String::new()
+        } else {
+            format!("ws://{}/_sim/exec/?s={session}", call.host)
+        },
+        http_url: if sync {
+            String::new()
+        } else {
+            format!("http://{}/_sim/terminal?param={session}", call.host)
+        },
+        sync_response: output,
+    })
+}
+
+fn metric(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
+    let request: DescribeContainerGroupMetricRequest = parse(call)?;
+    validate::region(&request.region_id, sim.config())?;
+    require_id(&request.container_group_id)?;
+    let group = sim.group(&request.container_group_id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "The specified ContainerGroupId {} is not found.",
+            request.container_group_id
+        ))
+    })?;
+    let period: i64 = match request.period.as_deref() {
+        None | Some("") => 60,
+        Some(p @ ("15" | "30" | "60" | "600")) => p.parse().unwrap_or(60),
+        Some(_) => return Err(ApiError::invalid("Period", "15, 30, 60 or 600.")),
+    };
+    let parse_time = |text: &Option<String>| {
+        text.as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let end = parse_time(&request.end_time).unwrap_or(call.now);
+    let start = parse_time(&request.start_time).unwrap_or(end - TimeDelta::minutes(5));
+    if start > end {
+        return Err(ApiError::invalid(
+            "StartTime",
+            "StartTime must be before EndTime.",
+        ));
+    }
+    let running = group.status == status::RUNNING;
+    let limit = (group.cpu * 1000.0) as i64;
+    let memory = (group.memory * 1024.0 * 1024.0 * 1024.0) as i64;
+    let mut records = Vec::new();
+    let mut at = start;
+    while at <= end && records.len() < 1440 {
+        let seconds = (at - group.created_at).num_seconds().max(0);
+        let load = if running {
+            limit / 10 + (seconds % 7) * limit / 100
+        } else {
+            0
+        };
+        let used = if running { memory / 5 } else { 0 };
+        records.push(MetricRecord {
+            timestamp: format_time(at),
+            cpu: CpuMetric {
+                limit,
+                load,
+                usage_core_nano_seconds: seconds * load * 1_000_000,
+                usage_nano_cores: load * 1_000_000,
+            },
+            memory: MemoryMetric {
+                available_bytes: memory - used,
+                cache: used / 4,
+                rss: used / 2,
+                usage_bytes: used,
+                working_set: used * 3 / 4,
+            },
+        });
+        at += TimeDelta::seconds(period);
+    }
+    respond(&DescribeContainerGroupMetricResponse {
+        request_id: call.request_id.clone(),
+        container_group_id: request.container_group_id,
+        records,
+    })
+}

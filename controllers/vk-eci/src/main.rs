@@ -1,0 +1,52 @@
+//! `vk-eci`: Alibaba Cloud ECI as a virtual node of a Kubernetes cluster.
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+#[derive(Parser)]
+#[command(
+    name = "vk-eci",
+    version,
+    about = "Alibaba Cloud ECI as a virtual node of any Kubernetes cluster"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the ECI simulator (the real ECI OpenAPI protocol, locally).
+    Sim(cli::sim::SimArgs),
+    /// Drive a running simulator's admin API: spot releases, stock, faults, stats.
+    SimCtl(cli::sim_ctl::SimCtlArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    cli::init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("vk-eci: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Sim(args) => cli::sim::run(args).await,
+            Command::SimCtl(args) => cli::sim_ctl::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("vk-eci: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
