@@ -21,7 +21,7 @@ timing:
   start_ms: {min: 20, max: 100}
 YAML
 
-./target/release/vk-eci sim --listen "127.0.0.1:$port" --config "$config" 2>/dev/null &
+${SIM_ENV:-} ./target/release/vk-eci sim --listen "127.0.0.1:$port" --config "$config" 2>/dev/null &
 sim=$!
 trap 'kill $sim 2>/dev/null; rm -f "$config"' EXIT
 for _ in $(seq 100); do

@@ -13,18 +13,27 @@ use eci_client::{Credentials, EciClient, EciClientConfig};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let endpoint = args.get(1).cloned().unwrap_or_else(|| "http://127.0.0.1:18080".into());
+    let endpoint = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "http://127.0.0.1:18080".into());
     let count: usize = args.get(2).map_or(Ok(10_000), |c| c.parse())?;
     let concurrency: usize = args.get(3).map_or(Ok(32), |c| c.parse())?;
 
     let mut config = EciClientConfig::new(
         "cn-hangzhou",
-        Credentials::new(eci_sim::DEFAULT_ACCESS_KEY_ID, eci_sim::DEFAULT_ACCESS_KEY_SECRET),
+        Credentials::new(
+            eci_sim::DEFAULT_ACCESS_KEY_ID,
+            eci_sim::DEFAULT_ACCESS_KEY_SECRET,
+        ),
     );
     config.endpoint = Some(endpoint);
     config.rate_limits = RateLimits {
         per_action: Default::default(),
-        default: Limit { burst: 1e9, per_second: 1e9 },
+        default: Limit {
+            burst: 1e9,
+            per_second: 1e9,
+        },
     };
     let client = EciClient::new(config)?;
     let tag = Tag::new("vk-eci.io/cluster-id", "bench");
@@ -51,7 +60,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             value: Some(format!("bench-{i}")),
                             field_ref: None,
                         }],
-                        port: vec![ContainerPort { port: 8080, protocol: Some("TCP".into()) }],
+                        port: vec![ContainerPort {
+                            port: 8080,
+                            protocol: Some("TCP".into()),
+                        }],
                         ..Container::default()
                     }],
                     tag: vec![tag, Tag::new("vk-eci.io/uid", format!("uid-{i}"))],
@@ -85,7 +97,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listing = Instant::now();
     let groups = client
-        .describe_all_container_groups(&DescribeContainerGroupsRequest { tag: vec![tag], ..Default::default() })
+        .describe_all_container_groups(&DescribeContainerGroupsRequest {
+            tag: vec![tag],
+            ..Default::default()
+        })
         .await?;
     let list_seconds = listing.elapsed().as_secs_f64();
     let pages = groups.len().div_ceil(20);

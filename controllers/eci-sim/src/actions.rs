@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::render;
-use crate::state::{GroupFilter, Sim, format_time};
+use crate::state::{GroupFilter, RunPhase, Sim, format_time};
 use crate::validate;
 
 /// Everything an action handler needs besides the state.
@@ -288,7 +288,7 @@ fn find_run<'a>(
         .containers
         .iter()
         .chain(&group.init_containers)
-        .find(|c| c.name == container)
+        .find(|c| *c.name == *container)
         .ok_or_else(|| {
             ApiError::invalid("ContainerName", format!("No container named {container}."))
         })?;
@@ -323,8 +323,8 @@ fn logs(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
             .map(|t| t.with_timezone(&Utc))
     };
     let mut lines: Vec<String> = Vec::new();
-    if let Some(started) = parse_time(&state.start_time) {
-        let end = parse_time(&state.finish_time).unwrap_or(call.now);
+    if let Some(started) = state.started {
+        let end = state.finished.unwrap_or(call.now);
         let since = request
             .since_seconds
             .map(|s| call.now - TimeDelta::seconds(s.max(0)))
@@ -406,8 +406,8 @@ fn exec(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
         ));
     }
     let (group, run) = find_run(sim, &request.container_group_id, &request.container_name)?;
-    if run.current.state != "Running" {
-        return Err(ApiError::incorrect_status(&group.id, &run.current.state));
+    if run.current.phase != RunPhase::Running {
+        return Err(ApiError::incorrect_status(&group.id, "not running"));
     }
     let output = if !sync {
         String::new()
@@ -420,7 +420,7 @@ fn exec(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
                 .spec
                 .container
                 .iter()
-                .find(|c| c.name == run.name)
+                .find(|c| *c.name == *run.name)
                 .map(|c| {
                     c.environment_var
                         .iter()

@@ -2,6 +2,7 @@
 //! verified against the configured AccessKey pairs, with timestamp skew and nonce replay checks.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use eci_client::sign::{self, V3Request};
@@ -74,11 +75,12 @@ const V1_COMMON: &[&str] = &[
     "SecurityToken",
 ];
 
-/// Remembers nonces for the skew window, per AccessKey.
+/// Remembers nonces for the skew window, per AccessKey, as 64-bit hashes of (key, nonce): a
+/// false "already used" needs a hash collision within one 15-minute window.
 #[derive(Default)]
 pub struct NonceCache {
-    seen: HashSet<(String, String)>,
-    order: VecDeque<(DateTime<Utc>, (String, String))>,
+    seen: HashSet<u64>,
+    order: VecDeque<(DateTime<Utc>, u64)>,
 }
 
 impl NonceCache {
@@ -90,19 +92,20 @@ impl NonceCache {
         now: DateTime<Utc>,
         window_seconds: i64,
     ) -> bool {
-        while let Some((at, _)) = self.order.front() {
-            if (now - *at).num_seconds() <= window_seconds {
+        while let Some((at, hash)) = self.order.front().copied() {
+            if (now - at).num_seconds() <= window_seconds {
                 break;
             }
-            if let Some((_, entry)) = self.order.pop_front() {
-                self.seen.remove(&entry);
-            }
+            self.order.pop_front();
+            self.seen.remove(&hash);
         }
-        let entry = (key.to_string(), nonce.to_string());
-        if !self.seen.insert(entry.clone()) {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (key, nonce).hash(&mut hasher);
+        let hash = hasher.finish();
+        if !self.seen.insert(hash) {
             return false;
         }
-        self.order.push_back((now, entry));
+        self.order.push_back((now, hash));
         true
     }
 }

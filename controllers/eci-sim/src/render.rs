@@ -2,7 +2,7 @@
 
 use eci_client::types::*;
 
-use crate::state::{ContainerRun, Group, format_time};
+use crate::state::{ContainerRun, Group, RunPhase, SimEvent, format_time};
 
 fn env_infos(container: Option<&Container>) -> Vec<EnvironmentVarInfo> {
     let Some(container) = container else {
@@ -54,8 +54,8 @@ fn mount_infos(container: Option<&Container>) -> Vec<VolumeMountInfo> {
 
 fn container_info(run: &ContainerRun, spec: Option<&Container>) -> ContainerInfo {
     ContainerInfo {
-        name: run.name.clone(),
-        image: run.image.clone(),
+        name: run.name.to_string(),
+        image: run.image.to_string(),
         cpu: spec.and_then(|c| c.cpu).unwrap_or(0.0),
         memory: spec.and_then(|c| c.memory).unwrap_or(0.0),
         gpu: spec.and_then(|c| c.gpu).unwrap_or(0),
@@ -70,8 +70,8 @@ fn container_info(run: &ContainerRun, spec: Option<&Container>) -> ContainerInfo
         volume_mounts: mount_infos(spec),
         ready: run.ready,
         restart_count: run.restart_count,
-        current_state: run.current.clone(),
-        previous_state: run.previous.clone(),
+        current_state: run.current.to_wire(),
+        previous_state: run.previous.to_wire(),
         stdin: spec.and_then(|c| c.stdin).unwrap_or(false),
         stdin_once: spec.and_then(|c| c.stdin_once).unwrap_or(false),
         tty: spec.and_then(|c| c.tty).unwrap_or(false),
@@ -171,21 +171,23 @@ pub fn container_group(
         dns_policy: spec.dns_policy.clone().unwrap_or_default(),
         tags: spec.tag.clone(),
         events: if with_events {
-            group.events.clone()
+            group.events.iter().map(SimEvent::to_wire).collect()
         } else {
             Vec::new()
         },
         containers: group
             .containers
             .iter()
-            .map(|run| container_info(run, spec.container.iter().find(|c| c.name == run.name)))
+            .map(|run| container_info(run, spec.container.iter().find(|c| *c.name == *run.name)))
             .collect(),
         init_containers: group
             .init_containers
             .iter()
             .map(|run| {
-                let info =
-                    container_info(run, spec.init_container.iter().find(|c| c.name == run.name));
+                let info = container_info(
+                    run,
+                    spec.init_container.iter().find(|c| *c.name == *run.name),
+                );
                 InitContainerInfo {
                     name: info.name,
                     image: info.image,
@@ -274,11 +276,11 @@ pub fn group_status(group: &Group) -> ContainerGroupStatus {
     let initialized = group
         .init_containers
         .iter()
-        .all(|c| c.current.state == "Terminated" && c.current.exit_code == 0)
+        .all(|c| c.current.phase == RunPhase::Terminated && c.current.exit_code == 0)
         && group
             .containers
             .iter()
-            .any(|c| c.current.state != "Waiting");
+            .any(|c| c.current.phase != RunPhase::Waiting);
     let ready = group.status == status::RUNNING && group.containers.iter().all(|c| c.ready);
     let ip = group.ip.map(|ip| ip.to_string()).unwrap_or_default();
     ContainerGroupStatus {
@@ -309,14 +311,14 @@ pub fn group_status(group: &Group) -> ContainerGroupStatus {
                 .containers
                 .iter()
                 .map(|run| PodContainerStatus {
-                    name: run.name.clone(),
-                    image: run.image.clone(),
+                    name: run.name.to_string(),
+                    image: run.image.to_string(),
                     image_id: String::new(),
                     ready: run.ready,
-                    started: run.current.state == "Running",
+                    started: run.current.phase == RunPhase::Running,
                     restart_count: run.restart_count,
-                    state: pod_container_state(&run.current),
-                    last_state: pod_container_state(&run.previous),
+                    state: pod_container_state(&run.current.to_wire()),
+                    last_state: pod_container_state(&run.previous.to_wire()),
                 })
                 .collect(),
         },
@@ -333,26 +335,29 @@ pub fn group_events(group: &Group, host: &str) -> ContainerGroupEvents {
         events: group
             .events
             .iter()
-            .map(|e| DetailedEvent {
-                r#type: e.r#type.clone(),
-                count: e.count,
-                reason: e.reason.clone(),
-                message: e.message.clone(),
-                first_timestamp: e.first_timestamp.clone(),
-                last_timestamp: e.last_timestamp.clone(),
-                reporting_component: "EciService".into(),
-                reporting_instance: host.into(),
-                source: EventSource {
-                    component: "EciService".into(),
-                    host: host.into(),
-                },
-                involved_object: InvolvedObject {
-                    kind: "Pod".into(),
-                    name: group.spec.container_group_name.clone(),
-                    namespace: String::new(),
-                    uid: String::new(),
-                    api_version: "v1".into(),
-                },
+            .map(|event| {
+                let e = event.to_wire();
+                DetailedEvent {
+                    r#type: e.r#type,
+                    count: e.count,
+                    reason: e.reason,
+                    message: e.message,
+                    first_timestamp: e.first_timestamp,
+                    last_timestamp: e.last_timestamp,
+                    reporting_component: "EciService".into(),
+                    reporting_instance: host.into(),
+                    source: EventSource {
+                        component: "EciService".into(),
+                        host: host.into(),
+                    },
+                    involved_object: InvolvedObject {
+                        kind: "Pod".into(),
+                        name: group.spec.container_group_name.clone(),
+                        namespace: String::new(),
+                        uid: String::new(),
+                        api_version: "v1".into(),
+                    },
+                }
             })
             .collect(),
     }

@@ -8,9 +8,10 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use eci_client::types::{self, ContainerState, CreateContainerGroupRequest, Event, Tag, status};
+use eci_client::types::{self, CreateContainerGroupRequest, Tag, status};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -38,6 +39,81 @@ pub fn format_time(at: DateTime<Utc>) -> String {
 
 fn after(at: DateTime<Utc>, seconds: f64) -> DateTime<Utc> {
     at + TimeDelta::milliseconds((seconds * 1000.0).round() as i64)
+}
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunPhase {
+    /// Never started (the `PreviousState` of a container that has not restarted).
+    #[default]
+    None,
+    Waiting,
+    Running,
+    Terminated,
+}
+
+/// A container state, kept compact; rendered to the wire shape only when answering.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunState {
+    pub phase: RunPhase,
+    pub reason: &'static str,
+    pub exit_code: i64,
+    pub started: Option<DateTime<Utc>>,
+    pub finished: Option<DateTime<Utc>>,
+}
+
+impl RunState {
+    pub fn to_wire(&self) -> types::ContainerState {
+        let (state, detail) = match self.phase {
+            RunPhase::None => ("", ""),
+            RunPhase::Waiting => ("Waiting", ""),
+            RunPhase::Running => ("Running", "working"),
+            RunPhase::Terminated => ("Terminated", ""),
+        };
+        types::ContainerState {
+            state: state.into(),
+            detail_status: detail.into(),
+            reason: self.reason.into(),
+            message: if self.reason == EXPIRED_REASON {
+                "The spot instance has been released".into()
+            } else {
+                String::new()
+            },
+            exit_code: self.exit_code,
+            signal: if self.exit_code == 137 { 9 } else { 0 },
+            start_time: self.started.map(format_time).unwrap_or_default(),
+            finish_time: self.finished.map(format_time).unwrap_or_default(),
+        }
+    }
+}
+
+const EXPIRED_REASON: &str = "Expired";
+
+/// An ECI event, kept compact; rendered to the wire shape only when answering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimEvent {
+    pub warning: bool,
+    /// The container it concerns, or the group's name.
+    pub name: Arc<str>,
+    pub reason: &'static str,
+    pub message: Box<str>,
+    pub count: u32,
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
+}
+
+impl SimEvent {
+    pub fn to_wire(&self) -> types::Event {
+        types::Event {
+            count: i64::from(self.count),
+            r#type: if self.warning { "Warning" } else { "Normal" }.into(),
+            name: self.name.to_string(),
+            reason: self.reason.into(),
+            message: self.message.to_string(),
+            first_timestamp: format_time(self.first),
+            last_timestamp: format_time(self.last),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -75,12 +151,12 @@ impl Behaviour {
 /// One container's run state.
 #[derive(Debug, Clone)]
 pub struct ContainerRun {
-    pub name: String,
-    pub image: String,
+    pub name: Arc<str>,
+    pub image: Arc<str>,
     pub ready: bool,
     pub restart_count: i64,
-    pub current: ContainerState,
-    pub previous: ContainerState,
+    pub current: RunState,
+    pub previous: RunState,
     behaviour: Behaviour,
     ready_due: Option<DateTime<Utc>>,
     exit_due: Option<DateTime<Utc>>,
@@ -89,16 +165,16 @@ pub struct ContainerRun {
 impl ContainerRun {
     fn new(container: &types::Container) -> Self {
         Self {
-            name: container.name.clone(),
-            image: container.image.clone(),
+            name: Arc::from(container.name.as_str()),
+            image: Arc::from(container.image.as_str()),
             ready: false,
             restart_count: 0,
-            current: ContainerState {
-                state: "Waiting".into(),
-                reason: "ContainerCreating".into(),
-                ..ContainerState::default()
+            current: RunState {
+                phase: RunPhase::Waiting,
+                reason: "ContainerCreating",
+                ..RunState::default()
             },
-            previous: ContainerState::default(),
+            previous: RunState::default(),
             behaviour: Behaviour::of(container),
             ready_due: None,
             exit_due: None,
@@ -106,41 +182,31 @@ impl ContainerRun {
     }
 
     fn start(&mut self, at: DateTime<Utc>) {
-        self.current = ContainerState {
-            state: "Running".into(),
-            detail_status: "working".into(),
-            start_time: format_time(at),
-            ..ContainerState::default()
+        self.current = RunState {
+            phase: RunPhase::Running,
+            started: Some(at),
+            ..RunState::default()
         };
         self.ready = false;
         self.ready_due = Some(after(at, self.behaviour.ready_after));
         self.exit_due = self.behaviour.exit_after.map(|s| after(at, s));
     }
 
-    fn terminate(
-        &mut self,
-        at: DateTime<Utc>,
-        exit_code: i64,
-        reason: &str,
-        message: &str,
-    ) -> ContainerState {
+    fn terminate(&mut self, at: DateTime<Utc>, exit_code: i64, reason: &'static str) -> RunState {
         self.ready = false;
         self.ready_due = None;
         self.exit_due = None;
-        ContainerState {
-            state: "Terminated".into(),
-            reason: reason.into(),
-            message: message.into(),
+        RunState {
+            phase: RunPhase::Terminated,
+            reason,
             exit_code,
-            signal: if exit_code == 137 { 9 } else { 0 },
-            start_time: self.current.start_time.clone(),
-            finish_time: format_time(at),
-            ..ContainerState::default()
+            started: self.current.started,
+            finished: Some(at),
         }
     }
 
-    fn is_terminated(&self) -> bool {
-        self.current.state == "Terminated"
+    pub fn is_terminated(&self) -> bool {
+        self.current.phase == RunPhase::Terminated
     }
 
     fn next_due(&self) -> Option<DateTime<Utc>> {
@@ -168,7 +234,7 @@ pub struct Group {
     pub release_at: Option<DateTime<Utc>>,
     pub containers: Vec<ContainerRun>,
     pub init_containers: Vec<ContainerRun>,
-    pub events: Vec<Event>,
+    pub events: Vec<SimEvent>,
     candidate_vswitches: Vec<String>,
     candidate_specs: Vec<String>,
     scheduled_due: Option<DateTime<Utc>>,
@@ -212,28 +278,43 @@ impl Group {
         }
     }
 
-    fn event(&mut self, kind: &str, name: &str, reason: &str, message: String, at: DateTime<Utc>) {
-        let stamp = format_time(at);
+    fn event(
+        &mut self,
+        kind: &str,
+        name: &str,
+        reason: &'static str,
+        message: String,
+        at: DateTime<Utc>,
+    ) {
         if let Some(existing) = self
             .events
             .iter_mut()
-            .find(|e| e.reason == reason && e.message == message && e.name == name)
+            .find(|e| e.reason == reason && *e.message == *message && *e.name == *name)
         {
             existing.count += 1;
-            existing.last_timestamp = stamp;
+            existing.last = at;
             return;
         }
         if self.events.len() >= MAX_EVENTS {
             self.events.remove(0);
         }
-        self.events.push(Event {
+        // Share the name with the container it concerns rather than copying it per event.
+        let name = self
+            .containers
+            .iter()
+            .chain(&self.init_containers)
+            .map(|c| &c.name)
+            .find(|n| ***n == *name)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(name));
+        self.events.push(SimEvent {
+            warning: kind == "Warning",
+            name,
+            reason,
+            message: message.into_boxed_str(),
             count: 1,
-            r#type: kind.into(),
-            name: name.into(),
-            reason: reason.into(),
-            message,
-            first_timestamp: stamp.clone(),
-            last_timestamp: stamp,
+            first: at,
+            last: at,
         });
     }
 
@@ -391,13 +472,15 @@ pub struct SpotReleaseOutcome {
 pub struct Sim {
     config: SimConfig,
     rng: StdRng,
-    groups: HashMap<String, Group>,
+    /// Boxed: the map keeps spare buckets, which should cost a pointer each, not a group.
+    groups: HashMap<String, Box<Group>>,
     order: BTreeMap<u64, String>,
     timers: BinaryHeap<Reverse<(DateTime<Utc>, u64, String)>>,
     stock: HashMap<StockKey, u64>,
     pools: BTreeMap<String, IpPool>,
     security_groups: HashSet<String>,
-    tokens: HashMap<(String, String), TokenMemo>,
+    /// ClientToken memos, keyed by a hash of (action, token).
+    tokens: HashMap<u64, TokenMemo>,
     next_seq: u64,
     last_prune: Option<DateTime<Utc>>,
     pub stats: Stats,
@@ -444,11 +527,13 @@ impl Sim {
     }
 
     pub fn group(&self, id: &str) -> Option<&Group> {
-        self.groups.get(id)
+        self.groups.get(id).map(|g| &**g)
     }
 
     pub fn groups(&self) -> impl Iterator<Item = &Group> {
-        self.order.values().filter_map(|id| self.groups.get(id))
+        self.order
+            .values()
+            .filter_map(|id| self.groups.get(id).map(|g| &**g))
     }
 
     pub fn len(&self) -> usize {
@@ -518,7 +603,7 @@ impl Sim {
 
     fn advance_group(&mut self, id: &str, now: DateTime<Utc>) {
         let mut stepped = false;
-        while let Some(due) = self.groups.get(id).and_then(Group::next_due) {
+        while let Some(due) = self.groups.get(id).and_then(|g| g.next_due()) {
             if due > now {
                 break;
             }
@@ -582,22 +667,24 @@ impl Sim {
 
     fn schedule(&mut self, group: &mut Group, at: DateTime<Utc>) {
         let mut saw_stock = false;
-        for vswitch in group.candidate_vswitches.clone() {
-            let Some(zone) = self.pools.get(&vswitch).map(|p| p.zone.clone()) else {
+        let candidate_vswitches = std::mem::take(&mut group.candidate_vswitches);
+        let candidate_specs = std::mem::take(&mut group.candidate_specs);
+        for vswitch in &candidate_vswitches {
+            let Some(zone) = self.pools.get(vswitch).map(|p| p.zone.clone()) else {
                 continue;
             };
             if group.spec.zone_id.as_ref().is_some_and(|z| *z != zone) {
                 continue;
             }
-            for spec_name in group.candidate_specs.clone() {
-                if !self.has_stock(&zone, &spec_name) {
+            for spec_name in &candidate_specs {
+                if !self.has_stock(&zone, spec_name) {
                     continue;
                 }
                 saw_stock = true;
-                let Some(ip) = self.pools.get_mut(&vswitch).and_then(IpPool::allocate) else {
+                let Some(ip) = self.pools.get_mut(vswitch).and_then(IpPool::allocate) else {
                     continue;
                 };
-                let key = self.stock_key(&zone, &spec_name);
+                let key = self.stock_key(&zone, spec_name);
                 if let Some(key) = &key
                     && let Some(left) = self.stock.get_mut(key)
                 {
@@ -619,11 +706,11 @@ impl Sim {
                 group.ip = Some(ip);
                 group.zone = zone.clone();
                 group.vswitch = vswitch.clone();
-                if let Some((cpu, memory)) = spec::parse(&spec_name) {
+                if let Some((cpu, memory)) = spec::parse(spec_name) {
                     group.cpu = cpu;
                     group.memory = memory;
                 }
-                group.instance_type = spec_name;
+                group.instance_type = spec_name.clone();
                 group.set_status(status::PENDING, at);
                 for run in group
                     .init_containers
@@ -653,7 +740,7 @@ impl Sim {
                 "ResourceInsufficient",
                 format!(
                     "vSwitch ip not enough for {}.",
-                    group.candidate_vswitches.join(",")
+                    candidate_vswitches.join(",")
                 ),
                 at,
             );
@@ -664,7 +751,7 @@ impl Sim {
                 "NoStock",
                 format!(
                     "Create ECI failed because the specified instance is out of stock. specs: {}",
-                    group.candidate_specs.join(",")
+                    candidate_specs.join(",")
                 ),
                 at,
             );
@@ -680,8 +767,7 @@ impl Sim {
             let (name, image, code) =
                 (run.name.clone(), run.image.clone(), run.behaviour.exit_code);
             run.start(at);
-            run.current =
-                run.terminate(at, code, if code == 0 { "Completed" } else { "Error" }, "");
+            run.current = run.terminate(at, code, if code == 0 { "Completed" } else { "Error" });
             group.event(
                 "Normal",
                 &name,
@@ -705,20 +791,19 @@ impl Sim {
             );
             if code != 0 {
                 for run in &mut group.containers {
-                    run.current.reason = "PodInitializing".into();
+                    run.current.reason = "PodInitializing";
                 }
                 self.finish(group, at);
                 return;
             }
         }
         for run in &mut group.containers {
-            if restarting && run.current.state != "Waiting" {
-                let current = run.current.clone();
-                run.previous = ContainerState {
-                    state: "Terminated".into(),
-                    reason: "Restarted".into(),
-                    finish_time: format_time(at),
-                    ..current
+            if restarting && run.current.phase != RunPhase::Waiting {
+                run.previous = RunState {
+                    phase: RunPhase::Terminated,
+                    reason: "Restarted",
+                    finished: Some(at),
+                    ..run.current.clone()
                 };
                 run.restart_count += 1;
             }
@@ -759,7 +844,7 @@ impl Sim {
         let restart_policy = group.restart_policy().to_string();
         let run = &mut group.containers[index];
         let code = run.behaviour.exit_code;
-        let terminated = run.terminate(at, code, if code == 0 { "Completed" } else { "Error" }, "");
+        let terminated = run.terminate(at, code, if code == 0 { "Completed" } else { "Error" });
         let restart = restart_policy == "Always" || (restart_policy == "OnFailure" && code != 0);
         if restart {
             run.previous = terminated;
@@ -812,10 +897,8 @@ impl Sim {
             return;
         }
         for run in &mut group.containers {
-            if !run.is_terminated() && run.current.state == "Running" {
-                let terminated =
-                    run.terminate(at, 137, "Expired", "The spot instance has been released");
-                run.current = terminated;
+            if run.current.phase == RunPhase::Running {
+                run.current = run.terminate(at, 137, EXPIRED_REASON);
             }
         }
         group.set_status(status::EXPIRED, at);
@@ -872,6 +955,12 @@ impl Sim {
         }
     }
 
+    fn token_key(action: &str, token: &str) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (action, token).hash(&mut hasher);
+        hasher.finish()
+    }
+
     fn fingerprint(params: &[(String, String)]) -> u64 {
         let mut sorted: Vec<&(String, String)> =
             params.iter().filter(|(k, _)| k != "ClientToken").collect();
@@ -889,7 +978,7 @@ impl Sim {
         params: &[(String, String)],
     ) -> Option<Result<String, ApiError>> {
         let token = token?;
-        let memo = self.tokens.get(&(action.to_string(), token.to_string()))?;
+        let memo = self.tokens.get(&Self::token_key(action, token))?;
         if memo.fingerprint != Self::fingerprint(params) {
             return Some(Err(ApiError::new(
                 400,
@@ -910,7 +999,7 @@ impl Sim {
     ) {
         if let Some(token) = token {
             self.tokens.insert(
-                (action.to_string(), token.to_string()),
+                Self::token_key(action, token),
                 TokenMemo {
                     fingerprint: Self::fingerprint(params),
                     result: result.clone(),
@@ -1128,7 +1217,7 @@ impl Sim {
                 now,
             );
         }
-        self.groups.insert(id.clone(), group);
+        self.groups.insert(id.clone(), Box::new(group));
         self.order.insert(seq, id.clone());
         self.schedule_timer(&id);
         self.stats.groups_created += 1;
@@ -1380,7 +1469,7 @@ impl Sim {
                 continue;
             }
             if groups.len() < limit {
-                groups.push(group);
+                groups.push(&**group);
             } else if next_token.is_empty() {
                 next_token = format!("{seq:016x}");
             }
@@ -1462,7 +1551,7 @@ mod tests {
         let group = sim.group(&id).unwrap();
         assert_eq!(group.status, status::RUNNING);
         assert!(group.containers[0].ready);
-        let reasons: Vec<&str> = group.events.iter().map(|e| e.reason.as_str()).collect();
+        let reasons: Vec<&str> = group.events.iter().map(|e| e.reason).collect();
         assert_eq!(reasons, ["Pulling", "Pulled", "Created", "Started"]);
         assert_eq!(group.cpu, 2.0);
         assert_eq!(group.memory, 4.0);
@@ -1590,20 +1679,20 @@ mod tests {
             .find(|e| e.reason == "SpotToBeReleased")
             .cloned()
             .unwrap();
-        assert_eq!(notice.message, "Spot ECI will be released in 3 minutes");
-        assert_eq!(notice.r#type, "Warning");
+        assert_eq!(&*notice.message, "Spot ECI will be released in 3 minutes");
+        assert!(notice.warning);
         sim.advance(t(189));
         assert_eq!(sim.group(&id).unwrap().status, status::RUNNING);
         sim.advance(t(190));
         let group = sim.group(&id).unwrap();
         assert_eq!(group.status, status::EXPIRED);
-        assert_eq!(group.containers[0].current.state, "Terminated");
+        assert_eq!(group.containers[0].current.phase, RunPhase::Terminated);
 
         let short = sim.create(spot("short"), t(200)).unwrap();
         sim.advance(t(203));
         sim.spot_release(std::slice::from_ref(&short), 20.0, t(203));
         let message = &sim.group(&short).unwrap().events.last().unwrap().message;
-        assert_eq!(message, "Spot ECI will be released in 0.33 minutes");
+        assert_eq!(&**message, "Spot ECI will be released in 0.33 minutes");
     }
 
     #[test]
