@@ -12,6 +12,7 @@ pub mod error;
 pub mod params;
 pub mod ratelimit;
 pub mod sign;
+pub mod spec;
 pub mod types;
 
 pub use client::{

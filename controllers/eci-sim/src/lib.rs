@@ -12,7 +12,6 @@ pub mod config;
 pub mod error;
 pub mod render;
 pub mod server;
-pub mod spec;
 pub mod state;
 pub mod throttle;
 pub mod validate;

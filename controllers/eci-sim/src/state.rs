@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::config::{MillisRange, SimConfig};
 use crate::error::ApiError;
-use crate::spec;
+use eci_client::spec;
 
 /// Environment variables that script a simulated container (harmless on real ECI).
 pub mod behaviour_env {

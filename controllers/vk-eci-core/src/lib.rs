@@ -1,0 +1,12 @@
+//! The pure logic of vk-eci, with no IO: it is what the controllers call and what unit tests
+//! pin down.
+//!
+//! - [`annotations`]: the `k8s.aliyun.com/*` pod annotations, parsed and validated.
+//! - [`translate`]: Pod → CreateContainerGroup request, or a reasoned refusal.
+//! - [`status`]: ECI container group → pod status; spot release notices; event dedup.
+//! - [`quantity`]: Kubernetes quantities as numbers.
+
+pub mod annotations;
+pub mod quantity;
+pub mod status;
+pub mod translate;
