@@ -4,9 +4,11 @@
 //! - [`annotations`]: the `k8s.aliyun.com/*` pod annotations, parsed and validated.
 //! - [`translate`]: Pod → CreateContainerGroup request, or a reasoned refusal.
 //! - [`status`]: ECI container group → pod status; spot release notices; event dedup.
+//! - [`spot`]: release deadlines, eviction escalation, storm planning, rotation phases.
 //! - [`quantity`]: Kubernetes quantities as numbers.
 
 pub mod annotations;
 pub mod quantity;
+pub mod spot;
 pub mod status;
 pub mod translate;
