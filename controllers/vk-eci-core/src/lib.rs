@@ -1,6 +1,7 @@
 //! The pure logic of vk-eci, with no IO: it is what the controllers call and what unit tests
 //! pin down.
 //!
+//! - [`crd`]: the `SpotRotationPolicy` and `SpotRotation` custom resources.
 //! - [`annotations`]: the `k8s.aliyun.com/*` pod annotations, parsed and validated.
 //! - [`translate`]: Pod → CreateContainerGroup request, or a reasoned refusal.
 //! - [`status`]: ECI container group → pod status; spot release notices; event dedup.
@@ -8,6 +9,7 @@
 //! - [`quantity`]: Kubernetes quantities as numbers.
 
 pub mod annotations;
+pub mod crd;
 pub mod quantity;
 pub mod spot;
 pub mod status;

@@ -21,6 +21,8 @@ enum Command {
     Sim(cli::sim::SimArgs),
     /// Drive a running simulator's admin API: spot releases, stock, faults, stats.
     SimCtl(cli::sim_ctl::SimCtlArgs),
+    /// Print the CustomResourceDefinitions (SpotRotationPolicy, SpotRotation) as YAML.
+    Crd(cli::crd::CrdArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +42,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Sim(args) => cli::sim::run(args).await,
             Command::SimCtl(args) => cli::sim_ctl::run(args).await,
+            Command::Crd(args) => cli::crd::run(args),
         }
     });
     match result {

@@ -1,3 +1,4 @@
+pub mod crd;
 pub mod sim;
 pub mod sim_ctl;
 
