@@ -6,11 +6,15 @@
 //! - [`translate`]: Pod → CreateContainerGroup request, or a reasoned refusal.
 //! - [`status`]: ECI container group → pod status; spot release notices; event dedup.
 //! - [`spot`]: release deadlines, eviction escalation, storm planning, rotation phases.
+//! - [`node`]: the virtual Node (labels, taint, status) and its Lease.
+//! - [`settings`]: the settings of `vk-eci run`, validated, with the reference names.
 //! - [`quantity`]: Kubernetes quantities as numbers.
 
 pub mod annotations;
 pub mod crd;
+pub mod node;
 pub mod quantity;
+pub mod settings;
 pub mod spot;
 pub mod status;
 pub mod translate;
