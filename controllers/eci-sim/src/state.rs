@@ -318,6 +318,31 @@ impl Group {
         });
     }
 
+    /// The kubelet-style events of a container that just started.
+    fn container_started_events(&mut self, name: &str, image: &str, at: DateTime<Utc>) {
+        self.event(
+            "Normal",
+            name,
+            "Pulled",
+            format!("Successfully pulled image \"{image}\""),
+            at,
+        );
+        self.event(
+            "Normal",
+            name,
+            "Created",
+            format!("Created container {name}"),
+            at,
+        );
+        self.event(
+            "Normal",
+            name,
+            "Started",
+            format!("Started container {name}"),
+            at,
+        );
+    }
+
     pub fn tag(&self, key: &str) -> Option<&str> {
         self.spec
             .tag
@@ -768,27 +793,7 @@ impl Sim {
                 (run.name.clone(), run.image.clone(), run.behaviour.exit_code);
             run.start(at);
             run.current = run.terminate(at, code, if code == 0 { "Completed" } else { "Error" });
-            group.event(
-                "Normal",
-                &name,
-                "Pulled",
-                format!("Successfully pulled image \"{image}\""),
-                at,
-            );
-            group.event(
-                "Normal",
-                &name,
-                "Created",
-                format!("Created container {name}"),
-                at,
-            );
-            group.event(
-                "Normal",
-                &name,
-                "Started",
-                format!("Started container {name}"),
-                at,
-            );
+            group.container_started_events(&name, &image, at);
             if code != 0 {
                 for run in &mut group.containers {
                     run.current.reason = "PodInitializing";
@@ -815,27 +820,7 @@ impl Sim {
             .map(|r| (r.name.clone(), r.image.clone()))
             .collect::<Vec<_>>()
         {
-            group.event(
-                "Normal",
-                &name,
-                "Pulled",
-                format!("Successfully pulled image \"{image}\""),
-                at,
-            );
-            group.event(
-                "Normal",
-                &name,
-                "Created",
-                format!("Created container {name}"),
-                at,
-            );
-            group.event(
-                "Normal",
-                &name,
-                "Started",
-                format!("Started container {name}"),
-                at,
-            );
+            group.container_started_events(&name, &image, at);
         }
         group.set_status(status::RUNNING, at);
     }

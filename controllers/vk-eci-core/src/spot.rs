@@ -204,42 +204,10 @@ pub fn plan_storm(
         .collect()
 }
 
-/// Phases of a `SpotRotation`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Phase {
-    Pending,
-    Surging,
-    Draining,
-    Completed,
-    Degraded,
-    Failed,
-}
+/// Phases of a `SpotRotation` (the CRD's own enum).
+pub use crate::crd::RotationPhase as Phase;
 
 impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Pending => "Pending",
-            Phase::Surging => "Surging",
-            Phase::Draining => "Draining",
-            Phase::Completed => "Completed",
-            Phase::Degraded => "Degraded",
-            Phase::Failed => "Failed",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [
-            Phase::Pending,
-            Phase::Surging,
-            Phase::Draining,
-            Phase::Completed,
-            Phase::Degraded,
-            Phase::Failed,
-        ]
-        .into_iter()
-        .find(|p| p.as_str() == text)
-    }
-
     /// Completed and Failed are final; a Degraded rotation is final once its pod is gone,
     /// which the rotation's status records.
     pub fn is_finished(self) -> bool {
@@ -539,15 +507,5 @@ mod tests {
             next_phase(Phase::Completed, seen(|o| o.released = true)),
             Phase::Completed
         );
-        for phase in [
-            "Pending",
-            "Surging",
-            "Draining",
-            "Completed",
-            "Degraded",
-            "Failed",
-        ] {
-            assert_eq!(Phase::parse(phase).unwrap().as_str(), phase);
-        }
     }
 }

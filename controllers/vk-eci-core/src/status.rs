@@ -4,10 +4,13 @@
 //! and patches only pods whose status differs.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use eci_client::types::{ContainerGroup, ContainerState as EciContainerState, Event, status};
+use eci_client::types::{
+    ContainerGroup, ContainerInfo, ContainerState as EciContainerState, Event, InitContainerInfo,
+    status,
+};
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, Pod, PodCondition, PodIP, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -123,11 +126,55 @@ struct Observed<'a> {
     previous: &'a EciContainerState,
 }
 
+impl<'a> From<&'a ContainerInfo> for Observed<'a> {
+    fn from(info: &'a ContainerInfo) -> Self {
+        Self {
+            name: &info.name,
+            ready: info.ready,
+            restart_count: info.restart_count,
+            current: &info.current_state,
+            previous: &info.previous_state,
+        }
+    }
+}
+
+impl<'a> From<&'a InitContainerInfo> for Observed<'a> {
+    fn from(info: &'a InitContainerInfo) -> Self {
+        Self {
+            name: &info.name,
+            ready: info.ready,
+            restart_count: info.restart_count,
+            current: &info.current_state,
+            previous: &info.previous_state,
+        }
+    }
+}
+
+/// Statuses of the declared containers, in declaration order, from what ECI reports.
+fn statuses(
+    group_id: &str,
+    declared: &[Container],
+    observed: &[Observed<'_>],
+) -> Vec<ContainerStatus> {
+    declared
+        .iter()
+        .map(|c| {
+            let seen = observed.iter().find(|o| o.name == c.name);
+            container_status(
+                group_id,
+                &c.name,
+                c.image.as_deref().unwrap_or_default(),
+                seen,
+            )
+        })
+        .collect()
+}
+
 fn container_status(
     group_id: &str,
     name: &str,
     image: &str,
-    observed: Option<Observed<'_>>,
+    observed: Option<&Observed<'_>>,
 ) -> ContainerStatus {
     let creating = ContainerState {
         waiting: Some(ContainerStateWaiting {
@@ -198,53 +245,15 @@ pub fn pod_status(pod: &Pod, group: &ContainerGroup, now: DateTime<Utc>) -> PodS
     let previous = current.conditions.clone().unwrap_or_default();
     let phase = phase(&group.status);
 
-    let containers: Vec<ContainerStatus> = spec
-        .containers
-        .iter()
-        .map(|c| {
-            let observed = group
-                .containers
-                .iter()
-                .find(|o| o.name == c.name)
-                .map(|o| Observed {
-                    name: &o.name,
-                    ready: o.ready,
-                    restart_count: o.restart_count,
-                    current: &o.current_state,
-                    previous: &o.previous_state,
-                });
-            container_status(
-                &group.container_group_id,
-                &c.name,
-                c.image.as_deref().unwrap_or_default(),
-                observed,
-            )
-        })
-        .collect();
-    let init_containers: Vec<ContainerStatus> = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .map(|c| {
-            let observed = group
-                .init_containers
-                .iter()
-                .find(|o| o.name == c.name)
-                .map(|o| Observed {
-                    name: &o.name,
-                    ready: o.ready,
-                    restart_count: o.restart_count,
-                    current: &o.current_state,
-                    previous: &o.previous_state,
-                });
-            container_status(
-                &group.container_group_id,
-                &c.name,
-                c.image.as_deref().unwrap_or_default(),
-                observed,
-            )
-        })
-        .collect();
+    let group_id = &group.container_group_id;
+    let observed: Vec<Observed<'_>> = group.containers.iter().map(Observed::from).collect();
+    let containers = statuses(group_id, &spec.containers, &observed);
+    let observed: Vec<Observed<'_>> = group.init_containers.iter().map(Observed::from).collect();
+    let init_containers = statuses(
+        group_id,
+        spec.init_containers.as_deref().unwrap_or_default(),
+        &observed,
+    );
 
     let scheduled = !matches!(
         group.status.as_str(),
@@ -388,7 +397,6 @@ pub fn unreported_events<'a>(
 mod tests {
     use std::collections::HashMap;
 
-    use eci_client::types::{ContainerInfo, InitContainerInfo};
     use serde_json::json;
 
     use super::*;
