@@ -1,0 +1,12 @@
+//! A local Kubernetes API sandbox: an in-memory API server that kube-rs and kubectl talk to
+//! over plain HTTP, so the whole `vk-eci` binary can be tested on a machine with no cluster.
+//! What it does and does not do is listed in `e2e/README.md`.
+
+pub mod patch;
+pub mod resources;
+pub mod schema;
+pub mod selector;
+pub mod server;
+pub mod store;
+
+pub use server::{RunningSandbox, Sandbox, kubeconfig};

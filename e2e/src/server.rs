@@ -1,0 +1,713 @@
+//! The HTTP API: discovery, CRUD, list/watch, patches, subresources, server-side Tables.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::Utc;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::resources::ResourceType;
+use crate::selector::Selector;
+use crate::store::{ApiError, DeleteOptions, PatchKind, Store};
+
+/// An in-memory Kubernetes API server. Clones share one store.
+#[derive(Clone)]
+pub struct Sandbox {
+    store: Arc<Mutex<Store>>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn json_response(code: u16, body: &Value) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn error_response(error: &ApiError) -> Response {
+    json_response(error.code, &error.status())
+}
+
+/// Where a request points.
+struct Target {
+    rt: ResourceType,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Self::with_history(200_000)
+    }
+
+    /// A sandbox that keeps only the last `changes` changes for watches (older resource
+    /// versions answer 410 Gone).
+    pub fn with_history(changes: usize) -> Self {
+        Self {
+            store: Arc::new(Mutex::new(Store::new(changes))),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        match self.store.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/version", get(version))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(|| async { "ok" }))
+            .route("/api", get(api_versions))
+            .route("/apis", get(api_groups))
+            .fallback(handle)
+            .with_state(self.clone())
+    }
+
+    /// Serves on `addr` (port 0 for any) in the background until the handle is stopped or
+    /// dropped.
+    pub async fn spawn(self, addr: SocketAddr) -> std::io::Result<RunningSandbox> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let router = self.router();
+        tokio::spawn(async move {
+            let shutdown = async {
+                let _stop_requested_or_handle_dropped = stopped.await;
+            };
+            if let Err(error) = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::warn!(%error, "sandbox server stopped with an error");
+            }
+        });
+        Ok(RunningSandbox {
+            addr,
+            sandbox: self,
+            stop: Some(stop),
+        })
+    }
+
+    fn resolve(&self, path: &str) -> Result<Option<Target>, ApiError> {
+        let segments: Vec<&str> = path
+            .trim_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let (group, version, rest) = match segments.as_slice() {
+            ["api", version, rest @ ..] => ("", *version, rest),
+            ["apis", group, version, rest @ ..] => (*group, *version, rest),
+            _ => {
+                return Err(ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ));
+            }
+        };
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        let store = self.lock();
+        let find = |plural: &str| store.find_type(group, version, plural);
+        let not_found = || {
+            ApiError::new(
+                404,
+                "NotFound",
+                format!("the server could not find the requested resource ({path})"),
+            )
+        };
+        let (namespace, rest): (Option<String>, &[&str]) = match rest {
+            ["namespaces", ns, plural, ..] if find(plural).is_some_and(|t| t.namespaced) => {
+                (Some((*ns).to_string()), &rest[2..])
+            }
+            _ => (None, rest),
+        };
+        let rt = find(rest[0]).ok_or_else(not_found)?;
+        Ok(Some(Target {
+            rt,
+            namespace,
+            name: rest.get(1).map(|s| s.to_string()),
+            subresource: rest.get(2).map(|s| s.to_string()),
+        }))
+    }
+
+    fn resource_list(&self, path: &str) -> Response {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (group, version) = match segments.as_slice() {
+            ["api", version] => ("", *version),
+            ["apis", group, version] => (*group, *version),
+            _ => return error_response(&ApiError::new(404, "NotFound", "not found")),
+        };
+        let store = self.lock();
+        let types: Vec<&ResourceType> = store
+            .types()
+            .iter()
+            .filter(|t| t.group == group && t.version == version)
+            .collect();
+        if types.is_empty() {
+            return error_response(&ApiError::new(
+                404,
+                "NotFound",
+                format!("no resources in {group}/{version}"),
+            ));
+        }
+        let resources: Vec<Value> = types.iter().flat_map(|t| t.discovery()).collect();
+        json_response(
+            200,
+            &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": types[0].api_version(), "resources": resources}),
+        )
+    }
+}
+
+/// A sandbox serving in the background.
+pub struct RunningSandbox {
+    pub addr: SocketAddr,
+    pub sandbox: Sandbox,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl RunningSandbox {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig that kubectl and kube-rs accept.
+    pub fn kubeconfig(&self) -> String {
+        kubeconfig(&self.url())
+    }
+}
+
+impl Drop for RunningSandbox {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _already_stopped = stop.send(());
+        }
+    }
+}
+
+pub fn kubeconfig(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: sandbox\n  cluster:\n    server: {url}\nusers:\n- name: sandbox\n  user: {{}}\ncontexts:\n- name: sandbox\n  context:\n    cluster: sandbox\n    user: sandbox\n    namespace: default\ncurrent-context: sandbox\n"
+    )
+}
+
+async fn version() -> Response {
+    json_response(
+        200,
+        &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-vk-eci-sandbox", "platform": "linux/amd64", "goVersion": "n/a", "compiler": "rustc"}),
+    )
+}
+
+async fn api_versions() -> Response {
+    json_response(
+        200,
+        &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+    )
+}
+
+async fn api_groups(State(sandbox): State<Sandbox>) -> Response {
+    let store = sandbox.lock();
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for t in store.types().iter().filter(|t| !t.group.is_empty()) {
+        match groups.iter_mut().find(|(g, _)| *g == t.group) {
+            Some((_, versions)) if !versions.contains(&t.version) => {
+                versions.push(t.version.clone())
+            }
+            Some(_) => {}
+            None => groups.push((t.group.clone(), vec![t.version.clone()])),
+        }
+    }
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|(name, versions)| {
+            let listed: Vec<Value> = versions
+                .iter()
+                .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+                .collect();
+            json!({"name": name, "versions": listed, "preferredVersion": listed[0]})
+        })
+        .collect();
+    json_response(
+        200,
+        &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+    )
+}
+
+fn list_kind(rt: &ResourceType) -> String {
+    format!("{}List", rt.kind)
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("as=Table"))
+}
+
+/// Evaluates the simple JSONPaths printer columns use (`.a.b.c`).
+fn json_path<'a>(object: &'a Value, path: &str) -> &'a Value {
+    path.trim_start_matches('.')
+        .split('.')
+        .fold(object, |v, segment| &v[segment])
+}
+
+/// A timestamp as the short age the API server puts in Table cells (`42s`, `5m`, `3h`, `2d`).
+fn age(value: &Value) -> Value {
+    let Some(at) = value
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    else {
+        return Value::String("<unknown>".into());
+    };
+    let seconds = (Utc::now() - at.with_timezone(&Utc)).num_seconds().max(0);
+    Value::String(match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    })
+}
+
+fn table(rt: &ResourceType, items: &[Value], resource_version: u64) -> Value {
+    let mut columns =
+        vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name"})];
+    let printer: Vec<&Value> = rt.printer_columns.iter().collect();
+    for column in &printer {
+        columns.push(json!({"name": column["name"], "type": column["type"], "format": "", "description": column["description"].as_str().unwrap_or_default()}));
+    }
+    if !printer.iter().any(|c| c["name"] == "Age") {
+        columns.push(json!({"name": "Age", "type": "date", "format": "", "description": "Age"}));
+    }
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let mut cells = vec![item["metadata"]["name"].clone()];
+            for column in &printer {
+                let value = json_path(item, column["jsonPath"].as_str().unwrap_or_default());
+                cells.push(if column["type"] == "date" { age(value) } else { value.clone() });
+            }
+            if !printer.iter().any(|c| c["name"] == "Age") {
+                cells.push(age(&item["metadata"]["creationTimestamp"]));
+            }
+            json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": item["metadata"]}})
+        })
+        .collect();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version.to_string()}, "columnDefinitions": columns, "rows": rows})
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(body)
+        .or_else(|_| serde_saphyr::from_slice::<Value>(body).map_err(|e| e.to_string()))
+        .map_err(|e| ApiError::bad_request(format!("the body is neither JSON nor YAML: {e}")))
+}
+
+fn selectors(query: &HashMap<String, String>) -> Result<(Selector, Selector), ApiError> {
+    let parse = |name: &str| {
+        Selector::parse(query.get(name).map(String::as_str).unwrap_or_default())
+            .map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
+    };
+    Ok((parse("labelSelector")?, parse("fieldSelector")?))
+}
+
+async fn handle(
+    State(sandbox): State<Sandbox>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let target = match sandbox.resolve(&path) {
+        Ok(Some(target)) => target,
+        Ok(None) => return sandbox.resource_list(&path),
+        Err(error) => return error_response(&error),
+    };
+    match serve(&sandbox, &method, &headers, &query, &body, target) {
+        Ok(Served::Object(code, value)) => json_response(code, &value),
+        Ok(Served::Watch(stream)) => Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from_stream(stream))
+            .unwrap_or_else(|_| {
+                error_response(&ApiError::new(500, "InternalError", "cannot stream"))
+            }),
+        Err(error) => error_response(&error),
+    }
+}
+
+type WatchStream = futures::stream::BoxStream<'static, Result<Bytes, std::convert::Infallible>>;
+
+enum Served {
+    Object(u16, Value),
+    Watch(WatchStream),
+}
+
+fn serve(
+    sandbox: &Sandbox,
+    method: &Method,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    body: &Bytes,
+    target: Target,
+) -> Result<Served, ApiError> {
+    let Target {
+        rt,
+        namespace,
+        name,
+        subresource,
+    } = target;
+    let ns = namespace.as_deref();
+    let now = Utc::now();
+    match (method.as_str(), name.as_deref(), subresource.as_deref()) {
+        ("GET", None, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            watch(sandbox, &rt, namespace, query).map(Served::Watch)
+        }
+        ("GET", None, None) => {
+            let (labels, fields) = selectors(query)?;
+            let limit = query
+                .get("limit")
+                .and_then(|l| l.parse().ok())
+                .filter(|l: &usize| *l > 0);
+            let store = sandbox.lock();
+            let (items, next) = store.list(
+                &rt,
+                ns,
+                &labels,
+                &fields,
+                limit,
+                query.get("continue").map(String::as_str),
+            );
+            let rv = store.resource_version();
+            if wants_table(headers) && !rt.printer_columns.is_empty() {
+                return Ok(Served::Object(200, table(&rt, &items, rv)));
+            }
+            let mut metadata = json!({"resourceVersion": rv.to_string()});
+            if let Some(next) = next {
+                metadata["continue"] = json!(next);
+            }
+            Ok(Served::Object(
+                200,
+                json!({"apiVersion": rt.api_version(), "kind": list_kind(&rt), "metadata": metadata, "items": items}),
+            ))
+        }
+        ("POST", None, None) => {
+            let object = parse_body(body)?;
+            Ok(Served::Object(
+                201,
+                sandbox.lock().create(&rt, ns, object, now)?,
+            ))
+        }
+        ("GET", Some(name), None | Some("status")) => {
+            let store = sandbox.lock();
+            let object = store.get(&rt, ns, name)?;
+            if wants_table(headers) && !rt.printer_columns.is_empty() {
+                return Ok(Served::Object(
+                    200,
+                    table(&rt, std::slice::from_ref(&object), store.resource_version()),
+                ));
+            }
+            Ok(Served::Object(200, object))
+        }
+        ("PUT", Some(name), sub @ (None | Some("status"))) => {
+            let object = parse_body(body)?;
+            Ok(Served::Object(
+                200,
+                sandbox.lock().update(&rt, ns, name, object, sub)?,
+            ))
+        }
+        ("PATCH", Some(name), sub @ (None | Some("status"))) => {
+            let content_type = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let kind = match content_type.split(';').next().unwrap_or_default().trim() {
+                "application/merge-patch+json" => PatchKind::Merge,
+                "application/json-patch+json" => PatchKind::Json,
+                "application/strategic-merge-patch+json" => PatchKind::Strategic,
+                "application/apply-patch+yaml" | "application/apply-patch+json" => PatchKind::Apply,
+                other => {
+                    return Err(ApiError::new(
+                        415,
+                        "UnsupportedMediaType",
+                        format!("the patch content type {other} is not supported"),
+                    ));
+                }
+            };
+            let manager = query.get("fieldManager").map(String::as_str);
+            if kind == PatchKind::Apply && manager.is_none_or(str::is_empty) {
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                ));
+            }
+            let patch = parse_body(body)?;
+            Ok(Served::Object(
+                200,
+                sandbox
+                    .lock()
+                    .patch(&rt, ns, name, kind, &patch, sub, manager, now)?,
+            ))
+        }
+        ("DELETE", Some(name), None) => {
+            let options = parse_body(body)?;
+            let grace = query
+                .get("gracePeriodSeconds")
+                .and_then(|g| g.parse().ok())
+                .or_else(|| options["gracePeriodSeconds"].as_i64());
+            let options = DeleteOptions {
+                grace_period_seconds: grace,
+                uid: options["preconditions"]["uid"].as_str().map(str::to_string),
+                resource_version: options["preconditions"]["resourceVersion"]
+                    .as_str()
+                    .map(str::to_string),
+            };
+            Ok(Served::Object(
+                200,
+                sandbox.lock().delete(&rt, ns, name, &options, now)?,
+            ))
+        }
+        ("GET" | "PUT" | "PATCH", Some(name), Some("scale")) if rt.has("scale") => {
+            scale(sandbox, &rt, ns, name, method, body).map(|v| Served::Object(200, v))
+        }
+        ("POST", Some(name), Some("binding")) if rt.has("binding") => {
+            let binding = parse_body(body)?;
+            let node = binding["target"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let mut store = sandbox.lock();
+            let mut pod = store.get(&rt, ns, name)?;
+            if !pod["spec"]["nodeName"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty()
+            {
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "pod {name} is already assigned to node {}",
+                        pod["spec"]["nodeName"]
+                    ),
+                ));
+            }
+            pod["spec"]["nodeName"] = json!(node);
+            store.update(&rt, ns, name, pod, None)?;
+            Ok(Served::Object(
+                201,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}),
+            ))
+        }
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("{method} is not supported here"),
+        )),
+    }
+}
+
+fn scale(
+    sandbox: &Sandbox,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    name: &str,
+    method: &Method,
+    body: &Bytes,
+) -> Result<Value, ApiError> {
+    let mut store = sandbox.lock();
+    let mut object = store.get(rt, ns, name)?;
+    if method != Method::GET {
+        let requested = parse_body(body)?;
+        let replicas = requested["spec"]["replicas"]
+            .as_i64()
+            .ok_or_else(|| ApiError::bad_request("spec.replicas is required"))?;
+        let precondition = requested["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default();
+        if !precondition.is_empty()
+            && Some(precondition) != object["metadata"]["resourceVersion"].as_str()
+        {
+            return Err(ApiError::conflict(rt, name));
+        }
+        object["spec"]["replicas"] = json!(replicas);
+        object = store.update(rt, ns, name, object, None)?;
+    }
+    Ok(json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {"name": name, "namespace": ns, "resourceVersion": object["metadata"]["resourceVersion"], "uid": object["metadata"]["uid"]},
+        "spec": {"replicas": object["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "status": {"replicas": object["status"]["replicas"].as_i64().unwrap_or(0)},
+    }))
+}
+
+fn watch(
+    sandbox: &Sandbox,
+    rt: &ResourceType,
+    namespace: Option<String>,
+    query: &HashMap<String, String>,
+) -> Result<WatchStream, ApiError> {
+    let (labels, fields) = selectors(query)?;
+    let timeout = Duration::from_secs(
+        query
+            .get("timeoutSeconds")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(1800),
+    );
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|b| b == "true");
+    let from = query
+        .get("resourceVersion")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|v| *v > 0);
+    let store = sandbox.lock();
+    let current = store.resource_version();
+    let type_key = rt.key();
+    let matches = {
+        let namespace = namespace.clone();
+        move |object: &Value, change_namespace: &str| {
+            namespace.as_deref().is_none_or(|n| n == change_namespace)
+                && labels.matches_labels(object)
+                && fields.matches_fields(object)
+        }
+    };
+    let line = |kind: &str, object: &Value| {
+        Ok::<_, std::convert::Infallible>(Bytes::from(format!(
+            "{}\n",
+            json!({"type": kind, "object": object})
+        )))
+    };
+    let mut initial: Vec<Result<Bytes, std::convert::Infallible>> = Vec::new();
+    let receiver = match from {
+        // No version: the current state as ADDED, then changes (as a real server does).
+        None => {
+            let (items, _) = store.list(
+                rt,
+                namespace.as_deref(),
+                &Selector::default(),
+                &Selector::default(),
+                None,
+                None,
+            );
+            for item in items {
+                let ns = item["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if matches(&item, &ns) {
+                    initial.push(line("ADDED", &item));
+                }
+            }
+            store.watch(rt, current)?.1
+        }
+        Some(from) => match store.watch(rt, from) {
+            Ok((backlog, receiver)) => {
+                for change in backlog {
+                    if matches(&change.object, &change.namespace) {
+                        initial.push(line(change.kind.as_str(), &change.object));
+                    }
+                }
+                receiver
+            }
+            Err(gone) => {
+                let event = json!({"type": "ERROR", "object": gone.status()});
+                return Ok(futures::stream::iter([Ok(Bytes::from(format!("{event}\n")))]).boxed());
+            }
+        },
+    };
+    drop(store);
+    let last_sent = from.unwrap_or(current);
+    let api_version = rt.api_version();
+    let kind = rt.kind.clone();
+    let live = futures::stream::unfold(
+        (receiver, last_sent),
+        move |(mut receiver, mut last_sent)| {
+            let matches = matches.clone();
+            let type_key = type_key.clone();
+            let api_version = api_version.clone();
+            let kind = kind.clone();
+            async move {
+                loop {
+                    let next = if bookmarks {
+                        match tokio::time::timeout(Duration::from_secs(5), receiver.recv()).await {
+                            Ok(next) => next,
+                            Err(_) => {
+                                let bookmark = json!({"type": "BOOKMARK", "object": {"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": last_sent.to_string()}}});
+                                return Some((
+                                    Ok(Bytes::from(format!("{bookmark}\n"))),
+                                    (receiver, last_sent),
+                                ));
+                            }
+                        }
+                    } else {
+                        receiver.recv().await
+                    };
+                    match next {
+                        Ok(change) => {
+                            if change.resource_version <= last_sent || change.type_key != type_key {
+                                continue;
+                            }
+                            last_sent = change.resource_version;
+                            if !matches(&change.object, &change.namespace) {
+                                continue;
+                            }
+                            let event =
+                                json!({"type": change.kind.as_str(), "object": change.object});
+                            return Some((
+                                Ok(Bytes::from(format!("{event}\n"))),
+                                (receiver, last_sent),
+                            ));
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            let gone = ApiError::new(
+                                410,
+                                "Expired",
+                                "the watch fell too far behind; relist",
+                            );
+                            let event = json!({"type": "ERROR", "object": gone.status()});
+                            let (_, closed) = tokio::sync::broadcast::channel(1);
+                            return Some((
+                                Ok(Bytes::from(format!("{event}\n"))),
+                                (closed, u64::MAX),
+                            ));
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        },
+    );
+    let stream = futures::stream::iter(initial)
+        .chain(live)
+        .take_until(tokio::time::sleep(timeout));
+    Ok(stream.boxed())
+}

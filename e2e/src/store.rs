@@ -1,0 +1,735 @@
+//! The object store: one global resourceVersion, a bounded history of changes for watches,
+//! and the write semantics of the Kubernetes API (preconditions, conflicts, status
+//! subresources, generation, graceful pod deletion, finalizers, owner garbage collection).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::patch;
+use crate::resources::{self, ResourceType};
+use crate::selector::Selector;
+
+/// An API error, rendered as a `Status` object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    pub fn not_found(rt: &ResourceType, name: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", resource_label(rt)),
+        )
+    }
+
+    pub fn conflict(rt: &ResourceType, name: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                resource_label(rt)
+            ),
+        )
+    }
+
+    pub fn status(&self) -> Value {
+        json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        })
+    }
+}
+
+fn resource_label(rt: &ResourceType) -> String {
+    if rt.group.is_empty() {
+        rt.plural.clone()
+    } else {
+        format!("{}.{}", rt.plural, rt.group)
+    }
+}
+
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "ADDED",
+            ChangeKind::Modified => "MODIFIED",
+            ChangeKind::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as watches see it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub resource_version: u64,
+    pub type_key: String,
+    pub namespace: String,
+    pub kind: ChangeKind,
+    pub object: Value,
+}
+
+type Key = (String, String, String);
+
+/// Where a watch starts: the retained changes after its version, and the live feed.
+pub type WatchStart = (Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>);
+
+/// How a patch body is to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchKind {
+    Merge,
+    Json,
+    Strategic,
+    Apply,
+}
+
+/// Delete options that matter here.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub grace_period_seconds: Option<i64>,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+pub struct Store {
+    resource_version: u64,
+    types: Vec<ResourceType>,
+    objects: BTreeMap<Key, Value>,
+    history: VecDeque<Arc<Change>>,
+    history_limit: usize,
+    /// Watches from resource versions below this are gone (410).
+    oldest_watchable: u64,
+    changes: broadcast::Sender<Arc<Change>>,
+}
+
+fn name_of(object: &Value) -> String {
+    object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn random_suffix() -> String {
+    const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())]))
+        .collect()
+}
+
+/// Everything except metadata and status: what `generation` counts changes of.
+fn spec_part(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(map) = copy.as_object_mut() {
+        map.remove("metadata");
+        map.remove("status");
+    }
+    copy
+}
+
+impl Store {
+    pub fn new(history_limit: usize) -> Self {
+        let (changes, _) = broadcast::channel(16_384);
+        let mut store = Self {
+            resource_version: 1,
+            types: resources::builtin(),
+            objects: BTreeMap::new(),
+            history: VecDeque::new(),
+            history_limit,
+            oldest_watchable: 1,
+            changes,
+        };
+        let namespaces = store.types[0].clone();
+        for namespace in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let object = json!({"metadata": {"name": namespace}});
+            let _created = store.create(&namespaces, None, object, Utc::now());
+        }
+        store
+    }
+
+    pub fn types(&self) -> &[ResourceType] {
+        &self.types
+    }
+
+    pub fn resource_version(&self) -> u64 {
+        self.resource_version
+    }
+
+    pub fn find_type(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.plural == plural)
+            .cloned()
+    }
+
+    fn key(rt: &ResourceType, namespace: Option<&str>, name: &str) -> Key {
+        let namespace = if rt.namespaced {
+            namespace.unwrap_or_default()
+        } else {
+            ""
+        };
+        (rt.key(), namespace.to_string(), name.to_string())
+    }
+
+    fn commit(
+        &mut self,
+        rt: &ResourceType,
+        key: Key,
+        kind: ChangeKind,
+        mut object: Value,
+    ) -> Value {
+        self.resource_version += 1;
+        object["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
+        match kind {
+            ChangeKind::Deleted => {
+                self.objects.remove(&key);
+            }
+            _ => {
+                self.objects.insert(key.clone(), object.clone());
+            }
+        }
+        let change = Arc::new(Change {
+            resource_version: self.resource_version,
+            type_key: rt.key(),
+            namespace: key.1,
+            kind,
+            object: object.clone(),
+        });
+        self.history.push_back(change.clone());
+        while self.history.len() > self.history_limit {
+            if let Some(dropped) = self.history.pop_front() {
+                self.oldest_watchable = dropped.resource_version + 1;
+            }
+        }
+        let _no_watchers = self.changes.send(change);
+        if rt.kind == "CustomResourceDefinition" && kind != ChangeKind::Deleted {
+            for declared in ResourceType::from_crd(&object) {
+                self.types.retain(|t| {
+                    !(t.group == declared.group
+                        && t.version == declared.version
+                        && t.plural == declared.plural)
+                });
+                self.types.push(declared);
+            }
+        }
+        object
+    }
+
+    pub fn get(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        self.objects
+            .get(&Self::key(rt, namespace, name))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))
+    }
+
+    /// Objects of a type (in one namespace, or all), filtered, in name order, paged.
+    pub fn list(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        labels: &Selector,
+        fields: &Selector,
+        limit: Option<usize>,
+        continue_from: Option<&str>,
+    ) -> (Vec<Value>, Option<String>) {
+        let type_key = rt.key();
+        let after = continue_from
+            .and_then(|c| c.split_once('/'))
+            .map(|(ns, name)| (ns.to_string(), name.to_string()));
+        let mut items = Vec::new();
+        let mut next = None;
+        for ((t, ns, name), object) in &self.objects {
+            if *t != type_key || namespace.is_some_and(|n| rt.namespaced && n != ns) {
+                continue;
+            }
+            if after
+                .as_ref()
+                .is_some_and(|(a_ns, a_name)| (ns, name) <= (a_ns, a_name))
+            {
+                continue;
+            }
+            if !labels.matches_labels(object) || !fields.matches_fields(object) {
+                continue;
+            }
+            if limit.is_some_and(|l| items.len() >= l) {
+                next = items.last().map(|last: &Value| {
+                    format!(
+                        "{}/{}",
+                        last["metadata"]["namespace"].as_str().unwrap_or_default(),
+                        name_of(last)
+                    )
+                });
+                break;
+            }
+            items.push(object.clone());
+        }
+        (items, next)
+    }
+
+    fn check_namespace(&self, rt: &ResourceType, namespace: Option<&str>) -> Result<(), ApiError> {
+        if !rt.namespaced {
+            return Ok(());
+        }
+        let namespace = namespace
+            .ok_or_else(|| ApiError::bad_request("a namespaced resource needs a namespace"))?;
+        let namespaces = &self.types[0];
+        if self
+            .objects
+            .contains_key(&Self::key(namespaces, None, namespace))
+        {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("namespaces \"{namespace}\" not found"),
+            ))
+        }
+    }
+
+    pub fn create(
+        &mut self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        mut object: Value,
+        now: DateTime<Utc>,
+    ) -> Result<Value, ApiError> {
+        if !object.is_object() {
+            return Err(ApiError::bad_request("the body is not an object"));
+        }
+        self.check_namespace(rt, namespace)?;
+        let meta = &mut object["metadata"];
+        if !meta.is_object() {
+            *meta = json!({});
+        }
+        if rt.namespaced {
+            let given = meta["namespace"].as_str().unwrap_or_default();
+            let namespace = namespace.unwrap_or_default();
+            if !given.is_empty() && given != namespace {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            meta["namespace"] = json!(namespace);
+        }
+        let mut name = meta["name"].as_str().unwrap_or_default().to_string();
+        if name.is_empty() {
+            let prefix = meta["generateName"].as_str().unwrap_or_default();
+            if prefix.is_empty() {
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("{} is invalid: metadata.name: Required value", rt.kind),
+                ));
+            }
+            name = format!("{prefix}{}", random_suffix());
+        }
+        let valid_name = name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && !name.starts_with(['-', '.'])
+            && !name.ends_with(['-', '.']);
+        if !valid_name && rt.kind != "CustomResourceDefinition" {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                format!(
+                    "{} \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 subdomain",
+                    rt.kind
+                ),
+            ));
+        }
+        let key = Self::key(rt, namespace, &name);
+        if self.objects.contains_key(&key) {
+            return Err(ApiError::new(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", resource_label(rt)),
+            ));
+        }
+        meta["name"] = json!(name);
+        meta["uid"] = json!(uuid::Uuid::new_v4().to_string());
+        meta["creationTimestamp"] = json!(timestamp(now));
+        meta["generation"] = json!(1);
+        if let Some(map) = meta.as_object_mut() {
+            map.remove("resourceVersion");
+            map.remove("deletionTimestamp");
+        }
+        object["apiVersion"] = json!(rt.api_version());
+        object["kind"] = json!(rt.kind);
+        match rt.kind.as_str() {
+            "Pod" => {
+                object["status"] = json!({"phase": "Pending"});
+                let spec = &mut object["spec"];
+                if spec["terminationGracePeriodSeconds"].is_null() {
+                    spec["terminationGracePeriodSeconds"] = json!(30);
+                }
+                if spec["restartPolicy"].is_null() {
+                    spec["restartPolicy"] = json!("Always");
+                }
+            }
+            "Namespace" => object["status"] = json!({"phase": "Active"}),
+            "CustomResourceDefinition" => {
+                object["status"] = json!({
+                    "acceptedNames": object["spec"]["names"].clone(),
+                    "conditions": [
+                        {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "lastTransitionTime": timestamp(now)},
+                        {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "lastTransitionTime": timestamp(now)},
+                    ],
+                });
+            }
+            // Nodes register with their status; everything else with a status subresource
+            // starts without one, as on a real API server.
+            "Node" => {}
+            _ if rt.has("status") => {
+                if let Some(map) = object.as_object_mut() {
+                    map.remove("status");
+                }
+            }
+            _ => {}
+        }
+        check_schema(rt, &name, &mut object)?;
+        Ok(self.commit(rt, key, ChangeKind::Added, object))
+    }
+
+    /// Replaces an object (or only its status, for the status subresource).
+    pub fn update(
+        &mut self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        mut object: Value,
+        subresource: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let key = Self::key(rt, namespace, name);
+        let current = self
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        let given_version = object["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if !given_version.is_empty()
+            && given_version
+                != current["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+        {
+            return Err(ApiError::conflict(rt, name));
+        }
+        if !object.is_object() {
+            return Err(ApiError::bad_request("the body is not an object"));
+        }
+        if name_of(&object) != name && !name_of(&object).is_empty() {
+            return Err(ApiError::bad_request(
+                "the name of the object does not match the name on the URL",
+            ));
+        }
+        let next = if subresource == Some("status") {
+            let mut next = current.clone();
+            next["status"] = object["status"].take();
+            next
+        } else {
+            for field in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "namespace",
+                "name",
+                "generation",
+            ] {
+                object["metadata"][field] = current["metadata"][field].clone();
+            }
+            if rt.has("status") {
+                object["status"] = current["status"].clone();
+            }
+            if spec_part(&object) != spec_part(&current) {
+                let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
+                object["metadata"]["generation"] = json!(generation + 1);
+            }
+            object["apiVersion"] = json!(rt.api_version());
+            object["kind"] = json!(rt.kind);
+            object
+        };
+        let mut next = clean_nulls(next);
+        check_schema(rt, name, &mut next)?;
+        let finished = !next["metadata"]["deletionTimestamp"].is_null()
+            && next["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|f| f.is_empty())
+            && rt.kind != "Pod";
+        if finished {
+            return Ok(self.remove(rt, key, next));
+        }
+        Ok(self.commit(rt, key, ChangeKind::Modified, next))
+    }
+
+    /// Applies a patch. A server-side apply of an object that does not exist creates it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch(
+        &mut self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        kind: PatchKind,
+        body: &Value,
+        subresource: Option<&str>,
+        field_manager: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Value, ApiError> {
+        let key = Self::key(rt, namespace, name);
+        let Some(current) = self.objects.get(&key).cloned() else {
+            if kind == PatchKind::Apply && subresource.is_none() {
+                let mut object = body.clone();
+                object["metadata"]["name"] = json!(name);
+                record_manager(&mut object, field_manager, now);
+                return self.create(rt, namespace, object, now);
+            }
+            return Err(ApiError::not_found(rt, name));
+        };
+        let mut next = current.clone();
+        match kind {
+            PatchKind::Merge => patch::merge(&mut next, body),
+            PatchKind::Strategic | PatchKind::Apply => patch::strategic(&mut next, body),
+            PatchKind::Json => {
+                patch::json_patch(&mut next, body).map_err(|e| ApiError::new(422, "Invalid", e))?
+            }
+        }
+        if kind == PatchKind::Apply {
+            record_manager(&mut next, field_manager, now);
+        }
+        let precondition = body["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default();
+        if kind != PatchKind::Json
+            && !precondition.is_empty()
+            && Some(precondition) != current["metadata"]["resourceVersion"].as_str()
+        {
+            return Err(ApiError::conflict(rt, name));
+        }
+        next["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        self.update(rt, namespace, name, next, subresource)
+    }
+
+    fn remove(&mut self, rt: &ResourceType, key: Key, object: Value) -> Value {
+        let uid = object["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let removed = self.commit(rt, key, ChangeKind::Deleted, object);
+        self.collect_dependents(&uid);
+        removed
+    }
+
+    /// Deletes what `uid` owned, as the garbage collector would (in the background).
+    fn collect_dependents(&mut self, uid: &str) {
+        if uid.is_empty() {
+            return;
+        }
+        let dependents: Vec<Key> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (type_key, namespace, name) in dependents {
+            if let Some(rt) = self.types.iter().find(|t| t.key() == type_key).cloned() {
+                let _gone_already = self.delete(
+                    &rt,
+                    Some(&namespace),
+                    &name,
+                    &DeleteOptions::default(),
+                    Utc::now(),
+                );
+            }
+        }
+    }
+
+    /// Deletes with Kubernetes semantics: preconditions, finalizers, and graceful deletion of
+    /// pods bound to a node (their agent removes them with grace 0, as a kubelet would).
+    pub fn delete(
+        &mut self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        options: &DeleteOptions,
+        now: DateTime<Utc>,
+    ) -> Result<Value, ApiError> {
+        let key = Self::key(rt, namespace, name);
+        let mut object = self
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        let meta = &object["metadata"];
+        if let Some(uid) = &options.uid
+            && meta["uid"].as_str() != Some(uid.as_str())
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta["uid"].as_str().unwrap_or_default()
+                ),
+            ));
+        }
+        if let Some(version) = &options.resource_version
+            && meta["resourceVersion"].as_str() != Some(version.as_str())
+        {
+            return Err(ApiError::conflict(rt, name));
+        }
+        let has_finalizers = meta["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        let grace = if rt.kind == "Pod" {
+            let bound = !object["spec"]["nodeName"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty();
+            let finished = matches!(
+                object["status"]["phase"].as_str(),
+                Some("Succeeded" | "Failed")
+            );
+            let requested = options
+                .grace_period_seconds
+                .or_else(|| object["spec"]["terminationGracePeriodSeconds"].as_i64())
+                .unwrap_or(30);
+            if bound && !finished {
+                requested.max(0)
+            } else {
+                0
+            }
+        } else {
+            0
+        };
+        if grace > 0 || has_finalizers {
+            let existing = object["metadata"]["deletionGracePeriodSeconds"].as_i64();
+            if existing.is_some_and(|g| g <= grace) {
+                return Ok(object);
+            }
+            object["metadata"]["deletionTimestamp"] =
+                json!(timestamp(now + chrono::TimeDelta::seconds(grace)));
+            object["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+            return Ok(self.commit(rt, key, ChangeKind::Modified, object));
+        }
+        Ok(self.remove(rt, key, object))
+    }
+
+    /// Changes after `from` (exclusive) of one type, and a receiver for what follows; 410 when
+    /// `from` has been compacted away.
+    pub fn watch(&self, rt: &ResourceType, from: u64) -> Result<WatchStart, ApiError> {
+        if from + 1 < self.oldest_watchable {
+            return Err(ApiError::new(
+                410,
+                "Expired",
+                format!(
+                    "too old resource version: {from} ({})",
+                    self.oldest_watchable
+                ),
+            ));
+        }
+        let type_key = rt.key();
+        let backlog = self
+            .history
+            .iter()
+            .filter(|c| c.resource_version > from && c.type_key == type_key)
+            .cloned()
+            .collect();
+        Ok((backlog, self.changes.subscribe()))
+    }
+}
+
+/// Schema defaulting and validation of custom resources, as the API server does on write.
+fn check_schema(rt: &ResourceType, name: &str, object: &mut Value) -> Result<(), ApiError> {
+    let Some(schema) = &rt.schema else {
+        return Ok(());
+    };
+    crate::schema::apply_defaults(schema, object);
+    crate::schema::validate(schema, object, "").map_err(|problem| {
+        ApiError::new(
+            422,
+            "Invalid",
+            format!(
+                "{}.{} \"{name}\" is invalid: {}",
+                rt.kind,
+                rt.group,
+                problem.trim_start_matches('.')
+            ),
+        )
+    })
+}
+
+fn record_manager(object: &mut Value, manager: Option<&str>, now: DateTime<Utc>) {
+    let Some(manager) = manager else {
+        return;
+    };
+    let entry = json!({"manager": manager, "operation": "Apply", "apiVersion": object["apiVersion"], "time": timestamp(now), "fieldsType": "FieldsV1", "fieldsV1": {}});
+    let managed = &mut object["metadata"]["managedFields"];
+    let mut list = managed.as_array().cloned().unwrap_or_default();
+    list.retain(|m| m["manager"] != manager || m["operation"] != "Apply");
+    list.push(entry);
+    *managed = Value::Array(list);
+}
+
+/// Merge patches can leave explicit nulls in nested maps; stored objects never hold them.
+fn clean_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, clean_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(clean_nulls).collect()),
+        other => other,
+    }
+}

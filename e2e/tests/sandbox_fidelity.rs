@@ -1,0 +1,524 @@
+//! The sandbox through the real kube-rs client: the API semantics vk-eci's controllers rely on.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Config};
+use kube_sandbox::{RunningSandbox, Sandbox};
+use serde_json::json;
+
+async fn start(sandbox: Sandbox) -> (RunningSandbox, Client) {
+    let running = sandbox.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let config = Config::new(running.url().parse().unwrap());
+    let client = Client::try_from(config).unwrap();
+    (running, client)
+}
+
+fn config_map(name: &str, labels: serde_json::Value) -> ConfigMap {
+    serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}}),
+    )
+    .unwrap()
+}
+
+fn api_error(error: kube::Error) -> (u16, String) {
+    match error {
+        kube::Error::Api(status) => (status.code, status.reason.clone()),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn create_get_list_with_selectors_and_conflicts() {
+    let (_sandbox, client) = start(Sandbox::new()).await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let created = api
+        .create(
+            &PostParams::default(),
+            &config_map("a", json!({"app": "web", "tier": "front"})),
+        )
+        .await
+        .unwrap();
+    assert!(created.metadata.uid.is_some() && created.metadata.resource_version.is_some());
+    api.create(
+        &PostParams::default(),
+        &config_map("b", json!({"app": "api"})),
+    )
+    .await
+    .unwrap();
+    let generated: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"generateName": "gen-"}})).unwrap();
+    let generated = api
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
+    assert!(generated.metadata.name.unwrap().starts_with("gen-"));
+
+    let duplicate = api
+        .create(&PostParams::default(), &config_map("a", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(duplicate), (409, "AlreadyExists".into()));
+    let missing = api.get("nope").await.unwrap_err();
+    assert_eq!(api_error(missing).0, 404);
+    let elsewhere: Api<ConfigMap> = Api::namespaced(client.clone(), "no-such-namespace");
+    assert_eq!(
+        api_error(
+            elsewhere
+                .create(&PostParams::default(), &config_map("x", json!({})))
+                .await
+                .unwrap_err()
+        )
+        .0,
+        404
+    );
+
+    let names = |list: kube::core::ObjectList<ConfigMap>| {
+        list.items
+            .into_iter()
+            .map(|c| c.metadata.name.unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(
+            api.list(&ListParams::default().labels("app=web"))
+                .await
+                .unwrap()
+        ),
+        ["a"]
+    );
+    assert_eq!(
+        names(
+            api.list(&ListParams::default().labels("app in (web,api),tier!=front"))
+                .await
+                .unwrap()
+        ),
+        ["b"]
+    );
+    assert_eq!(
+        names(
+            api.list(&ListParams::default().fields("metadata.name=b"))
+                .await
+                .unwrap()
+        ),
+        ["b"]
+    );
+    let page = api.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(page.items.len(), 2);
+    let rest = api
+        .list(
+            &ListParams::default()
+                .limit(2)
+                .continue_token(page.metadata.continue_.as_deref().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+
+    let mut stale = created.clone();
+    let mut fresh = api.get("a").await.unwrap();
+    fresh.data = Some([("k".to_string(), "new".to_string())].into());
+    api.replace("a", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
+    stale.data = Some([("k".to_string(), "stale".to_string())].into());
+    assert_eq!(
+        api_error(
+            api.replace("a", &PostParams::default(), &stale)
+                .await
+                .unwrap_err()
+        )
+        .0,
+        409
+    );
+}
+
+#[tokio::test]
+async fn patches_of_every_kind_and_the_status_subresource() {
+    let (_sandbox, client) = start(Sandbox::new()).await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "app", "image": "nginx"}, {"name": "side", "image": "envoy"}]},
+        "status": {"phase": "Running"},
+    }))
+    .unwrap();
+    let created = api.create(&PostParams::default(), &pod).await.unwrap();
+    assert_eq!(
+        created.status.unwrap().phase.as_deref(),
+        Some("Pending"),
+        "status is not taken on create"
+    );
+
+    api.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"extra": "1"}}})),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::<()>::Json(
+            serde_json::from_value(
+                json!([{"op": "replace", "path": "/metadata/labels/app", "value": "api"}]),
+            )
+            .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Strategic(json!({"spec": {"containers": [{"name": "side", "image": "envoy:2"}]}})),
+    )
+    .await
+    .unwrap();
+    let pod = api.get("p").await.unwrap();
+    let labels = pod.metadata.labels.unwrap();
+    assert_eq!(
+        (labels["app"].as_str(), labels["extra"].as_str()),
+        ("api", "1")
+    );
+    let containers = pod.spec.unwrap().containers;
+    assert_eq!(
+        containers.len(),
+        2,
+        "strategic merge keeps the other container"
+    );
+    assert_eq!(containers[1].image.as_deref(), Some("envoy:2"));
+
+    let status = json!({"status": {"phase": "Running", "podIP": "10.1.0.9", "conditions": [{"type": "Ready", "status": "True"}]}});
+    api.patch_status("p", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    api.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Failed"}})),
+    )
+    .await
+    .unwrap();
+    let pod = api.get("p").await.unwrap();
+    assert_eq!(
+        pod.status.as_ref().unwrap().phase.as_deref(),
+        Some("Running"),
+        "the main resource cannot change status"
+    );
+    assert_eq!(pod.status.unwrap().pod_ip.as_deref(), Some("10.1.0.9"));
+
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let apply = PatchParams::apply("vk-eci").force();
+    cms.patch("applied", &apply, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "1"}}))).await.unwrap();
+    cms.patch("applied", &apply, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"b": "2"}}))).await.unwrap();
+    let applied = cms.get("applied").await.unwrap();
+    assert_eq!(applied.data.unwrap()["b"], "2");
+    assert_eq!(
+        applied.metadata.managed_fields.unwrap()[0]
+            .manager
+            .as_deref(),
+        Some("vk-eci")
+    );
+}
+
+#[tokio::test]
+async fn graceful_pod_deletion_preconditions_and_owner_collection() {
+    let (_sandbox, client) = start(Sandbox::new()).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let bound: Pod = serde_json::from_value(json!({"metadata": {"name": "bound"}, "spec": {"nodeName": "virtual-kubelet", "terminationGracePeriodSeconds": 20, "containers": [{"name": "c", "image": "i"}]}})).unwrap();
+    let bound = pods.create(&PostParams::default(), &bound).await.unwrap();
+    pods.delete("bound", &DeleteParams::default())
+        .await
+        .unwrap();
+    let terminating = pods.get("bound").await.unwrap();
+    assert!(
+        terminating.metadata.deletion_timestamp.is_some(),
+        "a bound pod waits for its node agent"
+    );
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(20));
+    let wrong_uid = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some("other".into()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    assert_eq!(
+        api_error(pods.delete("bound", &wrong_uid).await.unwrap_err()).0,
+        409
+    );
+    let right_uid = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(kube::api::Preconditions {
+            uid: bound.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    pods.delete("bound", &right_uid).await.unwrap();
+    assert_eq!(api_error(pods.get("bound").await.unwrap_err()).0, 404);
+
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let owner = cms
+        .create(&PostParams::default(), &config_map("owner", json!({})))
+        .await
+        .unwrap();
+    let owned: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "owned", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid.unwrap()}]}})).unwrap();
+    cms.create(&PostParams::default(), &owned).await.unwrap();
+    cms.delete("owner", &DeleteParams::default()).await.unwrap();
+    assert_eq!(
+        api_error(cms.get("owned").await.unwrap_err()).0,
+        404,
+        "dependents are collected"
+    );
+}
+
+#[tokio::test]
+async fn watches_resume_from_a_resource_version_without_gaps() {
+    let (_sandbox, client) = start(Sandbox::new()).await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &config_map("before", json!({})))
+        .await
+        .unwrap();
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    for name in ["one", "two"] {
+        api.create(&PostParams::default(), &config_map(name, json!({})))
+            .await
+            .unwrap();
+    }
+    api.delete("one", &DeleteParams::default()).await.unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(5), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match stream.try_next().await.unwrap().unwrap() {
+            WatchEvent::Added(cm) => seen.push(format!("ADDED {}", cm.metadata.name.unwrap())),
+            WatchEvent::Deleted(cm) => seen.push(format!("DELETED {}", cm.metadata.name.unwrap())),
+            WatchEvent::Modified(cm) => {
+                seen.push(format!("MODIFIED {}", cm.metadata.name.unwrap()))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, ["ADDED one", "ADDED two", "DELETED one"]);
+    api.create(&PostParams::default(), &config_map("live", json!({})))
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        WatchEvent::Added(cm) => assert_eq!(cm.metadata.name.as_deref(), Some("live")),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn compacted_history_answers_410_and_watchers_relist() {
+    let (_sandbox, client) = start(Sandbox::with_history(3)).await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &config_map("first", json!({})))
+        .await
+        .unwrap();
+    let old = api
+        .get("first")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    for i in 0..5 {
+        api.create(
+            &PostParams::default(),
+            &config_map(&format!("n{i}"), json!({})),
+        )
+        .await
+        .unwrap();
+    }
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(5), &old)
+        .await
+        .unwrap()
+        .boxed();
+    match stream.try_next().await.unwrap().unwrap() {
+        WatchEvent::Error(status) => assert_eq!(status.code, 410),
+        other => panic!("expected 410, got {other:?}"),
+    }
+    let objects: Vec<ConfigMap> = watcher(api.clone(), watcher::Config::default())
+        .applied_objects()
+        .take(6)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        objects.len(),
+        6,
+        "a kube-runtime watcher lists and then watches"
+    );
+}
+
+#[tokio::test]
+async fn custom_resources_work_once_their_crd_exists() {
+    let (_sandbox, client) = start(Sandbox::new()).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crds/spotrotationpolicies.spot.vk-eci.io.yaml"
+    ))
+    .unwrap();
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let established = crds
+        .get("spotrotationpolicies.spot.vk-eci.io")
+        .await
+        .unwrap();
+    assert!(
+        established
+            .status
+            .unwrap()
+            .conditions
+            .unwrap()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+    );
+
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("spot.vk-eci.io", "v1alpha1", "SpotRotationPolicy"),
+        "spotrotationpolicies",
+    );
+    let policies: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &resource);
+    let policy: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "spot.vk-eci.io/v1alpha1", "kind": "SpotRotationPolicy",
+        "metadata": {"name": "web"}, "spec": {"targetRef": {"kind": "Deployment", "name": "web"}, "strategy": "Surge"},
+        "status": {"active": 9},
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    let stored = policies.get("web").await.unwrap();
+    assert!(
+        stored.data.get("status").is_none(),
+        "status comes only through the status subresource"
+    );
+    assert_eq!(
+        stored.data["spec"]["onDeadline"], "Delete",
+        "schema defaults are applied"
+    );
+    let invalid: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "spot.vk-eci.io/v1alpha1", "kind": "SpotRotationPolicy",
+        "metadata": {"name": "bad"}, "spec": {"strategy": "Yolo", "targetRef": {"kind": "Deployment", "name": "web"}},
+    }))
+    .unwrap();
+    let (code, _) = api_error(
+        policies
+            .create(&PostParams::default(), &invalid)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 422);
+    policies
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"active": 1, "completed": 4}})),
+        )
+        .await
+        .unwrap();
+
+    let request = get_table(
+        &client,
+        "/apis/spot.vk-eci.io/v1alpha1/namespaces/default/spotrotationpolicies",
+    )
+    .await;
+    assert_eq!(request["kind"], "Table");
+    let columns: Vec<&str> = request["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "Name",
+            "Strategy",
+            "Target",
+            "Active",
+            "Completed",
+            "Degraded",
+            "Failed",
+            "Last",
+            "Age"
+        ]
+    );
+    let cells = &request["rows"][0]["cells"];
+    assert_eq!(
+        (
+            cells[0].as_str(),
+            cells[1].as_str(),
+            cells[2].as_str(),
+            cells[3].as_i64()
+        ),
+        (Some("web"), Some("Surge"), Some("web"), Some(1))
+    );
+    assert!(
+        cells[8].as_str().unwrap().ends_with('s'),
+        "ages are rendered: {}",
+        cells[8]
+    );
+}
+
+async fn get_table(client: &Client, path: &str) -> serde_json::Value {
+    let request = http::Request::get(path)
+        .header(
+            "accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    serde_json::from_str(&client.request_text(request).await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn pods_are_watched_by_node_name() {
+    let (_sandbox, client) = start(Sandbox::new()).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for (name, node) in [("mine", "virtual-kubelet"), ("theirs", "worker-1")] {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}})).unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let all: Api<Pod> = Api::all(client);
+    let config = watcher::Config::default().fields("spec.nodeName=virtual-kubelet");
+    let first: Pod = watcher(all, config)
+        .applied_objects()
+        .boxed()
+        .try_next()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("mine"));
+}
