@@ -497,6 +497,16 @@ fn serve(
         ("GET" | "PUT" | "PATCH", Some(name), Some("scale")) if rt.has("scale") => {
             scale(sandbox, &rt, ns, name, method, body).map(|v| Served::Object(200, v))
         }
+        ("POST", Some(name), Some("eviction")) if rt.has("eviction") => {
+            let eviction = parse_body(body)?;
+            sandbox
+                .lock()
+                .evict(&rt, ns.unwrap_or("default"), name, &eviction, now)?;
+            Ok(Served::Object(
+                201,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
+        }
         ("POST", Some(name), Some("binding")) if rt.has("binding") => {
             let binding = parse_body(body)?;
             let node = binding["target"]["name"]

@@ -239,6 +239,10 @@ impl Store {
             }
         }
         let _no_watchers = self.changes.send(change);
+        if matches!(rt.kind.as_str(), "Pod" | "PodDisruptionBudget") && rt.group != "events.k8s.io"
+        {
+            self.refresh_budgets(object["metadata"]["namespace"].as_str().unwrap_or_default());
+        }
         if rt.kind == "CustomResourceDefinition" && kind != ChangeKind::Deleted {
             for declared in ResourceType::from_crd(&object) {
                 self.types.retain(|t| {
@@ -250,6 +254,114 @@ impl Store {
             }
         }
         object
+    }
+
+    /// `spec.replicas` of a workload controller (what the disruption controller reads).
+    fn replicas_of(&self, namespace: &str, kind: &str, name: &str) -> Option<i64> {
+        let plural = match kind {
+            "ReplicaSet" => "replicasets",
+            "StatefulSet" => "statefulsets",
+            "Deployment" => "deployments",
+            _ => return None,
+        };
+        let key = (
+            format!("{plural}.apps"),
+            namespace.to_string(),
+            name.to_string(),
+        );
+        self.objects
+            .get(&key)
+            .map(|o| o["spec"]["replicas"].as_i64().unwrap_or(1))
+    }
+
+    fn objects_of(&self, type_key: &str, namespace: &str) -> Vec<Value> {
+        self.objects
+            .iter()
+            .filter(|((t, ns, _), _)| t == type_key && ns == namespace)
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    /// Recomputes the status of the namespace's PodDisruptionBudgets, as the disruption
+    /// controller would, writing only those that changed.
+    fn refresh_budgets(&mut self, namespace: &str) {
+        let Some(budget_type) = self.find_type("policy", "v1", "poddisruptionbudgets") else {
+            return;
+        };
+        let budgets = self.objects_of(&budget_type.key(), namespace);
+        if budgets.is_empty() {
+            return;
+        }
+        let pods = self.objects_of("pods.", namespace);
+        let replicas = |kind: &str, name: &str| self.replicas_of(namespace, kind, name);
+        let statuses: Vec<(Value, Value)> = budgets
+            .into_iter()
+            .map(|budget| {
+                let status = crate::disruption::status(&budget, &pods, &replicas);
+                (budget, status)
+            })
+            .collect();
+        for (mut budget, status) in statuses {
+            if budget["status"] != status {
+                budget["status"] = status;
+                let key = Self::key(&budget_type, Some(namespace), &name_of(&budget));
+                self.commit(&budget_type, key, ChangeKind::Modified, budget);
+            }
+        }
+    }
+
+    /// The eviction subresource: budgets first, then a graceful delete.
+    pub fn evict(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        eviction: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
+        let pod = self.get(rt, Some(namespace), name)?;
+        let options = &eviction["deleteOptions"];
+        let delete = DeleteOptions {
+            grace_period_seconds: options["gracePeriodSeconds"].as_i64(),
+            uid: options["preconditions"]["uid"].as_str().map(str::to_string),
+            resource_version: options["preconditions"]["resourceVersion"]
+                .as_str()
+                .map(str::to_string),
+        };
+        let budgets = self
+            .find_type("policy", "v1", "poddisruptionbudgets")
+            .map(|t| self.objects_of(&t.key(), namespace))
+            .unwrap_or_default();
+        let pods = self.objects_of("pods.", namespace);
+        let replicas = |kind: &str, owner: &str| self.replicas_of(namespace, kind, owner);
+        if delete
+            .uid
+            .as_ref()
+            .is_none_or(|uid| pod["metadata"]["uid"].as_str() == Some(uid.as_str()))
+        {
+            match crate::disruption::check(&pod, &budgets, &pods, &replicas) {
+                Ok(()) => {}
+                Err(crate::disruption::Refusal::Budget(why)) => {
+                    return Err(ApiError::new(
+                        429,
+                        "TooManyRequests",
+                        format!(
+                            "Cannot evict pod as it would violate the pod's disruption budget. {why}"
+                        ),
+                    ));
+                }
+                Err(crate::disruption::Refusal::MultipleBudgets) => {
+                    return Err(ApiError::new(
+                        500,
+                        "InternalError",
+                        "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                    ));
+                }
+            }
+        }
+        // The delete checks the preconditions (a wrong UID is a 409 there).
+        self.delete(rt, Some(namespace), name, &delete, now)
+            .map(|_| ())
     }
 
     pub fn get(

@@ -17,7 +17,10 @@ use serde_json::json;
 
 async fn start(sandbox: Sandbox) -> (RunningSandbox, Client) {
     let running = sandbox.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let config = Config::new(running.url().parse().unwrap());
+    let mut config = Config::new(running.url().parse().unwrap());
+    // kube retries 429 by default; a refused eviction must surface at once (as it must for
+    // vk-eci's eviction controller, which schedules its own deadline-aware retries).
+    config.default_retry = false;
     let client = Client::try_from(config).unwrap();
     (running, client)
 }
@@ -521,4 +524,140 @@ async fn pods_are_watched_by_node_name() {
         .unwrap()
         .unwrap();
     assert_eq!(first.metadata.name.as_deref(), Some("mine"));
+}
+
+#[tokio::test]
+async fn evictions_honour_disruption_budgets() {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use kube::api::EvictParams;
+
+    let (_sandbox, client) = start(Sandbox::new()).await;
+    let replica_sets: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apps", "v1", "ReplicaSet"),
+            "replicasets",
+        ),
+    );
+    let rs: DynamicObject = serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web-1"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
+    .unwrap();
+    let rs = replica_sets
+        .create(&PostParams::default(), &rs)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let ready_pod = |name: &str| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": "web"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": rs.metadata.uid, "controller": true}]},
+            "spec": {"nodeName": "virtual-kubelet", "containers": [{"name": "c", "image": "i"}]}}))
+        .unwrap()
+    };
+    let ready = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+    for name in ["a", "b", "c"] {
+        pods.create(&PostParams::default(), &ready_pod(name))
+            .await
+            .unwrap();
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&ready))
+            .await
+            .unwrap();
+    }
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}}})).unwrap();
+    budgets.create(&PostParams::default(), &pdb).await.unwrap();
+    let status = budgets.get("web").await.unwrap().status.unwrap();
+    assert_eq!(
+        (
+            status.current_healthy,
+            status.desired_healthy,
+            status.disruptions_allowed,
+            status.expected_pods
+        ),
+        (3, 2, 1, 3)
+    );
+
+    pods.evict("a", &EvictParams::default()).await.unwrap();
+    assert!(
+        pods.get("a")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some(),
+        "eviction deletes gracefully"
+    );
+    assert_eq!(
+        budgets
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .disruptions_allowed,
+        0
+    );
+    let refused = pods.evict("b", &EvictParams::default()).await.unwrap_err();
+    match refused {
+        kube::Error::Api(status) => {
+            assert_eq!(status.code, 429);
+            assert!(
+                status.message.starts_with(
+                    "Cannot evict pod as it would violate the pod's disruption budget."
+                ),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+
+    pods.delete(
+        "a",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap();
+    pods.create(&PostParams::default(), &ready_pod("d"))
+        .await
+        .unwrap();
+    pods.patch_status("d", &PatchParams::default(), &Patch::Merge(&ready))
+        .await
+        .unwrap();
+    // kube 5's Api::evict sends its options as `delete_options`, which API servers ignore, so
+    // a UID precondition has to be posted as the Eviction body itself.
+    let eviction = |uid: &str| {
+        json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "b"},
+            "deleteOptions": {"preconditions": {"uid": uid}}})
+    };
+    let wrong = pods
+        .create_subresource::<_, serde_json::Value>(
+            "eviction",
+            "b",
+            &PostParams::default(),
+            &eviction("not-b"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(wrong).0, 409);
+    let uid = pods.get("b").await.unwrap().metadata.uid.unwrap();
+    pods.create_subresource::<_, serde_json::Value>(
+        "eviction",
+        "b",
+        &PostParams::default(),
+        &eviction(&uid),
+    )
+    .await
+    .unwrap();
+    assert!(
+        pods.get("b")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
 }
