@@ -93,6 +93,7 @@ impl Sandbox {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let router = self.router();
+        let controllers = tokio::spawn(self.clone().run_controllers());
         tokio::spawn(async move {
             let shutdown = async {
                 let _stop_requested_or_handle_dropped = stopped.await;
@@ -103,12 +104,38 @@ impl Sandbox {
             {
                 tracing::warn!(%error, "sandbox server stopped with an error");
             }
+            controllers.abort();
         });
         Ok(RunningSandbox {
             addr,
             sandbox: self,
             stop: Some(stop),
         })
+    }
+
+    /// Runs the cluster controllers after every burst of changes (and every second), until
+    /// a pass changes nothing.
+    async fn run_controllers(self) {
+        let mut changes = self.lock().subscribe();
+        loop {
+            let woke = tokio::time::timeout(Duration::from_secs(1), changes.recv()).await;
+            if matches!(
+                woke,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed))
+            ) {
+                return;
+            }
+            // Let a burst of writes land before reconciling once for all of them.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            while changes.try_recv().is_ok() {}
+            for _ in 0..20 {
+                let mut store = self.lock();
+                if !crate::cluster::reconcile(&mut store, Utc::now()) {
+                    break;
+                }
+            }
+            while changes.try_recv().is_ok() {}
+        }
     }
 
     fn resolve(&self, path: &str) -> Result<Option<Target>, ApiError> {

@@ -184,6 +184,11 @@ impl Store {
         store
     }
 
+    /// Every change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.changes.subscribe()
+    }
+
     pub fn types(&self) -> &[ResourceType] {
         &self.types
     }

@@ -661,3 +661,125 @@ async fn evictions_honour_disruption_budgets() {
             .is_some()
     );
 }
+
+async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn deployments_schedule_pods_and_scale_down_the_cheapest() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Node;
+
+    let (_sandbox, client) = start(Sandbox::new()).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": "virtual-kubelet", "labels": {"type": "virtual-kubelet"}},
+        "spec": {"taints": [{"key": "virtual-kubelet.io/provider", "value": "alibabacloud", "effect": "NoSchedule"}]},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployment: Deployment =
+        serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {
+        "replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+            "nodeSelector": {"type": "virtual-kubelet"},
+            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],
+            "containers": [{"name": "c", "image": "nginx"}]}}}}))
+        .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let bound = wait_for("three bound pods", || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels("app=web"))
+                .await
+                .ok()?;
+            let bound: Vec<Pod> = list
+                .items
+                .into_iter()
+                .filter(|p| {
+                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("virtual-kubelet")
+                })
+                .collect();
+            (bound.len() == 3).then_some(bound)
+        }
+    })
+    .await;
+    let cheapest = bound[1].metadata.name.clone().unwrap();
+    pods.patch(&cheapest, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": "-1000"}}})))
+        .await
+        .unwrap();
+
+    let unscheduled: Pod = serde_json::from_value(json!({"metadata": {"name": "stray"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})).unwrap();
+    pods.create(&PostParams::default(), &unscheduled)
+        .await
+        .unwrap();
+
+    deployments
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .unwrap();
+    let leaving = wait_for("one pod to be deleted", || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels("app=web"))
+                .await
+                .ok()?;
+            let leaving: Vec<String> = list
+                .items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_some())
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            (!leaving.is_empty()).then_some(leaving)
+        }
+    })
+    .await;
+    assert_eq!(
+        leaving,
+        [cheapest],
+        "the pod with the lowest deletion cost goes first"
+    );
+
+    let stray = wait_for("the stray pod to be marked unschedulable", || {
+        let pods = pods.clone();
+        async move {
+            let pod = pods.get("stray").await.ok()?;
+            let condition = pod
+                .status?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "PodScheduled")?;
+            (condition.status == "False").then_some(condition)
+        }
+    })
+    .await;
+    assert_eq!(stray.reason.as_deref(), Some("Unschedulable"));
+    assert!(stray.message.unwrap().contains("untolerated taint"));
+}

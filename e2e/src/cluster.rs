@@ -1,0 +1,509 @@
+//! What kube-scheduler and kube-controller-manager would do, reduced to what vk-eci's
+//! scenarios need: bind pods to nodes, keep ReplicaSets at their replica count (with the real
+//! scale-down ranking), and give Deployments a ReplicaSet per pod template.
+//!
+//! One pass over the store reconciles everything; the sandbox runs passes after changes until
+//! nothing more changes.
+
+use std::cmp::Ordering;
+use std::hash::{Hash, Hasher};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::selector::Selector;
+use crate::store::{DeleteOptions, Store, timestamp};
+
+fn ready(object: &Value) -> bool {
+    object["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+fn terminating(object: &Value) -> bool {
+    !object["metadata"]["deletionTimestamp"].is_null()
+}
+
+fn tolerates(pod: &Value, taint: &Value) -> bool {
+    pod["spec"]["tolerations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| {
+            let key_matches = t["key"] == taint["key"]
+                || (t["key"].as_str().unwrap_or_default().is_empty() && t["operator"] == "Exists");
+            let value_matches = t["operator"] == "Exists"
+                || t["value"].as_str().unwrap_or_default()
+                    == taint["value"].as_str().unwrap_or_default();
+            let effect_matches = t["effect"].as_str().unwrap_or_default().is_empty()
+                || t["effect"] == taint["effect"];
+            key_matches && value_matches && effect_matches
+        })
+}
+
+fn expression_matches(labels: &Value, expression: &Value) -> bool {
+    let value = labels[expression["key"].as_str().unwrap_or_default()].as_str();
+    let values: Vec<&str> = expression["values"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let number = |s: &str| s.parse::<i64>().ok();
+    match expression["operator"].as_str().unwrap_or_default() {
+        "In" => value.is_some_and(|v| values.contains(&v)),
+        "NotIn" => value.is_none_or(|v| !values.contains(&v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" => value
+            .and_then(number)
+            .zip(values.first().and_then(|v| number(v)))
+            .is_some_and(|(v, x)| v > x),
+        "Lt" => value
+            .and_then(number)
+            .zip(values.first().and_then(|v| number(v)))
+            .is_some_and(|(v, x)| v < x),
+        _ => false,
+    }
+}
+
+/// Why `node` cannot take `pod`, or `None` if it can.
+fn unfit(pod: &Value, node: &Value) -> Option<&'static str> {
+    if !ready(node) || node["spec"]["unschedulable"] == true {
+        return Some("node(s) were not ready or unschedulable");
+    }
+    let labels = &node["metadata"]["labels"];
+    if let Some(selector) = pod["spec"]["nodeSelector"].as_object()
+        && selector.iter().any(|(k, v)| labels[k] != *v)
+    {
+        return Some("node(s) didn't match Pod's node affinity/selector");
+    }
+    let terms = &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        ["nodeSelectorTerms"];
+    if let Some(terms) = terms.as_array() {
+        let name = &node["metadata"]["name"];
+        let any_term = terms.iter().any(|term| {
+            term["matchExpressions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|e| expression_matches(labels, e))
+                && term["matchFields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|e| expression_matches(&json!({"metadata.name": name}), e))
+        });
+        if !any_term {
+            return Some("node(s) didn't match Pod's node affinity/selector");
+        }
+    }
+    let untolerated = node["spec"]["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| matches!(t["effect"].as_str(), Some("NoSchedule" | "NoExecute")))
+        .any(|t| !tolerates(pod, t));
+    untolerated.then_some("node(s) had untolerated taint(s)")
+}
+
+/// Binds unscheduled pods to a fitting node (the first by name); the rest get
+/// `PodScheduled=False` with the reasons.
+fn schedule(store: &mut Store, now: DateTime<Utc>) -> bool {
+    let (Some(pods_type), Some(nodes_type)) = (
+        store.find_type("", "v1", "pods"),
+        store.find_type("", "v1", "nodes"),
+    ) else {
+        return false;
+    };
+    let all = Selector::default();
+    let (nodes, _) = store.list(&nodes_type, None, &all, &all, None, None);
+    let pending = Selector::parse("spec.nodeName=").unwrap_or_default();
+    let (pods, _) = store.list(&pods_type, None, &all, &pending, None, None);
+    let mut changed = false;
+    for pod in pods.into_iter().filter(|p| !terminating(p)) {
+        let namespace = pod["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = pod["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let reasons: Vec<&str> = nodes.iter().filter_map(|n| unfit(&pod, n)).collect();
+        match nodes.iter().find(|n| unfit(&pod, n).is_none()) {
+            Some(node) => {
+                let mut bound = pod.clone();
+                bound["spec"]["nodeName"] = node["metadata"]["name"].clone();
+                if let Ok(bound) = store.update(&pods_type, Some(&namespace), &name, bound, None) {
+                    let mut scheduled = bound;
+                    set_condition(
+                        &mut scheduled,
+                        json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": timestamp(now)}),
+                    );
+                    let _raced = store.update(
+                        &pods_type,
+                        Some(&namespace),
+                        &name,
+                        scheduled,
+                        Some("status"),
+                    );
+                    changed = true;
+                }
+            }
+            None => {
+                let mut summary: Vec<String> = Vec::new();
+                for reason in [
+                    "node(s) were not ready or unschedulable",
+                    "node(s) didn't match Pod's node affinity/selector",
+                    "node(s) had untolerated taint(s)",
+                ] {
+                    let count = reasons.iter().filter(|r| **r == reason).count();
+                    if count > 0 {
+                        summary.push(format!("{count} {reason}"));
+                    }
+                }
+                let message = format!(
+                    "0/{} nodes are available: {}.",
+                    nodes.len(),
+                    summary.join(", ")
+                );
+                let already = pod["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "PodScheduled" && c["message"] == message.as_str())
+                });
+                if !already {
+                    let mut unschedulable = pod.clone();
+                    set_condition(
+                        &mut unschedulable,
+                        json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastTransitionTime": timestamp(now)}),
+                    );
+                    changed |= store
+                        .update(
+                            &pods_type,
+                            Some(&namespace),
+                            &name,
+                            unschedulable,
+                            Some("status"),
+                        )
+                        .is_ok();
+                }
+            }
+        }
+    }
+    changed
+}
+
+fn set_condition(object: &mut Value, condition: Value) {
+    let conditions = &mut object["status"]["conditions"];
+    let mut list = conditions.as_array().cloned().unwrap_or_default();
+    list.retain(|c| c["type"] != condition["type"]);
+    list.push(condition);
+    *conditions = Value::Array(list);
+}
+
+fn owned_by<'a>(pods: &'a [Value], uid: &Value) -> Vec<&'a Value> {
+    pods.iter()
+        .filter(|p| {
+            p["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|refs| {
+                    refs.iter()
+                        .any(|r| r["uid"] == *uid && r["controller"] == true)
+                })
+        })
+        .collect()
+}
+
+/// The ReplicaSet controller's scale-down order: the pod to delete first sorts first.
+/// Unassigned before assigned, Pending before Running, not Ready before Ready, lower
+/// `controller.kubernetes.io/pod-deletion-cost` first, then the newest first.
+pub fn deletion_order(a: &Value, b: &Value) -> Ordering {
+    let assigned = |p: &Value| {
+        !p["spec"]["nodeName"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+    };
+    let phase_rank = |p: &Value| match p["status"]["phase"].as_str() {
+        Some("Running") => 2,
+        Some("Pending") => 0,
+        _ => 1,
+    };
+    let cost = |p: &Value| {
+        p["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"]
+            .as_str()
+            .and_then(|c| c.parse::<i32>().ok())
+            .unwrap_or(0)
+    };
+    let created = |p: &Value| {
+        p["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assigned(a)
+        .cmp(&assigned(b))
+        .then(phase_rank(a).cmp(&phase_rank(b)))
+        .then(ready(a).cmp(&ready(b)))
+        .then(cost(a).cmp(&cost(b)))
+        .then(created(b).cmp(&created(a)))
+}
+
+fn reconcile_replica_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
+    let (Some(rs_type), Some(pods_type)) = (
+        store.find_type("apps", "v1", "replicasets"),
+        store.find_type("", "v1", "pods"),
+    ) else {
+        return false;
+    };
+    let all = Selector::default();
+    let (sets, _) = store.list(&rs_type, None, &all, &all, None, None);
+    let mut changed = false;
+    for set in sets.into_iter().filter(|s| !terminating(s)) {
+        let namespace = set["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = set["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let (pods, _) = store.list(&pods_type, Some(&namespace), &all, &all, None, None);
+        let mut live: Vec<&Value> = owned_by(&pods, &set["metadata"]["uid"])
+            .into_iter()
+            .filter(|p| !terminating(p))
+            .collect();
+        let wanted = set["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
+        if live.len() < wanted {
+            for _ in live.len()..wanted {
+                let template = &set["spec"]["template"];
+                let pod = json!({
+                    "metadata": {
+                        "generateName": format!("{name}-"),
+                        "labels": template["metadata"]["labels"],
+                        "annotations": template["metadata"]["annotations"],
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name, "uid": set["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}],
+                    },
+                    "spec": template["spec"],
+                });
+                changed |= store
+                    .create(&pods_type, Some(&namespace), clean(pod), now)
+                    .is_ok();
+            }
+        } else if live.len() > wanted {
+            live.sort_by(|a, b| deletion_order(a, b));
+            for pod in &live[..live.len() - wanted] {
+                let pod_name = pod["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                changed |= store
+                    .delete(
+                        &pods_type,
+                        Some(&namespace),
+                        &pod_name,
+                        &DeleteOptions::default(),
+                        now,
+                    )
+                    .is_ok();
+            }
+        }
+        let (pods, _) = store.list(&pods_type, Some(&namespace), &all, &all, None, None);
+        let owned = owned_by(&pods, &set["metadata"]["uid"]);
+        let replicas = owned.iter().filter(|p| !terminating(p)).count();
+        let ready_count = owned.iter().filter(|p| !terminating(p) && ready(p)).count();
+        let status = json!({"replicas": replicas, "fullyLabeledReplicas": replicas, "readyReplicas": ready_count, "availableReplicas": ready_count, "observedGeneration": set["metadata"]["generation"]});
+        if let Ok(current) = store.get(&rs_type, Some(&namespace), &name)
+            && current["status"] != status
+        {
+            let mut next = current;
+            next["status"] = status;
+            changed |= store
+                .update(&rs_type, Some(&namespace), &name, next, Some("status"))
+                .is_ok();
+        }
+    }
+    changed
+}
+
+fn clean(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, clean(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+fn template_hash(template: &Value) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    template.to_string().hash(&mut hasher);
+    format!("{:x}", hasher.finish()).chars().take(10).collect()
+}
+
+/// Each Deployment gets one ReplicaSet per pod template (named `<deployment>-<hash>`); the
+/// current one runs the replicas, older ones are scaled to zero at once (a simple Recreate).
+fn reconcile_deployments(store: &mut Store, now: DateTime<Utc>) -> bool {
+    let (Some(deploy_type), Some(rs_type)) = (
+        store.find_type("apps", "v1", "deployments"),
+        store.find_type("apps", "v1", "replicasets"),
+    ) else {
+        return false;
+    };
+    let all = Selector::default();
+    let (deployments, _) = store.list(&deploy_type, None, &all, &all, None, None);
+    let mut changed = false;
+    for deployment in deployments.into_iter().filter(|d| !terminating(d)) {
+        let namespace = deployment["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = deployment["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let hash = template_hash(&deployment["spec"]["template"]);
+        let current_name = format!("{name}-{hash}");
+        let replicas = deployment["spec"]["replicas"].as_i64().unwrap_or(1);
+        let (sets, _) = store.list(&rs_type, Some(&namespace), &all, &all, None, None);
+        let owned = owned_by(&sets, &deployment["metadata"]["uid"]);
+        for set in &owned {
+            let set_name = set["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let want = if set_name == current_name {
+                replicas
+            } else {
+                0
+            };
+            if set["spec"]["replicas"].as_i64() != Some(want) {
+                let mut next = (*set).clone();
+                next["spec"]["replicas"] = json!(want);
+                changed |= store
+                    .update(&rs_type, Some(&namespace), &set_name, next, None)
+                    .is_ok();
+            }
+        }
+        if !owned
+            .iter()
+            .any(|s| s["metadata"]["name"] == current_name.as_str())
+        {
+            let mut template = deployment["spec"]["template"].clone();
+            template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+            let mut selector = deployment["spec"]["selector"].clone();
+            selector["matchLabels"]["pod-template-hash"] = json!(hash);
+            let set = json!({
+                "metadata": {
+                    "name": current_name,
+                    "labels": template["metadata"]["labels"],
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": deployment["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}],
+                },
+                "spec": {"replicas": replicas, "selector": selector, "template": template},
+            });
+            changed |= store.create(&rs_type, Some(&namespace), set, now).is_ok();
+        }
+        let (sets, _) = store.list(&rs_type, Some(&namespace), &all, &all, None, None);
+        let owned = owned_by(&sets, &deployment["metadata"]["uid"]);
+        let sum = |field: &str| {
+            owned
+                .iter()
+                .map(|s| s["status"][field].as_i64().unwrap_or(0))
+                .sum::<i64>()
+        };
+        let updated = owned
+            .iter()
+            .find(|s| s["metadata"]["name"] == current_name.as_str())
+            .map_or(0, |s| s["status"]["replicas"].as_i64().unwrap_or(0));
+        let available = sum("availableReplicas");
+        let status = json!({
+            "observedGeneration": deployment["metadata"]["generation"],
+            "replicas": sum("replicas"),
+            "updatedReplicas": updated,
+            "readyReplicas": sum("readyReplicas"),
+            "availableReplicas": available,
+            "conditions": [{"type": "Available", "status": if available >= replicas { "True" } else { "False" }, "reason": "MinimumReplicasAvailable"}],
+        });
+        if deployment["status"] != status {
+            let mut next = deployment.clone();
+            next["status"] = status;
+            changed |= store
+                .update(&deploy_type, Some(&namespace), &name, next, Some("status"))
+                .is_ok();
+        }
+    }
+    changed
+}
+
+/// One pass of every controller; true if anything changed.
+pub fn reconcile(store: &mut Store, now: DateTime<Utc>) -> bool {
+    let deployments = reconcile_deployments(store, now);
+    let replica_sets = reconcile_replica_sets(store, now);
+    let scheduled = schedule(store, now);
+    deployments || replica_sets || scheduled
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(node: &str, phase: &str, ready_: bool, cost: Option<&str>, created: &str) -> Value {
+        let mut pod = json!({"metadata": {"creationTimestamp": created, "annotations": {}}, "spec": {"nodeName": node},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": if ready_ { "True" } else { "False" }}]}});
+        if let Some(cost) = cost {
+            pod["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"] =
+                json!(cost);
+        }
+        pod
+    }
+
+    #[test]
+    fn scale_down_ranking_follows_the_replicaset_controller() {
+        let unassigned = pod("", "Pending", false, None, "2026-01-01T00:00:00Z");
+        let pending = pod("n", "Pending", false, None, "2026-01-01T00:00:00Z");
+        let not_ready = pod("n", "Running", false, None, "2026-01-01T00:00:00Z");
+        let cheap = pod("n", "Running", true, Some("-100"), "2026-01-01T00:00:00Z");
+        let newer = pod("n", "Running", true, None, "2026-01-02T00:00:00Z");
+        let older = pod("n", "Running", true, None, "2026-01-01T00:00:00Z");
+        let mut pods = vec![
+            older.clone(),
+            newer.clone(),
+            cheap.clone(),
+            not_ready.clone(),
+            pending.clone(),
+            unassigned.clone(),
+        ];
+        pods.sort_by(deletion_order);
+        assert_eq!(
+            pods,
+            vec![unassigned, pending, not_ready, cheap, newer, older]
+        );
+    }
+
+    #[test]
+    fn scheduling_respects_taints_selectors_and_affinity() {
+        let node = json!({"metadata": {"name": "vk", "labels": {"type": "virtual-kubelet"}},
+            "spec": {"taints": [{"key": "virtual-kubelet.io/provider", "value": "alibabacloud", "effect": "NoSchedule"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        let plain = json!({"spec": {}});
+        assert_eq!(
+            unfit(&plain, &node),
+            Some("node(s) had untolerated taint(s)")
+        );
+        let tolerating = json!({"spec": {"nodeSelector": {"type": "virtual-kubelet"}, "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]}});
+        assert_eq!(unfit(&tolerating, &node), None);
+        let elsewhere = json!({"spec": {"nodeSelector": {"type": "worker"}, "tolerations": [{"operator": "Exists"}]}});
+        assert!(unfit(&elsewhere, &node).is_some());
+        let affinity = json!({"spec": {"tolerations": [{"operator": "Exists"}], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]}]}]}}}}});
+        assert!(unfit(&affinity, &node).is_some());
+        let mut not_ready = node.clone();
+        not_ready["status"]["conditions"][0]["status"] = json!("Unknown");
+        assert!(unfit(&tolerating, &not_ready).is_some());
+    }
+}
