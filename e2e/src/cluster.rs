@@ -440,12 +440,143 @@ fn reconcile_deployments(store: &mut Store, now: DateTime<Utc>) -> bool {
     changed
 }
 
+/// StatefulSets: pods `<name>-0` .. `<name>-(n-1)`, each recreated when it is gone; scaling
+/// down removes the highest ordinals first.
+fn reconcile_stateful_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
+    let (Some(sts_type), Some(pods_type)) = (
+        store.find_type("apps", "v1", "statefulsets"),
+        store.find_type("", "v1", "pods"),
+    ) else {
+        return false;
+    };
+    let all = Selector::default();
+    let (sets, _) = store.list(&sts_type, None, &all, &all, None, None);
+    let mut changed = false;
+    for set in sets.into_iter().filter(|s| !terminating(s)) {
+        let namespace = set["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = set["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let replicas = set["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
+        let (pods, _) = store.list(&pods_type, Some(&namespace), &all, &all, None, None);
+        let owned = owned_by(&pods, &set["metadata"]["uid"]);
+        let ordinal = |pod: &Value| {
+            pod["metadata"]["name"]
+                .as_str()
+                .and_then(|n| n.strip_prefix(&format!("{name}-")))
+                .and_then(|i| i.parse::<i64>().ok())
+        };
+        for index in 0..replicas {
+            if !owned.iter().any(|p| ordinal(p) == Some(index)) {
+                let template = &set["spec"]["template"];
+                let mut labels = template["metadata"]["labels"].clone();
+                labels["statefulset.kubernetes.io/pod-name"] = json!(format!("{name}-{index}"));
+                let pod = json!({
+                    "metadata": {
+                        "name": format!("{name}-{index}"),
+                        "labels": labels,
+                        "annotations": template["metadata"]["annotations"],
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": set["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}],
+                    },
+                    "spec": template["spec"],
+                });
+                changed |= store
+                    .create(&pods_type, Some(&namespace), clean(pod), now)
+                    .is_ok();
+            }
+        }
+        for pod in owned
+            .iter()
+            .filter(|p| !terminating(p) && ordinal(p).is_some_and(|i| i >= replicas))
+        {
+            let pod_name = pod["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            changed |= store
+                .delete(
+                    &pods_type,
+                    Some(&namespace),
+                    &pod_name,
+                    &DeleteOptions::default(),
+                    now,
+                )
+                .is_ok();
+        }
+        let (pods, _) = store.list(&pods_type, Some(&namespace), &all, &all, None, None);
+        let owned = owned_by(&pods, &set["metadata"]["uid"]);
+        let live = owned.iter().filter(|p| !terminating(p)).count();
+        let ready_count = owned.iter().filter(|p| !terminating(p) && ready(p)).count();
+        let status = json!({"replicas": live, "readyReplicas": ready_count, "availableReplicas": ready_count, "currentReplicas": live, "updatedReplicas": live, "observedGeneration": set["metadata"]["generation"]});
+        if set["status"] != status {
+            let mut next = set.clone();
+            next["status"] = status;
+            changed |= store
+                .update(&sts_type, Some(&namespace), &name, next, Some("status"))
+                .is_ok();
+        }
+    }
+    changed
+}
+
+/// Seconds without a Lease renewal after which a node's readiness is Unknown.
+pub const NODE_GRACE_SECONDS: i64 = 40;
+
+/// Node lifecycle: a node whose Lease in `kube-node-lease` was not renewed for 40 s gets
+/// `Ready=Unknown`, as the node lifecycle controller sets it.
+fn reconcile_node_leases(store: &mut Store, now: DateTime<Utc>) -> bool {
+    let (Some(nodes_type), Some(lease_type)) = (
+        store.find_type("", "v1", "nodes"),
+        store.find_type("coordination.k8s.io", "v1", "leases"),
+    ) else {
+        return false;
+    };
+    let all = Selector::default();
+    let (nodes, _) = store.list(&nodes_type, None, &all, &all, None, None);
+    let mut changed = false;
+    for node in nodes {
+        let name = node["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let Ok(lease) = store.get(&lease_type, Some("kube-node-lease"), &name) else {
+            continue;
+        };
+        let renewed = lease["spec"]["renewTime"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        let stale = renewed.is_none_or(|at| (now - at).num_seconds() > NODE_GRACE_SECONDS);
+        let already_unknown = node["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "Unknown")
+        });
+        if stale && !already_unknown {
+            let mut next = node.clone();
+            set_condition(
+                &mut next,
+                json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status.", "lastTransitionTime": timestamp(now), "lastHeartbeatTime": node["status"]["conditions"][0]["lastHeartbeatTime"]}),
+            );
+            changed |= store
+                .update(&nodes_type, None, &name, clean(next), Some("status"))
+                .is_ok();
+        }
+    }
+    changed
+}
+
 /// One pass of every controller; true if anything changed.
 pub fn reconcile(store: &mut Store, now: DateTime<Utc>) -> bool {
     let deployments = reconcile_deployments(store, now);
     let replica_sets = reconcile_replica_sets(store, now);
+    let stateful_sets = reconcile_stateful_sets(store, now);
+    let nodes = reconcile_node_leases(store, now);
     let scheduled = schedule(store, now);
-    deployments || replica_sets || scheduled
+    deployments || replica_sets || stateful_sets || nodes || scheduled
 }
 
 #[cfg(test)]
@@ -482,6 +613,81 @@ mod tests {
         assert_eq!(
             pods,
             vec![unassigned, pending, not_ready, cheap, newer, older]
+        );
+    }
+
+    #[test]
+    fn nodes_whose_lease_lapses_become_unknown() {
+        let mut store = Store::new(1000);
+        let now = Utc::now();
+        let nodes = store.find_type("", "v1", "nodes").unwrap();
+        let leases = store
+            .find_type("coordination.k8s.io", "v1", "leases")
+            .unwrap();
+        store
+            .create(&nodes, None, json!({"metadata": {"name": "vk"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}), now)
+            .unwrap();
+        let renewed = timestamp(now - chrono::TimeDelta::seconds(30));
+        store
+            .create(
+                &leases,
+                Some("kube-node-lease"),
+                json!({"metadata": {"name": "vk"}, "spec": {"renewTime": renewed}}),
+                now,
+            )
+            .unwrap();
+        assert!(
+            !reconcile(&mut store, now),
+            "a lease renewed 30 s ago is fresh"
+        );
+        let later = now + chrono::TimeDelta::seconds(15);
+        assert!(reconcile(&mut store, later));
+        let node = store.get(&nodes, None, "vk").unwrap();
+        assert_eq!(node["status"]["conditions"][0]["status"], "Unknown");
+        assert!(!reconcile(&mut store, later), "reported once");
+    }
+
+    #[test]
+    fn stateful_sets_keep_their_ordinals() {
+        let mut store = Store::new(1000);
+        let now = Utc::now();
+        let sts = store.find_type("apps", "v1", "statefulsets").unwrap();
+        let pods = store.find_type("", "v1", "pods").unwrap();
+        store
+            .create(&sts, Some("default"), json!({"metadata": {"name": "db"}, "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}), now)
+            .unwrap();
+        while reconcile(&mut store, now) {}
+        assert!(
+            store.get(&pods, Some("default"), "db-0").is_ok()
+                && store.get(&pods, Some("default"), "db-1").is_ok()
+        );
+        store
+            .delete(
+                &pods,
+                Some("default"),
+                "db-0",
+                &DeleteOptions::default(),
+                now,
+            )
+            .unwrap();
+        while reconcile(&mut store, now) {}
+        assert!(
+            store.get(&pods, Some("default"), "db-0").is_ok(),
+            "recreated under the same name"
+        );
+        let mut set = store.get(&sts, Some("default"), "db").unwrap();
+        set["spec"]["replicas"] = json!(1);
+        store
+            .update(&sts, Some("default"), "db", set, None)
+            .unwrap();
+        while reconcile(&mut store, now) {}
+        assert!(
+            store.get(&pods, Some("default"), "db-1").is_err(),
+            "the highest ordinal goes"
+        );
+        assert_eq!(
+            store.get(&sts, Some("default"), "db").unwrap()["status"]["replicas"],
+            1
         );
     }
 
