@@ -82,6 +82,8 @@ impl Sandbox {
             .route("/readyz", get(|| async { "ok" }))
             .route("/api", get(api_versions))
             .route("/apis", get(api_groups))
+            .route("/openapi/v3", get(openapi_index))
+            .route("/openapi/v3/{*group_version}", get(openapi_document))
             .fallback(handle)
             .with_state(self.clone())
     }
@@ -281,6 +283,81 @@ async fn api_groups(State(sandbox): State<Sandbox>) -> Response {
     json_response(
         200,
         &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+    )
+}
+
+/// The OpenAPI v3 index: one document per group-version. kubectl reads these to learn that
+/// the server validates fields itself (`fieldValidation`), and then skips client-side schema
+/// validation; the documents carry operations, not schemas.
+async fn openapi_index(State(sandbox): State<Sandbox>) -> Response {
+    let store = sandbox.lock();
+    let mut paths = serde_json::Map::new();
+    for t in store.types() {
+        let path = if t.group.is_empty() {
+            format!("api/{}", t.version)
+        } else {
+            format!("apis/{}/{}", t.group, t.version)
+        };
+        let url = format!("/openapi/v3/{path}?hash={}", store.resource_version());
+        paths.insert(path, json!({"serverRelativeURL": url}));
+    }
+    json_response(200, &json!({"paths": paths}))
+}
+
+async fn openapi_document(
+    State(sandbox): State<Sandbox>,
+    axum::extract::Path(group_version): axum::extract::Path<String>,
+) -> Response {
+    let store = sandbox.lock();
+    let parts: Vec<&str> = group_version.trim_matches('/').split('/').collect();
+    let (group, version) = match parts.as_slice() {
+        ["api", version] => ("", *version),
+        ["apis", group, version] => (*group, *version),
+        _ => return error_response(&ApiError::new(404, "NotFound", "no such OpenAPI document")),
+    };
+    let types: Vec<&ResourceType> = store
+        .types()
+        .iter()
+        .filter(|t| t.group == group && t.version == version)
+        .collect();
+    if types.is_empty() {
+        return error_response(&ApiError::new(404, "NotFound", "no such OpenAPI document"));
+    }
+    let query_parameter =
+        |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string"}});
+    let mut paths = serde_json::Map::new();
+    for t in types {
+        let prefix = if t.group.is_empty() {
+            format!("/api/{}", t.version)
+        } else {
+            format!("/apis/{}/{}", t.group, t.version)
+        };
+        let scope = if t.namespaced {
+            "/namespaces/{namespace}"
+        } else {
+            ""
+        };
+        let gvk = json!({"group": t.group, "version": t.version, "kind": t.kind});
+        let operation = |action: &str| {
+            json!({
+                "x-kubernetes-group-version-kind": gvk,
+                "x-kubernetes-action": action,
+                "parameters": [query_parameter("fieldValidation"), query_parameter("fieldManager"), query_parameter("dryRun")],
+                "responses": {"200": {"description": "OK"}},
+            })
+        };
+        paths.insert(
+            format!("{prefix}{scope}/{}", t.plural),
+            json!({"post": operation("post"), "get": operation("list")}),
+        );
+        paths.insert(
+            format!("{prefix}{scope}/{}/{{name}}", t.plural),
+            json!({"get": operation("get"), "put": operation("put"), "patch": operation("patch"), "delete": operation("delete")}),
+        );
+    }
+    json_response(
+        200,
+        &json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0-vk-eci-sandbox"}, "paths": paths, "components": {"schemas": {}}}),
     )
 }
 

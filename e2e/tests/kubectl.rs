@@ -1,5 +1,5 @@
-//! kubectl (the one installed on these machines) against the sandbox: apply, get with printer
-//! columns, describe, delete. Skips with a message where kubectl is missing.
+//! kubectl (the one installed on these machines) against the sandbox: plain and server-side
+//! apply, get with printer columns, describe, delete. Skips with a message where kubectl is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
