@@ -278,19 +278,9 @@ fn reconcile_replica_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
         let wanted = set["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
         if live.len() < wanted {
             for _ in live.len()..wanted {
-                let template = &set["spec"]["template"];
-                let pod = json!({
-                    "metadata": {
-                        "generateName": format!("{name}-"),
-                        "labels": template["metadata"]["labels"],
-                        "annotations": template["metadata"]["annotations"],
-                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name, "uid": set["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}],
-                    },
-                    "spec": template["spec"],
-                });
-                changed |= store
-                    .create(&pods_type, Some(&namespace), clean(pod), now)
-                    .is_ok();
+                let pod =
+                    pod_from_template(&set, "ReplicaSet", PodName::Generated(format!("{name}-")));
+                changed |= store.create(&pods_type, Some(&namespace), pod, now).is_ok();
             }
         } else if live.len() > wanted {
             live.sort_by(|a, b| deletion_order(a, b));
@@ -315,17 +305,50 @@ fn reconcile_replica_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
         let replicas = owned.iter().filter(|p| !terminating(p)).count();
         let ready_count = owned.iter().filter(|p| !terminating(p) && ready(p)).count();
         let status = json!({"replicas": replicas, "fullyLabeledReplicas": replicas, "readyReplicas": ready_count, "availableReplicas": ready_count, "observedGeneration": set["metadata"]["generation"]});
-        if let Ok(current) = store.get(&rs_type, Some(&namespace), &name)
-            && current["status"] != status
-        {
-            let mut next = current;
-            next["status"] = status;
-            changed |= store
-                .update(&rs_type, Some(&namespace), &name, next, Some("status"))
-                .is_ok();
-        }
+        changed |= write_status(store, &rs_type, &namespace, &name, status);
     }
     changed
+}
+
+/// How a pod made from a template is named.
+enum PodName {
+    Given(String),
+    Generated(String),
+}
+
+/// A pod from a workload's template, owned by the workload.
+fn pod_from_template(owner: &Value, owner_kind: &str, name: PodName) -> Value {
+    let template = &owner["spec"]["template"];
+    let mut metadata = json!({
+        "labels": template["metadata"]["labels"],
+        "annotations": template["metadata"]["annotations"],
+        "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}],
+    });
+    match name {
+        PodName::Given(name) => metadata["name"] = json!(name),
+        PodName::Generated(prefix) => metadata["generateName"] = json!(prefix),
+    }
+    clean(json!({"metadata": metadata, "spec": template["spec"]}))
+}
+
+/// Writes a workload's status through its status subresource when it differs.
+fn write_status(
+    store: &mut Store,
+    rt: &crate::resources::ResourceType,
+    namespace: &str,
+    name: &str,
+    status: Value,
+) -> bool {
+    match store.get(rt, Some(namespace), name) {
+        Ok(current) if current["status"] != status => {
+            let mut next = current;
+            next["status"] = status;
+            store
+                .update(rt, Some(namespace), name, next, Some("status"))
+                .is_ok()
+        }
+        _ => false,
+    }
 }
 
 fn clean(value: Value) -> Value {
@@ -429,13 +452,7 @@ fn reconcile_deployments(store: &mut Store, now: DateTime<Utc>) -> bool {
             "availableReplicas": available,
             "conditions": [{"type": "Available", "status": if available >= replicas { "True" } else { "False" }, "reason": "MinimumReplicasAvailable"}],
         });
-        if deployment["status"] != status {
-            let mut next = deployment.clone();
-            next["status"] = status;
-            changed |= store
-                .update(&deploy_type, Some(&namespace), &name, next, Some("status"))
-                .is_ok();
-        }
+        changed |= write_status(store, &deploy_type, &namespace, &name, status);
     }
     changed
 }
@@ -472,21 +489,11 @@ fn reconcile_stateful_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
         };
         for index in 0..replicas {
             if !owned.iter().any(|p| ordinal(p) == Some(index)) {
-                let template = &set["spec"]["template"];
-                let mut labels = template["metadata"]["labels"].clone();
-                labels["statefulset.kubernetes.io/pod-name"] = json!(format!("{name}-{index}"));
-                let pod = json!({
-                    "metadata": {
-                        "name": format!("{name}-{index}"),
-                        "labels": labels,
-                        "annotations": template["metadata"]["annotations"],
-                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": set["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}],
-                    },
-                    "spec": template["spec"],
-                });
-                changed |= store
-                    .create(&pods_type, Some(&namespace), clean(pod), now)
-                    .is_ok();
+                let pod_name = format!("{name}-{index}");
+                let mut pod =
+                    pod_from_template(&set, "StatefulSet", PodName::Given(pod_name.clone()));
+                pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] = json!(pod_name);
+                changed |= store.create(&pods_type, Some(&namespace), pod, now).is_ok();
             }
         }
         for pod in owned
@@ -512,13 +519,7 @@ fn reconcile_stateful_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
         let live = owned.iter().filter(|p| !terminating(p)).count();
         let ready_count = owned.iter().filter(|p| !terminating(p) && ready(p)).count();
         let status = json!({"replicas": live, "readyReplicas": ready_count, "availableReplicas": ready_count, "currentReplicas": live, "updatedReplicas": live, "observedGeneration": set["metadata"]["generation"]});
-        if set["status"] != status {
-            let mut next = set.clone();
-            next["status"] = status;
-            changed |= store
-                .update(&sts_type, Some(&namespace), &name, next, Some("status"))
-                .is_ok();
-        }
+        changed |= write_status(store, &sts_type, &namespace, &name, status);
     }
     changed
 }

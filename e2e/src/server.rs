@@ -47,6 +47,16 @@ fn error_response(error: &ApiError) -> Response {
     json_response(error.code, &error.status())
 }
 
+/// `api/v1` → (``, `v1`); `apis/apps/v1` → (`apps`, `v1`).
+fn group_version(path: &str) -> Option<(&str, &str)> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["api", version] => Some(("", version)),
+        ["apis", group, version] => Some((group, version)),
+        _ => None,
+    }
+}
+
 /// Where a request points.
 struct Target {
     rt: ResourceType,
@@ -185,11 +195,8 @@ impl Sandbox {
     }
 
     fn resource_list(&self, path: &str) -> Response {
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let (group, version) = match segments.as_slice() {
-            ["api", version] => ("", *version),
-            ["apis", group, version] => (*group, *version),
-            _ => return error_response(&ApiError::new(404, "NotFound", "not found")),
+        let Some((group, version)) = group_version(path) else {
+            return error_response(&ApiError::new(404, "NotFound", "not found"));
         };
         let store = self.lock();
         let types: Vec<&ResourceType> = store
@@ -309,11 +316,8 @@ async fn openapi_document(
     axum::extract::Path(group_version): axum::extract::Path<String>,
 ) -> Response {
     let store = sandbox.lock();
-    let parts: Vec<&str> = group_version.trim_matches('/').split('/').collect();
-    let (group, version) = match parts.as_slice() {
-        ["api", version] => ("", *version),
-        ["apis", group, version] => (*group, *version),
-        _ => return error_response(&ApiError::new(404, "NotFound", "no such OpenAPI document")),
+    let Some((group, version)) = self::group_version(&group_version) else {
+        return error_response(&ApiError::new(404, "NotFound", "no such OpenAPI document"));
     };
     let types: Vec<&ResourceType> = store
         .types()
