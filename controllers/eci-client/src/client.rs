@@ -146,6 +146,21 @@ impl std::fmt::Debug for EciClient {
 
 impl EciClient {
     pub fn new(config: EciClientConfig) -> Result<Self, EciError> {
+        Self::build(config, None)
+    }
+
+    /// A client that reports every finished call to `observer` (metrics).
+    pub fn with_observer(
+        config: EciClientConfig,
+        observer: Arc<dyn CallObserver>,
+    ) -> Result<Self, EciError> {
+        Self::build(config, Some(observer))
+    }
+
+    fn build(
+        config: EciClientConfig,
+        observer: Option<Arc<dyn CallObserver>>,
+    ) -> Result<Self, EciError> {
         install_crypto_provider();
         let endpoint = config.endpoint_url()?;
         let host = match (endpoint.host_str(), endpoint.port()) {
@@ -166,27 +181,9 @@ impl EciClient {
                 endpoint,
                 host,
                 config,
-                observer: None,
+                observer,
             }),
         })
-    }
-
-    /// Reports every call to `observer` (metrics). Call before cloning the client.
-    pub fn with_observer(self, observer: Arc<dyn CallObserver>) -> Self {
-        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
-            http: shared.http.clone(),
-            config: shared.config.clone(),
-            endpoint: shared.endpoint.clone(),
-            host: shared.host.clone(),
-            limiter: RateLimiter::new(&shared.config.rate_limits),
-            observer: None,
-        });
-        Self {
-            inner: Arc::new(Inner {
-                observer: Some(observer),
-                ..inner
-            }),
-        }
     }
 
     pub fn region(&self) -> &str {

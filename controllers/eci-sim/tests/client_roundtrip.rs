@@ -749,3 +749,51 @@ async fn no_stock_is_typed_and_restoring_stock_lets_creates_through() {
     let running = wait_for_status(&client, &id, status::RUNNING).await;
     assert_eq!(running.zone_id, "cn-hangzhou-i");
 }
+
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<(String, String, bool)>>);
+
+impl eci_client::CallObserver for Recorder {
+    fn observe(&self, action: &'static str, outcome: &str, _elapsed: Duration, rate_limited: bool) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((action.to_string(), outcome.to_string(), rate_limited));
+    }
+}
+
+#[tokio::test]
+async fn an_observer_sees_every_call_with_its_outcome() {
+    let sim = start(SimConfig::fast()).await;
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let mut config = client_config(&sim, SignatureVersion::V3);
+    config.retry.max_attempts = 1;
+    let client = EciClient::with_observer(config, recorder.clone()).unwrap();
+    client
+        .call(&DescribeContainerGroupsRequest::default())
+        .await
+        .unwrap();
+    client
+        .call(&DeleteContainerGroupRequest {
+            container_group_id: "eci-missing00000000000".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let seen = recorder.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            (
+                "DescribeContainerGroups".to_string(),
+                "Success".to_string(),
+                false
+            ),
+            (
+                "DeleteContainerGroup".to_string(),
+                "InvalidParameter.NotFound".to_string(),
+                false
+            ),
+        ]
+    );
+}
