@@ -244,8 +244,7 @@ impl Store {
             }
         }
         let _no_watchers = self.changes.send(change);
-        if matches!(rt.kind.as_str(), "Pod" | "PodDisruptionBudget") && rt.group != "events.k8s.io"
-        {
+        if matches!(rt.kind.as_str(), "Pod" | "PodDisruptionBudget") {
             self.refresh_budgets(object["metadata"]["namespace"].as_str().unwrap_or_default());
         }
         if rt.kind == "CustomResourceDefinition" && kind != ChangeKind::Deleted {
