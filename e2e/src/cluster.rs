@@ -203,6 +203,28 @@ fn set_condition(object: &mut Value, condition: Value) {
     *conditions = Value::Array(list);
 }
 
+/// Objects of a type that are not being deleted, with their namespace and name.
+fn live_objects(
+    store: &Store,
+    rt: &crate::resources::ResourceType,
+) -> Vec<(String, String, Value)> {
+    let all = Selector::default();
+    let (objects, _) = store.list(rt, None, &all, &all, None, None);
+    objects
+        .into_iter()
+        .filter(|o| !terminating(o))
+        .map(|o| {
+            let text = |field: &str| {
+                o["metadata"][field]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (text("namespace"), text("name"), o)
+        })
+        .collect()
+}
+
 fn owned_by<'a>(pods: &'a [Value], uid: &Value) -> Vec<&'a Value> {
     pods.iter()
         .filter(|p| {
@@ -259,17 +281,8 @@ fn reconcile_replica_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
         return false;
     };
     let all = Selector::default();
-    let (sets, _) = store.list(&rs_type, None, &all, &all, None, None);
     let mut changed = false;
-    for set in sets.into_iter().filter(|s| !terminating(s)) {
-        let namespace = set["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let name = set["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+    for (namespace, name, set) in live_objects(store, &rs_type) {
         let (pods, _) = store.list(&pods_type, Some(&namespace), &all, &all, None, None);
         let mut live: Vec<&Value> = owned_by(&pods, &set["metadata"]["uid"])
             .into_iter()
@@ -379,17 +392,8 @@ fn reconcile_deployments(store: &mut Store, now: DateTime<Utc>) -> bool {
         return false;
     };
     let all = Selector::default();
-    let (deployments, _) = store.list(&deploy_type, None, &all, &all, None, None);
     let mut changed = false;
-    for deployment in deployments.into_iter().filter(|d| !terminating(d)) {
-        let namespace = deployment["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let name = deployment["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+    for (namespace, name, deployment) in live_objects(store, &deploy_type) {
         let hash = template_hash(&deployment["spec"]["template"]);
         let current_name = format!("{name}-{hash}");
         let replicas = deployment["spec"]["replicas"].as_i64().unwrap_or(1);
@@ -467,17 +471,8 @@ fn reconcile_stateful_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
         return false;
     };
     let all = Selector::default();
-    let (sets, _) = store.list(&sts_type, None, &all, &all, None, None);
     let mut changed = false;
-    for set in sets.into_iter().filter(|s| !terminating(s)) {
-        let namespace = set["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let name = set["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+    for (namespace, name, set) in live_objects(store, &sts_type) {
         let replicas = set["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
         let (pods, _) = store.list(&pods_type, Some(&namespace), &all, &all, None, None);
         let owned = owned_by(&pods, &set["metadata"]["uid"]);

@@ -199,11 +199,7 @@ impl Sandbox {
             return error_response(&ApiError::new(404, "NotFound", "not found"));
         };
         let store = self.lock();
-        let types: Vec<&ResourceType> = store
-            .types()
-            .iter()
-            .filter(|t| t.group == group && t.version == version)
-            .collect();
+        let types = store.types_in(group, version);
         if types.is_empty() {
             return error_response(&ApiError::new(
                 404,
@@ -319,11 +315,7 @@ async fn openapi_document(
     let Some((group, version)) = self::group_version(&group_version) else {
         return error_response(&ApiError::new(404, "NotFound", "no such OpenAPI document"));
     };
-    let types: Vec<&ResourceType> = store
-        .types()
-        .iter()
-        .filter(|t| t.group == group && t.version == version)
-        .collect();
+    let types = store.types_in(group, version);
     if types.is_empty() {
         return error_response(&ApiError::new(404, "NotFound", "no such OpenAPI document"));
     }

@@ -193,6 +193,14 @@ impl Store {
         &self.types
     }
 
+    /// The types served under one group-version.
+    pub fn types_in(&self, group: &str, version: &str) -> Vec<&ResourceType> {
+        self.types
+            .iter()
+            .filter(|t| t.group == group && t.version == version)
+            .collect()
+    }
+
     pub fn resource_version(&self) -> u64 {
         self.resource_version
     }
