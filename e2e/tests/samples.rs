@@ -75,6 +75,27 @@ fn every_sample_pod_translates_without_refusal() {
     assert_eq!(pods, 2);
 }
 
+#[test]
+fn the_sample_profile_parses() {
+    let (_, profile) = documents(SAMPLES)
+        .into_iter()
+        .find(|(_, doc)| doc["metadata"]["name"] == vk_eci_core::profile::NAME)
+        .unwrap();
+    let data: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(profile["data"].clone()).unwrap();
+    let profile = vk_eci_core::profile::Profile::parse(&data).unwrap();
+    assert_eq!(profile.network.vswitches.len(), 2);
+    let batch = [("workload".to_string(), "batch".to_string())].into();
+    let eci_namespace = [("alibabacloud.com/eci".to_string(), "true".to_string())].into();
+    assert_eq!(
+        profile
+            .scheduling_selector(&batch, &eci_namespace)
+            .unwrap()
+            .name,
+        "batch-on-spot"
+    );
+}
+
 #[tokio::test]
 async fn every_sample_is_accepted_by_an_api_server() {
     let running = Sandbox::new()

@@ -7,12 +7,14 @@
 //! - [`status`]: ECI container group → pod status; spot release notices; event dedup.
 //! - [`spot`]: release deadlines, eviction escalation, storm planning, rotation phases.
 //! - [`node`]: the virtual Node (labels, taint, status) and its Lease.
+//! - [`profile`]: the `eci-profile` ConfigMap: network defaults, selectors, effects.
 //! - [`settings`]: the settings of `vk-eci run`, validated, with the reference names.
 //! - [`quantity`]: Kubernetes quantities as numbers.
 
 pub mod annotations;
 pub mod crd;
 pub mod node;
+pub mod profile;
 pub mod quantity;
 pub mod settings;
 pub mod spot;
