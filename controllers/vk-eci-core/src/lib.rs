@@ -6,6 +6,7 @@
 //! - [`translate`]: Pod → CreateContainerGroup request, or a reasoned refusal.
 //! - [`status`]: ECI container group → pod status; spot release notices; event dedup.
 //! - [`spot`]: release deadlines, eviction escalation, storm planning, rotation phases.
+//! - [`lifecycle`]: create failures, orphans, status-sync pacing, ECI events as pod Events.
 //! - [`node`]: the virtual Node (labels, taint, status) and its Lease.
 //! - [`profile`]: the `eci-profile` ConfigMap: network defaults, selectors, effects.
 //! - [`settings`]: the settings of `vk-eci run`, validated, with the reference names.
@@ -13,6 +14,7 @@
 
 pub mod annotations;
 pub mod crd;
+pub mod lifecycle;
 pub mod node;
 pub mod profile;
 pub mod quantity;

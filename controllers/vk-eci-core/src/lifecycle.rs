@@ -1,0 +1,341 @@
+//! Decisions of the pod-to-ECI controller around the ECI calls: what a failed create means
+//! for the pod, which container groups are orphans, how often to sync status, and the
+//! Kubernetes Event that mirrors an ECI event.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use eci_client::EciError;
+use eci_client::types::{ContainerGroup, Event as EciEvent, status};
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::annotations::EciAnnotations;
+use crate::status::kube_time;
+use crate::translate::tags;
+
+/// What to do with a pod whose container group could not be created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateFailure {
+    /// Leave the pod Pending and try again after the delay.
+    Retry {
+        reason: String,
+        message: String,
+        after: Duration,
+    },
+    /// Mark the pod Failed (the user asked for it with `pod-fail-on-create-err`, or retrying
+    /// cannot help).
+    Fail { reason: String, message: String },
+}
+
+/// Back-off for create retries: 5 s doubling to 5 min.
+pub fn create_backoff(attempt: u32) -> Duration {
+    Duration::from_secs(5u64.saturating_mul(2u64.saturating_pow(attempt.min(6))))
+        .min(Duration::from_secs(300))
+}
+
+/// Classifies a synchronous create error (attempt counts from 1).
+pub fn create_failure(
+    error: &EciError,
+    annotations: &EciAnnotations,
+    attempt: u32,
+) -> CreateFailure {
+    let (reason, message) = match error {
+        EciError::Api { code, message, .. } => (
+            if error.is_no_stock() {
+                "NoStock".to_string()
+            } else {
+                code.replace('.', "")
+            },
+            format!("ECI refused the container group: {code}: {message}"),
+        ),
+        other => ("ECIUnavailable".to_string(), other.to_string()),
+    };
+    let transient = error.is_retryable() || error.is_no_stock();
+    if annotations.fail_on_create_error || !(transient || error.is_auth()) {
+        // Parameter errors do not get better by retrying; auth errors might once an operator
+        // fixes the AccessKey, so those keep retrying.
+        CreateFailure::Fail { reason, message }
+    } else {
+        CreateFailure::Retry {
+            reason,
+            message,
+            after: create_backoff(attempt),
+        }
+    }
+}
+
+/// Whether a group that failed to schedule (`ScheduleFailed`) should be replaced by a new
+/// create rather than failing the pod.
+pub fn reschedule_after_schedule_failure(annotations: &EciAnnotations) -> bool {
+    annotations.reschedule || !annotations.fail_on_create_error
+}
+
+/// Container groups of this cluster and node that no live pod owns. A group whose pod
+/// still exists is never returned, whatever its state.
+pub fn orphans<'a>(
+    groups: &'a [ContainerGroup],
+    cluster_id: &str,
+    node: &str,
+    live_pod_uids: &HashSet<String>,
+) -> Vec<&'a ContainerGroup> {
+    groups
+        .iter()
+        .filter(|g| {
+            let tag = |key: &str| {
+                g.tags
+                    .iter()
+                    .find(|t| t.key == key)
+                    .map(|t| t.value.as_str())
+            };
+            tag(tags::CLUSTER_ID) == Some(cluster_id)
+                && tag(tags::NODE) == Some(node)
+                && tag(tags::UID).is_none_or(|uid| !live_pod_uids.contains(uid))
+        })
+        .collect()
+}
+
+/// Status-sync pacing: fast while pods are transitioning, slow when everything is steady.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncPacing {
+    pub fast: Duration,
+    pub slow: Duration,
+}
+
+impl Default for SyncPacing {
+    fn default() -> Self {
+        Self {
+            fast: Duration::from_secs(1),
+            slow: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SyncPacing {
+    /// The pause before the next sync, given the groups seen in the last one.
+    pub fn next(&self, groups: &[ContainerGroup]) -> Duration {
+        let transitioning = groups.iter().any(|g| {
+            matches!(
+                g.status.as_str(),
+                status::SCHEDULING
+                    | status::PENDING
+                    | status::RESTARTING
+                    | status::UPDATING
+                    | status::TERMINATING
+            ) || (g.status == status::RUNNING
+                && g.events
+                    .iter()
+                    .any(|e| e.reason == crate::status::SPOT_TO_BE_RELEASED))
+        });
+        if transitioning { self.fast } else { self.slow }
+    }
+}
+
+/// The Kubernetes Event that mirrors an ECI event on `pod`. Its name is stable per ECI event,
+/// so repeats update one Event (with the new count) instead of adding more.
+pub fn pod_event(pod: &Pod, event: &EciEvent, node: &str, now: DateTime<Utc>) -> Event {
+    let namespace = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let key = crate::status::event_key(event);
+    let digest = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let time = |text: &str| {
+        DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| kube_time(t.with_timezone(&Utc)))
+            .or_else(|| Some(kube_time(now)))
+    };
+    let field_path = (!event.name.is_empty() && event.name != pod_name)
+        .then(|| format!("spec.containers{{{}}}", event.name));
+    Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{pod_name}.eci.{digest:016x}")),
+            namespace: Some(namespace.clone()),
+            labels: Some(BTreeMap::from([(
+                "vk-eci.io/source".to_string(),
+                "eci".to_string(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod_name),
+            namespace: Some(namespace),
+            uid: pod.metadata.uid.clone(),
+            field_path,
+            ..ObjectReference::default()
+        },
+        reason: Some(event.reason.clone()),
+        message: Some(event.message.clone()),
+        type_: Some(
+            if event.r#type == "Warning" {
+                "Warning"
+            } else {
+                "Normal"
+            }
+            .into(),
+        ),
+        count: Some(i32::try_from(event.count.max(1)).unwrap_or(i32::MAX)),
+        first_timestamp: time(&event.first_timestamp),
+        last_timestamp: time(if event.last_timestamp.is_empty() {
+            &event.first_timestamp
+        } else {
+            &event.last_timestamp
+        }),
+        source: Some(EventSource {
+            component: Some("vk-eci, eci".into()),
+            host: Some(node.to_string()),
+        }),
+        reporting_component: Some("vk-eci".into()),
+        reporting_instance: Some(node.to_string()),
+        ..Event::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use eci_client::types::Tag;
+
+    use super::*;
+
+    fn api_error(code: &str, status: u16) -> EciError {
+        EciError::Api {
+            action: "CreateContainerGroup",
+            code: code.into(),
+            message: "m".into(),
+            request_id: "r".into(),
+            http_status: status,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn create_failures_retry_or_fail_as_the_pod_asks() {
+        let defaults = EciAnnotations::default();
+        let fail_fast = EciAnnotations {
+            fail_on_create_error: true,
+            ..EciAnnotations::default()
+        };
+        match create_failure(&api_error("OperationDenied.NoStock", 403), &defaults, 1) {
+            CreateFailure::Retry { reason, after, .. } => {
+                assert_eq!(reason, "NoStock");
+                assert_eq!(after, Duration::from_secs(10));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            create_failure(&api_error("OperationDenied.NoStock", 403), &fail_fast, 1),
+            CreateFailure::Fail { reason, .. } if reason == "NoStock"
+        ));
+        assert!(matches!(
+            create_failure(&api_error("InvalidParameter", 400), &defaults, 1),
+            CreateFailure::Fail { .. }
+        ));
+        assert!(matches!(
+            create_failure(&api_error("Throttling.User", 400), &defaults, 1),
+            CreateFailure::Retry { .. }
+        ));
+        assert!(matches!(
+            create_failure(&api_error("SignatureDoesNotMatch", 400), &defaults, 1),
+            CreateFailure::Retry { .. }
+        ));
+        assert_eq!(create_backoff(30), Duration::from_secs(300));
+        assert!(reschedule_after_schedule_failure(&defaults));
+        assert!(!reschedule_after_schedule_failure(&fail_fast));
+        assert!(reschedule_after_schedule_failure(&EciAnnotations {
+            reschedule: true,
+            ..fail_fast
+        }));
+    }
+
+    fn group(uid: &str, cluster: &str, node: &str) -> ContainerGroup {
+        ContainerGroup {
+            container_group_id: format!("eci-{uid}"),
+            tags: vec![
+                Tag::new(tags::CLUSTER_ID, cluster),
+                Tag::new(tags::NODE, node),
+                Tag::new(tags::UID, uid),
+            ],
+            status: status::RUNNING.into(),
+            ..ContainerGroup::default()
+        }
+    }
+
+    #[test]
+    fn only_groups_of_this_node_without_a_pod_are_orphans() {
+        let groups = vec![
+            group("live", "c1", "vk"),
+            group("gone", "c1", "vk"),
+            group("other-cluster", "c2", "vk"),
+            group("other-node", "c1", "vk-2"),
+        ];
+        let live: HashSet<String> = ["live".to_string()].into();
+        let orphans: Vec<&str> = orphans(&groups, "c1", "vk", &live)
+            .iter()
+            .map(|g| g.container_group_id.as_str())
+            .collect();
+        assert_eq!(orphans, ["eci-gone"]);
+    }
+
+    #[test]
+    fn sync_is_fast_while_anything_transitions() {
+        let pacing = SyncPacing::default();
+        let steady = vec![group("a", "c", "n")];
+        assert_eq!(pacing.next(&steady), pacing.slow);
+        let mut starting = steady.clone();
+        starting[0].status = status::PENDING.into();
+        assert_eq!(pacing.next(&starting), pacing.fast);
+        let mut doomed = steady;
+        doomed[0].events.push(EciEvent {
+            reason: crate::status::SPOT_TO_BE_RELEASED.into(),
+            ..EciEvent::default()
+        });
+        assert_eq!(
+            pacing.next(&doomed),
+            pacing.fast,
+            "a pending release is watched closely"
+        );
+    }
+
+    #[test]
+    fn eci_events_become_stable_pod_events() {
+        let pod: Pod = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "web", "namespace": "shop", "uid": "u-1"}}),
+        )
+        .unwrap();
+        let mut eci = EciEvent {
+            count: 1,
+            r#type: "Warning".into(),
+            name: "app".into(),
+            reason: "SpotToBeReleased".into(),
+            message: "Spot ECI will be released in 3 minutes".into(),
+            first_timestamp: "2026-11-23T10:00:00Z".into(),
+            last_timestamp: "2026-11-23T10:00:00Z".into(),
+        };
+        let now = DateTime::parse_from_rfc3339("2026-11-23T10:00:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let first = pod_event(&pod, &eci, "virtual-kubelet", now);
+        assert_eq!(first.type_.as_deref(), Some("Warning"));
+        assert_eq!(first.involved_object.uid.as_deref(), Some("u-1"));
+        assert_eq!(
+            first.involved_object.field_path.as_deref(),
+            Some("spec.containers{app}")
+        );
+        eci.count = 2;
+        eci.last_timestamp = "2026-11-23T10:00:04Z".into();
+        let repeat = pod_event(&pod, &eci, "virtual-kubelet", now);
+        assert_eq!(
+            repeat.metadata.name, first.metadata.name,
+            "one Event per ECI event"
+        );
+        assert_eq!(repeat.count, Some(2));
+    }
+}
