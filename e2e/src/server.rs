@@ -804,6 +804,9 @@ fn watch(
                                 "the watch fell too far behind; relist",
                             );
                             let event = json!({"type": "ERROR", "object": gone.status()});
+                            // A receiver whose sender is already gone: the next poll sees
+                            // Closed, so the stream ends right after this error, as a real
+                            // server closes a watch it cannot continue.
                             let (_, closed) = tokio::sync::broadcast::channel(1);
                             return Some((
                                 Ok(Bytes::from(format!("{event}\n"))),
