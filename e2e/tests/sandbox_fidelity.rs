@@ -339,7 +339,7 @@ async fn watches_resume_from_a_resource_version_without_gaps() {
 }
 
 #[tokio::test]
-async fn compacted_history_answers_410_and_watchers_relist() {
+async fn compacted_history_answers_410_and_a_fresh_watcher_sees_everything() {
     let (_sandbox, client) = start(Sandbox::with_history(3)).await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     api.create(&PostParams::default(), &config_map("first", json!({})))
@@ -510,20 +510,33 @@ async fn get_table(client: &Client, path: &str) -> serde_json::Value {
 async fn pods_are_watched_by_node_name() {
     let (_sandbox, client) = start(Sandbox::new()).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    for (name, node) in [("mine", "virtual-kubelet"), ("theirs", "worker-1")] {
-        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}})).unwrap();
-        pods.create(&PostParams::default(), &pod).await.unwrap();
-    }
+    let create = |name: &'static str, node: &'static str| {
+        let pods = pods.clone();
+        async move {
+            let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}})).unwrap();
+            pods.create(&PostParams::default(), &pod).await.unwrap();
+        }
+    };
+    // Other nodes' pods sort first, so only a working field selector yields ours first.
+    create("a-theirs", "worker-1").await;
+    create("mine", "virtual-kubelet").await;
     let all: Api<Pod> = Api::all(client);
     let config = watcher::Config::default().fields("spec.nodeName=virtual-kubelet");
-    let first: Pod = watcher(all, config)
-        .applied_objects()
-        .boxed()
-        .try_next()
+    let mut seen = watcher(all, config).applied_objects().boxed();
+    let first = seen.try_next().await.unwrap().unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("mine"));
+    create("b-theirs", "worker-1").await;
+    create("z-mine", "virtual-kubelet").await;
+    let next = tokio::time::timeout(Duration::from_secs(5), seen.try_next())
         .await
         .unwrap()
+        .unwrap()
         .unwrap();
-    assert_eq!(first.metadata.name.as_deref(), Some("mine"));
+    assert_eq!(
+        next.metadata.name.as_deref(),
+        Some("z-mine"),
+        "live events are filtered too"
+    );
 }
 
 #[tokio::test]
