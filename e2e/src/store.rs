@@ -286,10 +286,25 @@ impl Store {
             .map(|o| o["spec"]["replicas"].as_i64().unwrap_or(1))
     }
 
-    fn objects_of(&self, type_key: &str, namespace: &str) -> Vec<Value> {
+    /// The stored objects of one type (in one namespace, or all), in key order. Keys start
+    /// with the type, so this is a range, not a scan of the whole store.
+    fn of_type<'a>(
+        &'a self,
+        type_key: &'a str,
+        namespace: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a Key, &'a Value)> {
+        let start = (
+            type_key.to_string(),
+            namespace.unwrap_or_default().to_string(),
+            String::new(),
+        );
         self.objects
-            .iter()
-            .filter(|((t, ns, _), _)| t == type_key && ns == namespace)
+            .range(start..)
+            .take_while(move |((t, ns, _), _)| t == type_key && namespace.is_none_or(|n| n == ns))
+    }
+
+    fn objects_of(&self, type_key: &str, namespace: &str) -> Vec<Value> {
+        self.of_type(type_key, Some(namespace))
             .map(|(_, o)| o.clone())
             .collect()
     }
@@ -404,10 +419,8 @@ impl Store {
             .map(|(ns, name)| (ns.to_string(), name.to_string()));
         let mut items = Vec::new();
         let mut next = None;
-        for ((t, ns, name), object) in &self.objects {
-            if *t != type_key || namespace.is_some_and(|n| rt.namespaced && n != ns) {
-                continue;
-            }
+        let namespace = namespace.filter(|_| rt.namespaced);
+        for ((_, ns, name), object) in self.of_type(&type_key, namespace) {
             if after
                 .as_ref()
                 .is_some_and(|(a_ns, a_name)| (ns, name) <= (a_ns, a_name))
