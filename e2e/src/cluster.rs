@@ -298,29 +298,48 @@ fn reconcile_replica_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
         } else if live.len() > wanted {
             live.sort_by(|a, b| deletion_order(a, b));
             for pod in &live[..live.len() - wanted] {
-                let pod_name = pod["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                changed |= store
-                    .delete(
-                        &pods_type,
-                        Some(&namespace),
-                        &pod_name,
-                        &DeleteOptions::default(),
-                        now,
-                    )
-                    .is_ok();
+                changed |= delete_pod(store, &pods_type, &namespace, pod, now);
             }
         }
-        let (pods, _) = store.list(&pods_type, Some(&namespace), &all, &all, None, None);
-        let owned = owned_by(&pods, &set["metadata"]["uid"]);
-        let replicas = owned.iter().filter(|p| !terminating(p)).count();
-        let ready_count = owned.iter().filter(|p| !terminating(p) && ready(p)).count();
+        let (replicas, ready_count) = replica_counts(store, &pods_type, &namespace, &set);
         let status = json!({"replicas": replicas, "fullyLabeledReplicas": replicas, "readyReplicas": ready_count, "availableReplicas": ready_count, "observedGeneration": set["metadata"]["generation"]});
         changed |= write_status(store, &rs_type, &namespace, &name, status);
     }
     changed
+}
+
+/// Deletes one of a workload's pods (gracefully, as the controllers do).
+fn delete_pod(
+    store: &mut Store,
+    pods: &crate::resources::ResourceType,
+    namespace: &str,
+    pod: &Value,
+    now: DateTime<Utc>,
+) -> bool {
+    let name = pod["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    store
+        .delete(pods, Some(namespace), &name, &DeleteOptions::default(), now)
+        .is_ok()
+}
+
+/// The workload's live pods and how many of them are Ready, for its status.
+fn replica_counts(
+    store: &Store,
+    pods: &crate::resources::ResourceType,
+    namespace: &str,
+    owner: &Value,
+) -> (usize, usize) {
+    let all = Selector::default();
+    let (listed, _) = store.list(pods, Some(namespace), &all, &all, None, None);
+    let live: Vec<&Value> = owned_by(&listed, &owner["metadata"]["uid"])
+        .into_iter()
+        .filter(|p| !terminating(p))
+        .collect();
+    let ready_count = live.iter().filter(|p| ready(p)).count();
+    (live.len(), ready_count)
 }
 
 /// How a pod made from a template is named.
@@ -495,24 +514,9 @@ fn reconcile_stateful_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
             .iter()
             .filter(|p| !terminating(p) && ordinal(p).is_some_and(|i| i >= replicas))
         {
-            let pod_name = pod["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            changed |= store
-                .delete(
-                    &pods_type,
-                    Some(&namespace),
-                    &pod_name,
-                    &DeleteOptions::default(),
-                    now,
-                )
-                .is_ok();
+            changed |= delete_pod(store, &pods_type, &namespace, pod, now);
         }
-        let (pods, _) = store.list(&pods_type, Some(&namespace), &all, &all, None, None);
-        let owned = owned_by(&pods, &set["metadata"]["uid"]);
-        let live = owned.iter().filter(|p| !terminating(p)).count();
-        let ready_count = owned.iter().filter(|p| !terminating(p) && ready(p)).count();
+        let (live, ready_count) = replica_counts(store, &pods_type, &namespace, &set);
         let status = json!({"replicas": live, "readyReplicas": ready_count, "availableReplicas": ready_count, "currentReplicas": live, "updatedReplicas": live, "observedGeneration": set["metadata"]["generation"]});
         changed |= write_status(store, &sts_type, &namespace, &name, status);
     }
