@@ -7,8 +7,6 @@ use eci_client::spec;
 
 use crate::quantity;
 
-pub const PREFIX: &str = "k8s.aliyun.com/";
-
 pub const SECURITY_GROUP: &str = "k8s.aliyun.com/eci-security-group";
 pub const VSWITCH: &str = "k8s.aliyun.com/eci-vswitch";
 pub const SCHEDULE_STRATEGY: &str = "k8s.aliyun.com/eci-schedule-strategy";

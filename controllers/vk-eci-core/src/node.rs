@@ -22,8 +22,6 @@ pub const SIMULATED_LABEL: &str = "vk-eci.io/simulated";
 pub const SIMULATED_ANNOTATION: &str = "vk-eci.io/simulated";
 /// Seconds a Lease lasts without renewal (the kubelet's default).
 pub const LEASE_DURATION_SECONDS: i32 = 40;
-/// How often the Lease is renewed.
-pub const LEASE_RENEW_SECONDS: i64 = 10;
 /// NodeStatus is re-posted at least this often, and whenever it changes.
 pub const STATUS_REPORT_SECONDS: i64 = 60;
 
