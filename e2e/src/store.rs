@@ -221,7 +221,29 @@ impl Store {
         (rt.key(), namespace.to_string(), name.to_string())
     }
 
-    fn commit(
+    /// Records a change and runs what follows from it: PodDisruptionBudget statuses after pod
+    /// and budget changes, new types after a CRD is written.
+    fn commit(&mut self, rt: &ResourceType, key: Key, kind: ChangeKind, object: Value) -> Value {
+        let namespace = key.1.clone();
+        let object = self.record(rt, key, kind, object);
+        if matches!(rt.kind.as_str(), "Pod" | "PodDisruptionBudget") {
+            self.refresh_budgets(&namespace);
+        }
+        if rt.kind == "CustomResourceDefinition" && kind != ChangeKind::Deleted {
+            for declared in ResourceType::from_crd(&object) {
+                self.types.retain(|t| {
+                    !(t.group == declared.group
+                        && t.version == declared.version
+                        && t.plural == declared.plural)
+                });
+                self.types.push(declared);
+            }
+        }
+        object
+    }
+
+    /// Stores a change under a new resourceVersion and tells the watches.
+    fn record(
         &mut self,
         rt: &ResourceType,
         key: Key,
@@ -252,19 +274,6 @@ impl Store {
             }
         }
         let _no_watchers = self.changes.send(change);
-        if matches!(rt.kind.as_str(), "Pod" | "PodDisruptionBudget") {
-            self.refresh_budgets(object["metadata"]["namespace"].as_str().unwrap_or_default());
-        }
-        if rt.kind == "CustomResourceDefinition" && kind != ChangeKind::Deleted {
-            for declared in ResourceType::from_crd(&object) {
-                self.types.retain(|t| {
-                    !(t.group == declared.group
-                        && t.version == declared.version
-                        && t.plural == declared.plural)
-                });
-                self.types.push(declared);
-            }
-        }
         object
     }
 
@@ -332,7 +341,8 @@ impl Store {
             if budget["status"] != status {
                 budget["status"] = status;
                 let key = Self::key(&budget_type, Some(namespace), &name_of(&budget));
-                self.commit(&budget_type, key, ChangeKind::Modified, budget);
+                // A status write of the budget's own: recorded without refreshing budgets again.
+                self.record(&budget_type, key, ChangeKind::Modified, budget);
             }
         }
     }
