@@ -229,6 +229,9 @@ pub struct Group {
     pub memory: f64,
     pub status: &'static str,
     pub status_changed_at: DateTime<Utc>,
+    /// Last change of anything a status poll shows (status, containers, events): what
+    /// `SinceSecond` filters on, so incremental polling sees readiness, restarts and notices.
+    pub changed_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub release_at: Option<DateTime<Utc>>,
@@ -275,6 +278,7 @@ impl Group {
         if self.status != to {
             self.status = to;
             self.status_changed_at = at;
+            self.changed_at = at;
         }
     }
 
@@ -286,6 +290,7 @@ impl Group {
         message: String,
         at: DateTime<Utc>,
     ) {
+        self.changed_at = at;
         if let Some(existing) = self
             .events
             .iter_mut()
@@ -475,7 +480,7 @@ impl GroupFilter {
             })
             && self
                 .changed_since
-                .is_none_or(|since| group.status_changed_at >= since)
+                .is_none_or(|since| group.changed_at >= since)
     }
 }
 
@@ -650,6 +655,7 @@ impl Sim {
             self.stats.groups_deleted += 1;
             return;
         }
+        group.changed_at = due;
         if group.release_at == Some(due) {
             group.release_at = None;
             self.expire(&mut group, due);
@@ -1170,6 +1176,7 @@ impl Sim {
             memory: 0.0,
             status: status::SCHEDULING,
             status_changed_at: now,
+            changed_at: now,
             created_at: now,
             finished_at: None,
             release_at: None,
@@ -1645,6 +1652,33 @@ mod tests {
         let group = sim.group(&id).unwrap();
         assert_eq!(group.zone, "cn-hangzhou-i");
         assert!(group.ip.unwrap().to_string().starts_with("10.2."));
+    }
+
+    #[test]
+    fn changed_since_sees_readiness_and_notices_not_only_status() {
+        let mut sim = Sim::new(config()).unwrap();
+        let mut late_ready = spot("late-ready");
+        late_ready.container = vec![container(
+            "app",
+            &[(behaviour_env::READY_AFTER_SECONDS, "100")],
+        )];
+        let id = sim.create(late_ready, t(0)).unwrap();
+        sim.advance(t(3));
+        assert_eq!(sim.group(&id).unwrap().status, status::RUNNING);
+        let changed_since = |sim: &Sim, since: i64| {
+            let filter = GroupFilter {
+                changed_since: Some(t(since)),
+                ..GroupFilter::default()
+            };
+            sim.page(&filter, None, 10).unwrap().total
+        };
+        assert_eq!(changed_since(&sim, 50), 0);
+        sim.advance(t(103));
+        assert!(sim.group(&id).unwrap().containers[0].ready);
+        assert_eq!(changed_since(&sim, 50), 1, "readiness is a change");
+        assert_eq!(changed_since(&sim, 150), 0);
+        sim.spot_release(std::slice::from_ref(&id), 180.0, t(200));
+        assert_eq!(changed_since(&sim, 150), 1, "a spot notice is a change");
     }
 
     #[test]
