@@ -691,6 +691,20 @@ impl Store {
         if kind == PatchKind::Apply {
             record_manager(&mut next, field_manager, now);
         }
+        if let (Some(asked), Some(actual)) = (
+            body["metadata"]["uid"].as_str(),
+            current["metadata"]["uid"].as_str(),
+        ) && asked != actual
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {asked}, UID in object meta: {actual}",
+                    resource_label(rt)
+                ),
+            ));
+        }
         let precondition = body["metadata"]["resourceVersion"]
             .as_str()
             .unwrap_or_default();

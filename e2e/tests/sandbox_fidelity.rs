@@ -187,8 +187,21 @@ async fn patches_of_every_kind_and_the_status_subresource() {
     )
     .await
     .unwrap();
+    let stale_uid = api
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"uid": "not-this-pod", "labels": {"x": "1"}}})),
+        )
+        .await;
+    assert_eq!(
+        api_error(stale_uid.unwrap_err()).0,
+        409,
+        "a UID in a patch is a precondition"
+    );
     let pod = api.get("p").await.unwrap();
     let labels = pod.metadata.labels.unwrap();
+    assert!(!labels.contains_key("x"));
     assert_eq!(
         (labels["app"].as_str(), labels["extra"].as_str()),
         ("api", "1")
