@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use eci_client::EciError;
 use eci_client::types::{ContainerGroup, Event as EciEvent, status};
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
@@ -64,6 +64,70 @@ pub fn create_failure(
             after: create_backoff(attempt),
         }
     }
+}
+
+/// The pod annotation that carries [`CreateRetry`]: create progress lives on the pod, so a
+/// new leader backs off and picks ClientTokens exactly as the old one would have.
+pub const CREATE_RETRY: &str = "vk-eci.io/create-retry";
+
+/// Failed creates of a pod so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CreateRetry {
+    /// Failed attempts (drives the back-off).
+    pub attempts: u32,
+    /// Bumped when ECI answered a create definitively (a 4xx such as NoStock, or a group that
+    /// could not be scheduled): ECI replays a ClientToken's first answer, so the next create
+    /// needs a new token. Errors after which the create may have happened (5xx, timeouts)
+    /// keep the token, so a retry can never make a second instance.
+    pub token: u32,
+    /// When the last attempt failed.
+    pub at: Option<DateTime<Utc>>,
+}
+
+impl CreateRetry {
+    /// The state on `annotations` (absent or unreadable: no failure yet).
+    pub fn of(annotations: &BTreeMap<String, String>) -> Self {
+        annotations
+            .get(CREATE_RETRY)
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default()
+    }
+
+    /// The annotation value.
+    pub fn render(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The ClientToken of the next create: the pod UID, then `<uid>-<n>` (≤ 64 characters).
+    pub fn client_token(&self, uid: &str) -> String {
+        match self.token {
+            0 => uid.to_string(),
+            n => format!("{uid}-{n}"),
+        }
+    }
+
+    /// The state after an attempt that failed at `at`; `definitive` when ECI answered the
+    /// create (no instance exists for this token and replays would repeat the answer).
+    pub fn failed(&self, definitive: bool, at: DateTime<Utc>) -> Self {
+        Self {
+            attempts: self.attempts.saturating_add(1),
+            token: self.token + u32::from(definitive),
+            at: Some(at),
+        }
+    }
+
+    /// How long to wait before the next create, if at all.
+    pub fn wait(&self, now: DateTime<Utc>) -> Option<Duration> {
+        let at = self.at?;
+        let due = at + TimeDelta::from_std(create_backoff(self.attempts)).ok()?;
+        (due > now).then(|| (due - now).to_std().unwrap_or_default())
+    }
+}
+
+/// Whether a create error was ECI's answer to the create (so no instance exists for its
+/// ClientToken), rather than a failure to hear one.
+pub fn definitive(error: &EciError) -> bool {
+    matches!(error, EciError::Api { .. }) && !error.is_retryable()
 }
 
 /// Whether a group that failed to schedule (`ScheduleFailed`) should be replaced by a new
@@ -337,5 +401,30 @@ mod tests {
             "one Event per ECI event"
         );
         assert_eq!(repeat.count, Some(2));
+    }
+
+    #[test]
+    fn create_retry_backs_off_and_changes_token_only_after_definitive_answers() {
+        let t0 = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let fresh = CreateRetry::of(&BTreeMap::new());
+        assert_eq!(fresh.client_token("uid-1"), "uid-1");
+        assert_eq!(fresh.wait(t0), None);
+        let no_stock = fresh.failed(true, t0);
+        assert_eq!(no_stock.client_token("uid-1"), "uid-1-1");
+        assert_eq!(no_stock.wait(t0), Some(create_backoff(1)));
+        assert_eq!(no_stock.wait(t0 + TimeDelta::seconds(60)), None);
+        let timeout = no_stock.failed(false, t0);
+        assert_eq!(
+            timeout.client_token("uid-1"),
+            "uid-1-1",
+            "the create may have happened: same token"
+        );
+        assert_eq!(timeout.attempts, 2);
+        let annotations = BTreeMap::from([(CREATE_RETRY.to_string(), timeout.render())]);
+        assert_eq!(CreateRetry::of(&annotations), timeout);
+        let garbage = BTreeMap::from([(CREATE_RETRY.to_string(), "{".to_string())]);
+        assert_eq!(CreateRetry::of(&garbage), CreateRetry::default());
     }
 }

@@ -16,6 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// The pod condition set when ECI announces a spot release.
 pub const CONTAINER_INSTANCE_EXPIRED: &str = "ContainerInstanceExpired";
+/// The pod condition that says whether the pod's container group exists (False, with the
+/// reason, while creating it fails or is refused).
+pub const CONTAINER_INSTANCE_CREATED: &str = "ContainerInstanceCreated";
 /// The reason of a pod whose spot instance was reclaimed, as on Alibaba's virtual node.
 pub const BID_FAILED: &str = "BidFailed";
 /// The ECI event that announces a spot release.
@@ -288,6 +291,14 @@ pub fn pod_status(pod: &Pod, group: &ContainerGroup, now: DateTime<Utc>) -> PodS
         condition(&previous, "Initialized", initialized, None, None, now),
         condition(&previous, "ContainersReady", ready, None, None, now),
         condition(&previous, "Ready", ready, None, None, now),
+        condition(
+            &previous,
+            CONTAINER_INSTANCE_CREATED,
+            true,
+            Some("Created"),
+            Some(format!("ECI container group {group_id}")),
+            now,
+        ),
     ];
     if let Some(notice) = spot_notice(&group.events) {
         conditions.push(condition(
@@ -311,6 +322,7 @@ pub fn pod_status(pod: &Pod, group: &ContainerGroup, now: DateTime<Utc>) -> PodS
         "Initialized",
         "ContainersReady",
         "Ready",
+        CONTAINER_INSTANCE_CREATED,
         CONTAINER_INSTANCE_EXPIRED,
     ];
     conditions.extend(
@@ -368,6 +380,66 @@ pub fn pod_status(pod: &Pod, group: &ContainerGroup, now: DateTime<Utc>) -> PodS
         qos_class: current.qos_class,
         ..PodStatus::default()
     }
+}
+
+/// Status fields this controller owns, as the kubelet does; anything else in the status (say
+/// `nominatedNodeName`, `resize`) belongs to others and is never touched.
+const OWNED_STATUS_FIELDS: &[&str] = &[
+    "phase",
+    "reason",
+    "message",
+    "conditions",
+    "containerStatuses",
+    "initContainerStatuses",
+    "podIP",
+    "podIPs",
+    "hostIP",
+    "hostIPs",
+    "startTime",
+];
+
+/// The JSON merge patch that turns `current` into `desired` on the fields this controller owns
+/// (a field that must go is sent as `null`), or `None` when nothing differs. Lists are sent
+/// whole: `conditions` in `desired` already carries the conditions others own.
+pub fn status_patch(current: &PodStatus, desired: &PodStatus) -> Option<serde_json::Value> {
+    let current = serde_json::to_value(current).unwrap_or_default();
+    let desired = serde_json::to_value(desired).unwrap_or_default();
+    let mut patch = serde_json::Map::new();
+    for field in OWNED_STATUS_FIELDS {
+        let now = current.get(field).filter(|v| !v.is_null());
+        let next = desired.get(field).filter(|v| !v.is_null());
+        if now != next {
+            patch.insert(
+                (*field).to_string(),
+                next.cloned().unwrap_or(serde_json::Value::Null),
+            );
+        }
+    }
+    (!patch.is_empty()).then_some(serde_json::Value::Object(patch))
+}
+
+/// When ECI last recorded a change of `group` (its latest event or container transition), to
+/// measure how far the pod lags behind.
+pub fn last_change(group: &ContainerGroup) -> Option<DateTime<Utc>> {
+    let containers = group.containers.iter().flat_map(|c| {
+        [
+            &c.current_state.start_time,
+            &c.current_state.finish_time,
+            &c.previous_state.finish_time,
+        ]
+    });
+    group
+        .events
+        .iter()
+        .map(|e| &e.last_timestamp)
+        .chain(containers)
+        .chain([
+            &group.creation_time,
+            &group.succeeded_time,
+            &group.failed_time,
+        ])
+        .filter_map(|t| parse_time(t))
+        .max()
 }
 
 /// The identity of an ECI event across polls: its count grows when it repeats.
@@ -664,5 +736,42 @@ mod tests {
             unreported_events(std::slice::from_ref(&event), &reported).len(),
             1
         );
+    }
+
+    #[test]
+    fn status_patch_sends_only_owned_changes_and_nulls_what_went() {
+        let current = PodStatus {
+            phase: Some("Failed".into()),
+            reason: Some("BidFailed".into()),
+            nominated_node_name: Some("other".into()),
+            ..PodStatus::default()
+        };
+        assert_eq!(status_patch(&current, &current), None);
+        let desired = PodStatus {
+            phase: Some("Running".into()),
+            pod_ip: Some("10.0.0.9".into()),
+            ..PodStatus::default()
+        };
+        let patch = status_patch(&current, &desired).unwrap();
+        assert_eq!(
+            patch,
+            json!({"phase": "Running", "reason": null, "podIP": "10.0.0.9"}),
+            "nominatedNodeName is not ours: neither kept nor cleared"
+        );
+    }
+
+    #[test]
+    fn last_change_is_the_latest_event_or_container_transition() {
+        let group: ContainerGroup = serde_json::from_value(json!({
+            "CreationTime": "2026-01-01T00:00:00Z",
+            "Events": [{"LastTimestamp": "2026-01-01T00:00:05Z"}],
+            "Containers": [{"CurrentState": {"StartTime": "2026-01-01T00:00:07Z"}}]
+        }))
+        .unwrap();
+        assert_eq!(
+            last_change(&group).map(|t| t.to_rfc3339()),
+            Some("2026-01-01T00:00:07+00:00".to_string())
+        );
+        assert_eq!(last_change(&ContainerGroup::default()), None);
     }
 }

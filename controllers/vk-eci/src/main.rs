@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator: the virtual node, pods as ECI container groups, spot handling.
+    Run(Box<cli::run::RunArgs>),
     /// Serve the ECI simulator (the real ECI OpenAPI protocol, locally).
     Sim(cli::sim::SimArgs),
     /// Drive a running simulator's admin API: spot releases, stock, faults, stats.
@@ -40,6 +42,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Run(args) => cli::run::run(*args).await,
             Command::Sim(args) => cli::sim::run(args).await,
             Command::SimCtl(args) => cli::sim_ctl::run(args).await,
             Command::Crd(args) => cli::crd::run(args),

@@ -1,4 +1,5 @@
 pub mod crd;
+pub mod run;
 pub mod sim;
 pub mod sim_ctl;
 

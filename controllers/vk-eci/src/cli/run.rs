@@ -1,0 +1,194 @@
+//! `vk-eci run`: the operator. Flags fall back to the environment variables of Alibaba's own
+//! virtual node, so an existing deployment's settings carry over unchanged.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::Args;
+use eci_client::{Credentials, EciClientConfig};
+use eci_sim::{RunningSimulator, SimConfig, Simulator};
+use tracing::warn;
+use vk_eci::leader::Timing;
+use vk_eci::operator::Operator;
+use vk_eci_core::settings::{RawSettings, Settings};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Name of the virtual Node.
+    #[arg(long, env = "VKUBELET_NODE_NAME", default_value = "virtual-kubelet")]
+    node_name: String,
+    /// Cluster id: tags every container group, so GC only ever touches this cluster's.
+    #[arg(long, env = "ALIYUN_CLUSTERID")]
+    cluster_id: Option<String>,
+    #[arg(long, env = "ECI_REGION")]
+    region: Option<String>,
+    #[arg(long, env = "ECI_VPC")]
+    vpc: Option<String>,
+    /// vSwitch ids, comma-separated (up to 10; several zones for multi-zone placement).
+    #[arg(long, env = "ECI_VSWITCH")]
+    vswitch: Option<String>,
+    #[arg(long, env = "ECI_SECURITY_GROUP")]
+    security_group: Option<String>,
+    #[arg(long, env = "ECI_RESOURCE_GROUP")]
+    resource_group: Option<String>,
+    #[arg(long, env = "ECI_ACCESS_KEY")]
+    access_key_id: Option<String>,
+    #[arg(long, env = "ECI_SECRET_KEY", hide_env_values = true)]
+    access_key_secret: Option<String>,
+    /// STS token, for temporary credentials.
+    #[arg(long, env = "ECI_SECURITY_TOKEN", hide_env_values = true)]
+    security_token: Option<String>,
+    /// ECI OpenAPI endpoint (default `https://eci.<region>.aliyuncs.com`).
+    #[arg(long, env = "ECI_ENDPOINT")]
+    endpoint: Option<String>,
+    #[arg(
+        long,
+        env = "VKUBELET_TAINT_KEY",
+        default_value = "virtual-kubelet.io/provider"
+    )]
+    taint_key: String,
+    #[arg(long, env = "VKUBELET_TAINT_VALUE", default_value = "alibabacloud")]
+    taint_value: String,
+    /// `NoSchedule`, `PreferNoSchedule`, `NoExecute`, or empty for no taint.
+    #[arg(long, env = "VKUBELET_TAINT_EFFECT", default_value = "NoSchedule")]
+    taint_effect: String,
+    #[arg(long, env = "ECI_QUOTA_CPU", default_value = "1000000")]
+    quota_cpu: String,
+    #[arg(long, env = "ECI_QUOTA_MEMORY", default_value = "6400Ti")]
+    quota_memory: String,
+    #[arg(long, env = "ECI_QUOTA_POD", default_value = "10000")]
+    quota_pod: String,
+    #[arg(long, env = "KUBELET_PORT", default_value_t = 10250)]
+    kubelet_port: u16,
+    /// The Node's InternalIP (the operator pod's IP).
+    #[arg(long, env = "VKUBELET_POD_IP")]
+    pod_ip: Option<String>,
+    /// Cluster DNS service IP, for `ClusterFirst` pods.
+    #[arg(long, env = "CLUSTER_DNS")]
+    cluster_dns: Option<String>,
+    #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// This replica's identity in the leader election.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    lease_namespace: String,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "VK_ECI_ADMIN_LISTEN", default_value = "0.0.0.0:10256")]
+    admin_listen: SocketAddr,
+    /// Leader lease duration in seconds (failover takes at most this plus 2 s).
+    #[arg(long, default_value_t = 10)]
+    lease_duration_seconds: u64,
+}
+
+impl RunArgs {
+    fn settings(&self) -> Result<Settings, vk_eci_core::settings::SettingError> {
+        RawSettings {
+            node_name: self.node_name.clone(),
+            cluster_id: self.cluster_id.clone(),
+            region: self.region.clone(),
+            vpc: self.vpc.clone(),
+            vswitches: self.vswitch.clone(),
+            security_group: self.security_group.clone(),
+            resource_group: self.resource_group.clone(),
+            taint_key: self.taint_key.clone(),
+            taint_value: self.taint_value.clone(),
+            taint_effect: self.taint_effect.clone(),
+            quota_cpu: self.quota_cpu.clone(),
+            quota_memory: self.quota_memory.clone(),
+            quota_pods: self.quota_pod.clone(),
+            kubelet_port: self.kubelet_port,
+            pod_ip: self.pod_ip.clone(),
+            cluster_dns: self.cluster_dns.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            has_access_key: self.access_key_id.is_some(),
+        }
+        .validate()
+    }
+
+    fn timing(&self) -> Timing {
+        let lease = self.lease_duration_seconds.max(3);
+        Timing {
+            lease_duration: std::time::Duration::from_secs(lease),
+            renew_deadline: std::time::Duration::from_secs(lease * 7 / 10),
+            retry_period: std::time::Duration::from_secs((lease / 5).max(1)),
+        }
+    }
+}
+
+/// Where ECI is: the configured endpoint with the configured AccessKey, or the simulator.
+async fn eci_config(
+    args: &RunArgs,
+    settings: &Settings,
+) -> anyhow::Result<(EciClientConfig, Option<RunningSimulator>)> {
+    match (&args.access_key_id, &args.access_key_secret) {
+        (Some(id), Some(secret)) => {
+            let mut credentials = Credentials::new(id, secret);
+            if let Some(token) = &args.security_token {
+                credentials = credentials.with_security_token(token);
+            }
+            let mut config = EciClientConfig::new(&settings.region, credentials);
+            config.endpoint = args.endpoint.clone();
+            Ok((config, None))
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            anyhow::bail!("invalid ECI_ACCESS_KEY/ECI_SECRET_KEY: both must be set, or neither")
+        }
+        (None, None) => {
+            let credentials = Credentials::new(
+                eci_sim::DEFAULT_ACCESS_KEY_ID,
+                eci_sim::DEFAULT_ACCESS_KEY_SECRET,
+            );
+            let mut config = EciClientConfig::new(&settings.region, credentials);
+            if let Some(endpoint) = &args.endpoint {
+                warn!(%endpoint, "NO ECI ACCESSKEY: using the ECI simulator at ECI_ENDPOINT; pods will not run on Alibaba Cloud");
+                config.endpoint = Some(endpoint.clone());
+                return Ok((config, None));
+            }
+            let simulator = Simulator::new(simulator_config(settings), Vec::new())
+                .map_err(|e| anyhow::anyhow!("cannot configure the built-in ECI simulator: {e}"))?
+                .spawn("127.0.0.1:0".parse()?)
+                .await
+                .context("cannot start the built-in ECI simulator")?;
+            warn!(
+                endpoint = %simulator.endpoint(),
+                "NO ECI ACCESSKEY: started the built-in ECI simulator; pods will not run on Alibaba Cloud. Set ECI_ACCESS_KEY/ECI_SECRET_KEY for real capacity"
+            );
+            config.endpoint = Some(simulator.endpoint());
+            Ok((config, Some(simulator)))
+        }
+    }
+}
+
+/// The simulator standing in for the configured region.
+fn simulator_config(settings: &Settings) -> SimConfig {
+    let mut config = SimConfig::default();
+    for (index, vswitch) in config.vswitches.iter_mut().enumerate() {
+        vswitch.zone = format!("{}-{}", settings.region, ["h", "i", "j"][index % 3]);
+    }
+    config.region = settings.region.clone();
+    config
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    let (eci, _simulator) = eci_config(&args, &settings).await?;
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::env::var("HOSTNAME").unwrap_or_else(|_| format!("vk-eci-{}", std::process::id()))
+    });
+    let operator = Operator {
+        client,
+        eci,
+        settings,
+        identity,
+        lease_namespace: args.lease_namespace.clone(),
+        admin: Some(args.admin_listen),
+        leader_timing: args.timing(),
+    };
+    operator.run(super::shutdown_signal()).await?;
+    Ok(())
+}

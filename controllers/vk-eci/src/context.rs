@@ -1,0 +1,94 @@
+//! What the controllers share: the clients, the settings, the informer cache readers, the
+//! leadership flag, the current ECI profile and the last ECI health seen.
+
+use std::sync::{Arc, RwLock};
+
+use eci_client::EciClient;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use tokio::sync::{Notify, watch};
+use vk_eci_core::node::EciHealth;
+use vk_eci_core::profile::Profile;
+use vk_eci_core::settings::Settings;
+use vk_eci_core::translate::NodeConfig;
+
+use crate::leader::Leadership;
+use crate::metrics::Metrics;
+
+/// The field manager of every write vk-eci makes.
+pub const FIELD_MANAGER: &str = "vk-eci";
+
+/// The `eci-profile` as last parsed successfully (a malformed update keeps this one).
+#[derive(Debug, Default, Clone)]
+pub struct ProfileHolder(Arc<RwLock<Option<Arc<Profile>>>>);
+
+impl ProfileHolder {
+    pub fn current(&self) -> Option<Arc<Profile>> {
+        self.0.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    pub fn set(&self, profile: Option<Profile>) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = profile.map(Arc::new);
+        }
+    }
+}
+
+pub struct Context {
+    pub client: kube::Client,
+    pub eci: EciClient,
+    pub settings: Arc<Settings>,
+    pub version: &'static str,
+    pub metrics: Arc<Metrics>,
+    pub leadership: Leadership,
+    pub recorder: Recorder,
+    pub profile: ProfileHolder,
+    pub health: watch::Sender<EciHealth>,
+    /// Pods bound to this node (field-selected watch).
+    pub pods: Store<Pod>,
+    /// This node, as the API server has it.
+    pub node: Store<Node>,
+    /// Wakes the status sync early (a group was just created or deleted).
+    pub sync_now: Notify,
+}
+
+impl Context {
+    pub fn node_config(&self) -> NodeConfig {
+        let settings = &self.settings;
+        NodeConfig {
+            cluster_id: settings.cluster_id.clone(),
+            node_name: settings.node_name.clone(),
+            vswitches: settings.vswitches.clone(),
+            security_group: settings.security_group.clone(),
+            resource_group: settings.resource_group.clone(),
+            cluster_dns: settings.cluster_dns.map(|ip| ip.to_string()),
+            cluster_domain: settings.cluster_domain.clone(),
+        }
+    }
+
+    /// Records what the last ECI call said about ECI's availability, for the Node's Ready
+    /// condition.
+    pub fn observe_eci<T>(&self, result: &Result<T, eci_client::EciError>) {
+        let health = match result {
+            Ok(_) => EciHealth::Reachable,
+            Err(error) if error.is_auth() => EciHealth::CredentialsRejected(error.to_string()),
+            Err(error) if error.is_retryable() && !error.is_throttling() => {
+                EciHealth::Unreachable(error.to_string())
+            }
+            Err(_) => return,
+        };
+        self.health.send_if_modified(|current| {
+            let changed = *current != health;
+            *current = health;
+            changed
+        });
+    }
+
+    pub fn reporter(instance: Option<String>) -> Reporter {
+        Reporter {
+            controller: "vk-eci".into(),
+            instance,
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, as client-go's leaderelection does it:
+//! every write of the Lease is a replace carrying the resourceVersion read, so two replicas can
+//! never both win; expiry is judged by this replica's own clock (how long the record it sees
+//! has stayed unchanged), so clock skew between replicas cannot shorten a lease.
+//!
+//! kube-lease-manager was the other candidate; it relies on server-side apply field ownership
+//! for mutual exclusion, which is weaker than resourceVersion preconditions against servers
+//! (or sandboxes) that approximate apply.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// Timing of the election. Failover takes at most `lease_duration + retry_period`.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub lease_duration: Duration,
+    /// The leader stops acting when it could not renew for this long (< `lease_duration`, so
+    /// it stops before anyone else can take over).
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            lease_duration: Duration::from_secs(10),
+            renew_deadline: Duration::from_secs(7),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Whether this replica leads, as a watchable flag.
+#[derive(Debug, Clone)]
+pub struct Leadership(watch::Receiver<bool>);
+
+impl Leadership {
+    pub fn is_leader(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Waits until this replica leads.
+    pub async fn acquired(&mut self) {
+        let _closed = self.0.wait_for(|leading| *leading).await;
+    }
+
+    /// Waits until this replica no longer leads (or the election is gone).
+    pub async fn lost(&mut self) {
+        let _closed = self.0.wait_for(|leading| !*leading).await;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    #[error("leader election stopped: the leadership channel has no receivers")]
+    Abandoned,
+}
+
+/// A contender for one Lease.
+pub struct Elector {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    timing: Timing,
+    state: watch::Sender<bool>,
+    /// The holder and renew time last seen, and when (by our clock) it was first seen.
+    observed: Option<(Option<String>, Option<MicroTime>, Instant)>,
+    last_renewal: Option<Instant>,
+}
+
+impl Elector {
+    pub fn new(
+        api: Api<Lease>,
+        name: impl Into<String>,
+        identity: impl Into<String>,
+        timing: Timing,
+    ) -> (Self, Leadership) {
+        let (state, receiver) = watch::channel(false);
+        (
+            Self {
+                api,
+                name: name.into(),
+                identity: identity.into(),
+                timing,
+                state,
+                observed: None,
+                last_renewal: None,
+            },
+            Leadership(receiver),
+        )
+    }
+
+    /// Contends until `shutdown` resolves, then gives the lease up so a standby takes over at
+    /// once. Returns an error only if nobody listens any more.
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), LeaderError> {
+        tokio::pin!(shutdown);
+        loop {
+            self.try_acquire_or_renew().await;
+            if self.state.is_closed() {
+                return Err(LeaderError::Abandoned);
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(self.timing.retry_period) => {}
+            }
+        }
+        if self.leading() {
+            self.set_leading(false);
+            self.release().await;
+        }
+        Ok(())
+    }
+
+    fn leading(&self) -> bool {
+        *self.state.borrow()
+    }
+
+    fn set_leading(&self, leading: bool) {
+        if self.leading() != leading {
+            if leading {
+                info!(lease = %self.name, identity = %self.identity, "became the leader");
+            } else {
+                warn!(lease = %self.name, identity = %self.identity, "no longer the leader");
+            }
+        }
+        self.state.send_replace(leading);
+    }
+
+    fn spec(&self, acquire: bool, transitions: i32) -> LeaseSpec {
+        let now = MicroTime(now_timestamp());
+        LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(self.timing.lease_duration.as_secs() as i32),
+            acquire_time: acquire.then(|| now.clone()),
+            renew_time: Some(now),
+            lease_transitions: Some(transitions),
+            ..LeaseSpec::default()
+        }
+    }
+
+    async fn try_acquire_or_renew(&mut self) {
+        let outcome = self.attempt().await;
+        match outcome {
+            Ok(true) => {
+                self.last_renewal = Some(Instant::now());
+                self.set_leading(true);
+            }
+            Ok(false) => self.set_leading(false),
+            Err(error) => {
+                let stale = self
+                    .last_renewal
+                    .is_none_or(|at| at.elapsed() >= self.timing.renew_deadline);
+                if self.leading() && stale {
+                    warn!(%error, "cannot renew the leader lease in time; stepping down");
+                    self.set_leading(false);
+                } else {
+                    warn!(%error, "leader election attempt failed");
+                }
+            }
+        }
+    }
+
+    /// One round: `Ok(true)` when we hold the lease afterwards.
+    async fn attempt(&mut self) -> Result<bool, kube::Error> {
+        let Some(current) = self.api.get_opt(&self.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(self.spec(true, 0)),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+                Err(error) => Err(error),
+            };
+        };
+        let spec = current.spec.clone().unwrap_or_default();
+        let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
+        let ours = holder.as_deref() == Some(self.identity.as_str());
+        let record = (holder.clone(), spec.renew_time.clone());
+        let seen_since = match &self.observed {
+            Some((h, r, at)) if (h, r) == (&record.0, &record.1) => *at,
+            _ => Instant::now(),
+        };
+        self.observed = Some((record.0, record.1, seen_since));
+        let duration = spec
+            .lease_duration_seconds
+            .map_or(self.timing.lease_duration, |s| {
+                Duration::from_secs(s.max(0) as u64)
+            });
+        let expired = holder.is_none() || seen_since.elapsed() >= duration;
+        if !ours && !expired {
+            return Ok(false);
+        }
+        let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
+        let mut next = current.clone();
+        next.spec = Some(LeaseSpec {
+            acquire_time: if ours {
+                spec.acquire_time.clone()
+            } else {
+                Some(MicroTime(now_timestamp()))
+            },
+            ..self.spec(false, transitions)
+        });
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &next)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Hands the lease back (holder cleared), best effort.
+    async fn release(&self) {
+        let Ok(Some(mut current)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        let spec = current.spec.get_or_insert_with(LeaseSpec::default);
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        if let Err(error) = self
+            .api
+            .replace(&self.name, &PostParams::default(), &current)
+            .await
+        {
+            warn!(%error, "could not release the leader lease; it will expire");
+        } else {
+            info!(lease = %self.name, "released the leader lease");
+        }
+    }
+}
+
+fn now_timestamp() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::from_microsecond(Utc::now().timestamp_micros())
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+}

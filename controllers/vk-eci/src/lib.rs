@@ -1,0 +1,14 @@
+//! The vk-eci operator: Alibaba Cloud ECI as a virtual node of a Kubernetes cluster.
+//!
+//! The pure decisions (translation, status mapping, planning) live in `vk-eci-core`; this crate
+//! is the thin async shell around them: the informer cache, the controllers, leader election,
+//! metrics and the command line.
+
+pub mod admin;
+pub mod context;
+pub mod heartbeat;
+pub mod leader;
+pub mod metrics;
+pub mod operator;
+pub mod pods;
+pub mod profile;

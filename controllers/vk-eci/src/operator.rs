@@ -1,0 +1,236 @@
+//! Wires the operator: one informer cache (a reflector per kind; pods field-selected to this
+//! node and shared by the controllers that read them), the leader election, the controllers
+//! and the admin server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use eci_client::{EciClient, EciClientConfig};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use kube::api::Api;
+use kube::runtime::events::Recorder;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::{Notify, watch};
+use tracing::{error, info};
+use vk_eci_core::node::EciHealth;
+use vk_eci_core::settings::Settings;
+
+use crate::admin::{self, AdminState};
+use crate::context::{Context, ProfileHolder};
+use crate::heartbeat::Heartbeat;
+use crate::leader::{Elector, Leadership, Timing};
+use crate::metrics::Metrics;
+use crate::{pods, profile};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("cannot build the ECI client: {0}")]
+    Eci(#[from] eci_client::EciError),
+    #[error("cannot serve the admin port {addr}: {source}")]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Leader(#[from] crate::leader::LeaderError),
+    #[error("the pod cache cannot be shared between controllers")]
+    Cache,
+    #[error("a controller stopped unexpectedly")]
+    ControllerStopped,
+}
+
+pub struct Operator {
+    pub client: Client,
+    pub eci: EciClientConfig,
+    pub settings: Settings,
+    /// This replica's identity in the leader election (its pod name in a cluster).
+    pub identity: String,
+    /// Where the leader Lease lives (the operator's own namespace).
+    pub lease_namespace: String,
+    pub admin: Option<SocketAddr>,
+    pub leader_timing: Timing,
+}
+
+type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
+
+impl Operator {
+    /// The Lease the replicas of one virtual node contend for.
+    pub fn lease_name(&self) -> String {
+        format!("vk-eci-{}", self.settings.node_name)
+    }
+
+    /// Runs until `shutdown` resolves (then gives the leader lease up) or something fatal
+    /// happens.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), OperatorError> {
+        let shutdown: ShutdownSignal = shutdown.boxed().shared();
+        let metrics = Arc::new(Metrics::new());
+        let eci = EciClient::with_observer(self.eci.clone(), metrics.clone())?;
+        let (elector, leadership) = Elector::new(
+            Api::<Lease>::namespaced(self.client.clone(), &self.lease_namespace),
+            self.lease_name(),
+            self.identity.clone(),
+            self.leader_timing,
+        );
+        let node_name = self.settings.node_name.clone();
+
+        let (pod_store, pod_writer) = reflector::store_shared::<Pod>(4096);
+        let pod_subscriber = pod_writer.subscribe().ok_or(OperatorError::Cache)?;
+        let pod_reflector = watcher(
+            Api::<Pod>::all(self.client.clone()),
+            watcher::Config::default().fields(&format!("spec.nodeName={node_name}")),
+        )
+        .default_backoff()
+        .modify(|pod| {
+            // Nobody here reads managed fields; at 10,000 pods they would be most of the cache.
+            pod.managed_fields_mut().clear();
+        })
+        .reflect_shared(pod_writer)
+        .for_each(|_| futures::future::ready(()));
+
+        let (node_store, node_writer) = reflector::store::<Node>();
+        let node_reflector = watcher(
+            Api::<Node>::all(self.client.clone()),
+            watcher::Config::default().fields(&format!("metadata.name={node_name}")),
+        )
+        .default_backoff()
+        .reflect(node_writer)
+        .for_each(|_| futures::future::ready(()));
+
+        let profile_changes = watcher(
+            Api::<ConfigMap>::namespaced(self.client.clone(), vk_eci_core::profile::NAMESPACE),
+            watcher::Config::default()
+                .fields(&format!("metadata.name={}", vk_eci_core::profile::NAME)),
+        )
+        .default_backoff();
+
+        let (health, _) = watch::channel(EciHealth::Reachable);
+        let ctx = Arc::new(Context {
+            client: self.client.clone(),
+            eci,
+            settings: Arc::new(self.settings.clone()),
+            version: env!("CARGO_PKG_VERSION"),
+            metrics: metrics.clone(),
+            leadership: leadership.clone(),
+            recorder: Recorder::new(
+                self.client.clone(),
+                Context::reporter(Some(self.identity.clone())),
+            ),
+            profile: ProfileHolder::default(),
+            health,
+            pods: pod_store.clone(),
+            node: node_store.clone(),
+            sync_now: Notify::new(),
+        });
+        if self.settings.simulated {
+            tracing::warn!(
+                node = %node_name,
+                "NO ECI ACCESSKEY: pods on this node run in the built-in ECI SIMULATOR, not on Alibaba Cloud"
+            );
+        }
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let readiness = {
+            let ready = ready.clone();
+            let (pods, node) = (pod_store.clone(), node_store.clone());
+            async move {
+                let synced =
+                    pods.wait_until_ready().await.is_ok() && node.wait_until_ready().await.is_ok();
+                if synced {
+                    ready.store(true, Ordering::Release);
+                    info!("informer caches synced");
+                }
+                futures::future::pending::<()>().await;
+            }
+        };
+        let admin = serve_admin(
+            self.admin,
+            AdminState {
+                metrics: metrics.clone(),
+                ready,
+            },
+            shutdown.clone(),
+        );
+        let leader_gauge = {
+            let mut leadership = leadership.clone();
+            let metrics = metrics.clone();
+            async move {
+                loop {
+                    leadership.acquired().await;
+                    metrics.leader.set(1);
+                    leadership.lost().await;
+                    metrics.leader.set(0);
+                }
+            }
+        };
+
+        let controller = pods::PodController::new(ctx.clone());
+        let pod_controller = pods::run(
+            controller,
+            pod_subscriber,
+            acquisitions(leadership.clone()),
+            shutdown.clone(),
+        );
+        let work = async {
+            tokio::select! {
+                () = pod_reflector => {}
+                () = node_reflector => {}
+                () = profile::follow(ctx.clone(), profile_changes) => {}
+                () = pod_controller => {}
+                () = Heartbeat::new(ctx.clone()).run() => {}
+                () = readiness => {}
+                () = leader_gauge => {}
+                result = admin => return result,
+            }
+            Err(OperatorError::ControllerStopped)
+        };
+        tokio::select! {
+            result = elector.run(shutdown.clone()) => {
+                result?;
+                info!("stopped; leader lease released");
+                Ok(())
+            }
+            result = work => {
+                if let Err(error) = &result {
+                    error!(%error, "vk-eci stops");
+                }
+                result
+            }
+        }
+    }
+}
+
+/// One item each time this replica becomes the leader.
+fn acquisitions(leadership: Leadership) -> impl futures::Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(leadership, |mut leadership| async move {
+        leadership.lost().await;
+        leadership.acquired().await;
+        Some(((), leadership))
+    })
+}
+
+async fn serve_admin(
+    addr: Option<SocketAddr>,
+    state: AdminState,
+    shutdown: ShutdownSignal,
+) -> Result<(), OperatorError> {
+    let Some(addr) = addr else {
+        return futures::future::pending().await;
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| OperatorError::Admin { addr, source })?;
+    info!(%addr, "admin server: /metrics /healthz /readyz");
+    axum::serve(listener, admin::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| OperatorError::Admin { addr, source })?;
+    futures::future::pending().await
+}

@@ -1,0 +1,101 @@
+//! The pod-to-ECI controller: pods bound to the virtual node become container groups
+//! ([`create`]), their status follows ECI ([`sync`]), and deleting a pod deletes its group
+//! ([`delete`]).
+
+mod create;
+mod delete;
+pub mod sync;
+mod writes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::runtime::controller::{Action, Config, Controller};
+use tokio::time::Instant;
+use tracing::warn;
+use vk_eci_core::annotations::INSTANCE_ID;
+
+use crate::context::Context;
+
+const CONTROLLER: &str = "pods";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("ECI: {0}")]
+    Eci(#[from] eci_client::EciError),
+    #[error("the pod does not name this container group yet")]
+    NotYetRecorded,
+}
+
+pub struct PodController {
+    ctx: Arc<Context>,
+    terminating: sync::Terminating,
+}
+
+impl PodController {
+    pub fn new(ctx: Arc<Context>) -> Arc<Self> {
+        Arc::new(Self {
+            ctx,
+            terminating: sync::Terminating::default(),
+        })
+    }
+
+    async fn reconcile_pod(&self, pod: &Pod) -> Result<Action, Error> {
+        if pod.metadata.deletion_timestamp.is_some() {
+            return self.delete(pod).await;
+        }
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed"))
+            || pod.annotations().contains_key(INSTANCE_ID)
+        {
+            return Ok(Action::await_change());
+        }
+        self.create(pod).await
+    }
+}
+
+async fn reconcile(pod: Arc<Pod>, controller: Arc<PodController>) -> Result<Action, Error> {
+    if !controller.ctx.leadership.is_leader() {
+        return Ok(Action::await_change());
+    }
+    let started = Instant::now();
+    let result = controller.reconcile_pod(&pod).await;
+    controller
+        .ctx
+        .metrics
+        .reconciled(CONTROLLER, result.is_ok(), started.elapsed());
+    result
+}
+
+fn error_policy(pod: Arc<Pod>, error: &Error, _controller: Arc<PodController>) -> Action {
+    warn!(pod = %pod.name_any(), namespace = %pod.namespace().unwrap_or_default(), %error, "pod reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the controller over the shared pod stream until `shutdown`. Every pod is reconciled
+/// again whenever this replica becomes the leader.
+pub async fn run(
+    controller: Arc<PodController>,
+    pods: impl Stream<Item = Arc<Pod>> + Send + 'static,
+    became_leader: impl Stream<Item = ()> + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let store = controller.ctx.pods.clone();
+    let sync = sync::StatusSync::new(controller.clone());
+    let reconciler = Controller::for_shared_stream(pods, store)
+        // Bounded: ECI's own limits (20 creates/s) make more parallel creates pointless.
+        .with_config(Config::default().concurrency(64))
+        .reconcile_all_on(became_leader)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, controller)
+        .for_each(|_| futures::future::ready(()));
+    tokio::select! {
+        () = reconciler => {}
+        () = sync.run() => {}
+    }
+}

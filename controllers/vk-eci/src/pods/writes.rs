@@ -1,0 +1,187 @@
+//! The pod writes of the pod-to-ECI controller. Each is a precise patch: the instance id
+//! annotation carries the pod's UID (a recreated pod of the same name is never touched), and
+//! status writes carry the resourceVersion they were computed from.
+
+use chrono::Utc;
+use k8s_openapi::api::core::v1::{Pod, PodCondition};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::warn;
+use vk_eci_core::annotations::INSTANCE_ID;
+use vk_eci_core::lifecycle::{CREATE_RETRY, CreateRetry};
+use vk_eci_core::status::{CONTAINER_INSTANCE_CREATED, kube_time};
+
+use crate::context::{Context, FIELD_MANAGER};
+
+fn api(ctx: &Context, pod: &Pod) -> Api<Pod> {
+    Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default())
+}
+
+fn params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
+/// Writes `k8s.aliyun.com/eci-instance-id`. `Ok(false)` when the pod is gone (or is another
+/// pod by now), so the caller can delete the group it just created.
+pub async fn record_instance_id(ctx: &Context, pod: &Pod, id: &str) -> Result<bool, kube::Error> {
+    let patch = json!({
+        "metadata": {
+            "uid": pod.uid(),
+            "annotations": { INSTANCE_ID: id },
+        }
+    });
+    match api(ctx, pod)
+        .patch(&pod.name_any(), &params(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// Records a failed create on the pod (see [`CreateRetry`]).
+pub async fn record_retry(
+    ctx: &Context,
+    pod: &Pod,
+    retry: &CreateRetry,
+) -> Result<(), kube::Error> {
+    let patch = json!({
+        "metadata": {
+            "uid": pod.uid(),
+            "annotations": { CREATE_RETRY: retry.render() },
+        }
+    });
+    api(ctx, pod)
+        .patch(&pod.name_any(), &params(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+}
+
+/// Patches the status fields in `patch` (a JSON merge patch of `status`), guarded by the
+/// resourceVersion the change was computed from.
+pub async fn patch_status(
+    ctx: &Context,
+    pod: &Pod,
+    status: serde_json::Value,
+) -> Result<(), kube::Error> {
+    let patch = json!({
+        "metadata": { "resourceVersion": pod.resource_version() },
+        "status": status,
+    });
+    api(ctx, pod)
+        .patch_status(&pod.name_any(), &params(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+}
+
+/// Marks the pod Failed with `reason`, as the kubelet does for a pod it rejects.
+pub async fn fail(
+    ctx: &Context,
+    pod: &Pod,
+    reason: &str,
+    message: &str,
+) -> Result<(), kube::Error> {
+    let conditions = with_condition(pod, CONTAINER_INSTANCE_CREATED, false, reason, message);
+    patch_status(
+        ctx,
+        pod,
+        json!({
+            "phase": "Failed",
+            "reason": reason,
+            "message": message,
+            "conditions": conditions,
+        }),
+    )
+    .await
+}
+
+/// Sets `ContainerInstanceCreated=False` with why, leaving the pod Pending.
+pub async fn not_created(
+    ctx: &Context,
+    pod: &Pod,
+    reason: &str,
+    message: &str,
+) -> Result<(), kube::Error> {
+    let current = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == CONTAINER_INSTANCE_CREATED));
+    if current.is_some_and(|c| {
+        c.status == "False"
+            && c.reason.as_deref() == Some(reason)
+            && c.message.as_deref() == Some(message)
+    }) {
+        return Ok(());
+    }
+    let conditions = with_condition(pod, CONTAINER_INSTANCE_CREATED, false, reason, message);
+    patch_status(ctx, pod, json!({ "conditions": conditions })).await
+}
+
+/// The pod's conditions with `kind` set; the others (whoever owns them) are kept.
+fn with_condition(
+    pod: &Pod,
+    kind: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+) -> Vec<PodCondition> {
+    let status = if ok { "True" } else { "False" };
+    let mut conditions = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let since = conditions
+        .iter()
+        .find(|c| c.type_ == kind && c.status == status)
+        .and_then(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| kube_time(Utc::now()));
+    conditions.retain(|c| c.type_ != kind);
+    conditions.push(PodCondition {
+        type_: kind.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_transition_time: Some(since),
+        ..PodCondition::default()
+    });
+    conditions
+}
+
+/// Removes the pod object for good (grace 0), only if it is still this pod.
+pub async fn remove(ctx: &Context, pod: &Pod) -> Result<(), kube::Error> {
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: pod.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api(ctx, pod).delete(&pod.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Publishes an Event on the pod; failing to is logged, never fatal.
+pub async fn event(ctx: &Context, pod: &Pod, kind: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_: kind,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &pod.object_ref(&())).await {
+        warn!(pod = %pod.name_any(), %error, reason, "cannot publish an event");
+    }
+}

@@ -1,0 +1,253 @@
+//! A Kubernetes API sandbox, an ECI simulator and the operator, all in-process, talking
+//! through the real clients.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use eci_client::{Credentials, EciClientConfig};
+use eci_sim::{RunningSimulator, SimConfig, Simulator};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use kube::runtime::wait::{Condition, await_condition};
+use kube::{Client, Config};
+use kube_sandbox::{RunningSandbox, Sandbox};
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use vk_eci::leader::Timing;
+use vk_eci::operator::Operator;
+use vk_eci_core::settings::{RawSettings, Settings};
+
+pub const NODE: &str = "virtual-kubelet";
+pub const CLUSTER: &str = "c-test";
+
+pub struct World {
+    pub sandbox: RunningSandbox,
+    pub sim: RunningSimulator,
+    pub client: Client,
+}
+
+/// A simulated group as tests look at it: id, status and tags.
+pub type SimGroup = (String, String, Vec<(String, String)>);
+
+pub struct RunningOperator {
+    stop: Option<oneshot::Sender<()>>,
+    pub task: JoinHandle<Result<(), vk_eci::operator::OperatorError>>,
+    pub admin: SocketAddr,
+}
+
+impl RunningOperator {
+    /// Asks the operator to shut down and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+}
+
+impl Drop for RunningOperator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn settings() -> Settings {
+    RawSettings {
+        cluster_id: Some(CLUSTER.into()),
+        region: Some("cn-hangzhou".into()),
+        ..RawSettings::default()
+    }
+    .validate()
+    .unwrap()
+}
+
+pub async fn client(sandbox: &RunningSandbox) -> Client {
+    let mut config = Config::new(sandbox.url().parse().unwrap());
+    config.default_retry = false;
+    Client::try_from(config).unwrap()
+}
+
+impl World {
+    pub async fn new() -> Self {
+        Self::with_sim(SimConfig::fast()).await
+    }
+
+    pub async fn with_sim(config: SimConfig) -> Self {
+        eci_client::install_crypto_provider();
+        let sandbox = Sandbox::new()
+            .spawn("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let sim = Simulator::new(config, Vec::new())
+            .unwrap()
+            .spawn("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let client = client(&sandbox).await;
+        Self {
+            sandbox,
+            sim,
+            client,
+        }
+    }
+
+    pub fn eci_config(&self, secret: &str) -> EciClientConfig {
+        let mut config = EciClientConfig::new(
+            "cn-hangzhou",
+            Credentials::new(eci_sim::DEFAULT_ACCESS_KEY_ID, secret),
+        );
+        config.endpoint = Some(self.sim.endpoint());
+        config
+    }
+
+    /// Starts an operator replica named `identity`.
+    pub async fn operator(&self, identity: &str) -> RunningOperator {
+        self.operator_with(identity, eci_sim::DEFAULT_ACCESS_KEY_SECRET)
+            .await
+    }
+
+    pub async fn operator_with(&self, identity: &str, secret: &str) -> RunningOperator {
+        let admin = free_port();
+        let operator = Operator {
+            client: client(&self.sandbox).await,
+            eci: self.eci_config(secret),
+            settings: settings(),
+            identity: identity.into(),
+            lease_namespace: "kube-system".into(),
+            admin: Some(admin),
+            leader_timing: Timing {
+                lease_duration: Duration::from_secs(3),
+                renew_deadline: Duration::from_secs(2),
+                retry_period: Duration::from_millis(500),
+            },
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(operator.run(async move {
+            let _ = stopped.await;
+        }));
+        RunningOperator {
+            stop: Some(stop),
+            task,
+            admin,
+        }
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    /// Creates a pod bound to the virtual node.
+    pub async fn create_pod(&self, name: &str, annotations: serde_json::Value) -> Pod {
+        self.create_pod_from(json!({
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {
+                "nodeName": NODE,
+                "containers": [{"name": "app", "image": "nginx:1.27",
+                    "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}],
+            },
+        }))
+        .await
+    }
+
+    pub async fn create_pod_from(&self, pod: serde_json::Value) -> Pod {
+        let pod: Pod = serde_json::from_value(pod).unwrap();
+        self.pods()
+            .create(&PostParams::default(), &pod)
+            .await
+            .unwrap()
+    }
+
+    /// Waits (watching, not polling) until the pod meets `condition`.
+    pub async fn pod_until(&self, name: &str, what: &str, condition: impl Condition<Pod>) -> Pod {
+        let waited = tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(self.pods(), name, condition),
+        )
+        .await;
+        match waited {
+            Ok(Ok(Some(pod))) => pod,
+            Ok(Ok(None)) => panic!("pod {name} is gone while waiting until {what}"),
+            Ok(Err(error)) => panic!("watching pod {name}: {error}"),
+            Err(_) => {
+                let pod = self.pods().get_opt(name).await.unwrap();
+                panic!("pod {name} not {what} within 30 s; last seen: {pod:#?}")
+            }
+        }
+    }
+
+    /// Waits until the pod with `uid` is gone from the API.
+    pub async fn pod_gone(&self, name: &str, uid: &str) {
+        let waited = tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(
+                self.pods(),
+                name,
+                kube::runtime::wait::conditions::is_deleted(uid),
+            ),
+        )
+        .await;
+        assert!(
+            matches!(waited, Ok(Ok(_))),
+            "pod {name} not deleted within 30 s"
+        );
+    }
+
+    /// Groups the simulator holds.
+    pub fn groups(&self) -> Vec<SimGroup> {
+        self.sim.simulator.with_state(|sim| {
+            sim.groups()
+                .map(|g| {
+                    (
+                        g.id.clone(),
+                        g.status.to_string(),
+                        g.spec
+                            .tag
+                            .iter()
+                            .map(|t| (t.key.clone(), t.value.clone()))
+                            .collect(),
+                    )
+                })
+                .collect()
+        })
+    }
+}
+
+/// Polls `probe` until it returns `Some` (state that no watch can announce, such as the
+/// simulator's), failing after 30 s with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+pub fn condition<'a>(
+    pod: &'a Pod,
+    kind: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::PodCondition> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind)
+}
