@@ -178,7 +178,8 @@ impl Operator {
             acquisitions(leadership.clone()),
             shutdown.clone(),
         );
-        let work = async {
+        let stopping = shutdown.clone();
+        let work = async move {
             tokio::select! {
                 () = pod_reflector => {}
                 () = node_reflector => {}
@@ -187,7 +188,11 @@ impl Operator {
                 () = Heartbeat::new(ctx.clone()).run() => {}
                 () = readiness => {}
                 () = leader_gauge => {}
-                result = admin => return result,
+                result = admin => result?,
+            }
+            if stopping.peek().is_some() {
+                // Stopping on request: the election hands the lease back, then returns.
+                return futures::future::pending().await;
             }
             Err(OperatorError::ControllerStopped)
         };
