@@ -190,6 +190,17 @@ pub struct SpotRotationStatus {
     pub surged_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacement_ready_at: Option<Time>,
+    /// When the surge was taken back (the workload scaled down by one), so it happens once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaled_down_at: Option<Time>,
+    /// The HPA whose `minReplicas` was raised to hold the surge, and its own value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hpa_hold: Option<HpaHold>,
+    /// Eviction API calls refused so far (PodDisruptionBudget), and the last refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction_refusals: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refusal_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evicted_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -200,6 +211,15 @@ pub struct SpotRotationStatus {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// An HorizontalPodAutoscaler held at a raised `minReplicas` during a surge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HpaHold {
+    pub name: String,
+    /// The HPA's own `minReplicas`, restored when the rotation ends.
+    pub min_replicas: i32,
 }
 
 /// The name of the rotation of the pod with `uid`.

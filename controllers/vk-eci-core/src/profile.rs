@@ -48,7 +48,8 @@ pub struct ProfileSelector {
     pub effect: Effect,
 }
 
-fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+/// Whether `selector` matches `labels` (an empty selector matches everything).
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let by_label = selector
         .match_labels
         .iter()

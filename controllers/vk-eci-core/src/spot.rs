@@ -104,6 +104,50 @@ pub fn eviction_step(
     }
 }
 
+/// Parses a Go-style duration (`90s`, `2m`, `1m30s`, `500ms`, `1h`).
+pub fn parse_duration(text: &str) -> Option<TimeDelta> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = TimeDelta::zero();
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|end| *end > 0)?;
+        let value: f64 = rest[..number_end].parse().ok()?;
+        rest = &rest[number_end..];
+        let (unit_ms, unit_len) = if rest.starts_with("ms") {
+            (1.0, 2)
+        } else if rest.starts_with('s') {
+            (1_000.0, 1)
+        } else if rest.starts_with('m') {
+            (60_000.0, 1)
+        } else if rest.starts_with('h') {
+            (3_600_000.0, 1)
+        } else {
+            return None;
+        };
+        rest = &rest[unit_len..];
+        total += TimeDelta::milliseconds((value * unit_ms).round() as i64);
+    }
+    Some(total)
+}
+
+/// Whether a policy with this target/selector covers a pod with `labels` that belongs to
+/// `workload` (its controlling Deployment, ReplicaSet or StatefulSet, if any).
+pub fn policy_covers(
+    spec: &crate::crd::SpotRotationPolicySpec,
+    labels: &std::collections::BTreeMap<String, String>,
+    workload: Option<&crate::crd::WorkloadRef>,
+) -> bool {
+    match (&spec.target_ref, &spec.selector) {
+        (Some(target), _) => workload == Some(target),
+        (None, Some(selector)) => crate::profile::selector_matches(selector, labels),
+        (None, None) => false,
+    }
+}
+
 /// `maxSurge` as a count: an integer, or a percentage of `replicas` rounded up (as the
 /// Deployment controller does), at least 1 when replicas exist.
 pub fn resolve_max_surge(value: &MaxSurge, replicas: i32) -> i32 {
@@ -507,5 +551,47 @@ mod tests {
             next_phase(Phase::Completed, seen(|o| o.released = true)),
             Phase::Completed
         );
+    }
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_duration("90s"), Some(TimeDelta::seconds(90)));
+        assert_eq!(parse_duration("1m30s"), Some(TimeDelta::seconds(90)));
+        assert_eq!(parse_duration("500ms"), Some(TimeDelta::milliseconds(500)));
+        assert_eq!(parse_duration("1.5h"), Some(TimeDelta::minutes(90)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn policies_cover_their_target_or_their_selector() {
+        use crate::crd::{SpotRotationPolicySpec, WorkloadKind, WorkloadRef};
+        let web = WorkloadRef {
+            kind: WorkloadKind::Deployment,
+            name: "web".into(),
+        };
+        let by_target: SpotRotationPolicySpec = serde_json::from_value(
+            serde_json::json!({"targetRef": {"kind": "Deployment", "name": "web"}}),
+        )
+        .unwrap();
+        let labels = std::collections::BTreeMap::from([("app".to_string(), "web".to_string())]);
+        assert!(policy_covers(&by_target, &labels, Some(&web)));
+        let other = WorkloadRef {
+            kind: WorkloadKind::ReplicaSet,
+            name: "web".into(),
+        };
+        assert!(!policy_covers(&by_target, &labels, Some(&other)));
+        assert!(!policy_covers(&by_target, &labels, None));
+        let by_selector: SpotRotationPolicySpec = serde_json::from_value(
+            serde_json::json!({"selector": {"matchLabels": {"app": "web"}}}),
+        )
+        .unwrap();
+        assert!(policy_covers(&by_selector, &labels, None));
+        assert!(!policy_covers(
+            &by_selector,
+            &std::collections::BTreeMap::new(),
+            None
+        ));
     }
 }

@@ -77,6 +77,30 @@ pub fn spot_notice(events: &[Event]) -> Option<SpotNotice> {
         .min_by_key(|n| n.noticed_at)
 }
 
+/// The spot notice recorded on a pod: when the `ContainerInstanceExpired` condition turned
+/// True, and the release time its message announces.
+pub fn pod_notice(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let condition = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == CONTAINER_INSTANCE_EXPIRED && c.status == "True")?;
+    let noticed_at = condition
+        .last_transition_time
+        .as_ref()
+        .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))?;
+    let release_at = condition
+        .message
+        .as_deref()?
+        .rsplit_once("(release at ")?
+        .1
+        .strip_suffix(')')
+        .and_then(parse_time)?;
+    Some((noticed_at, release_at))
+}
+
 /// A Kubernetes `Time`, in whole seconds as the API server stores it (so a status that
 /// round-trips compares equal).
 pub fn kube_time(at: DateTime<Utc>) -> Time {
@@ -773,5 +797,29 @@ mod tests {
             Some("2026-01-01T00:00:07+00:00".to_string())
         );
         assert_eq!(last_change(&ContainerGroup::default()), None);
+    }
+
+    #[test]
+    fn the_notice_round_trips_through_the_pod_condition() {
+        let pod = json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "app", "image": "nginx"}]},
+        });
+        let mut pod: Pod = serde_json::from_value(pod).unwrap();
+        assert_eq!(pod_notice(&pod), None);
+        let group: ContainerGroup = serde_json::from_value(json!({
+            "Status": "Running",
+            "Events": [{"Reason": "SpotToBeReleased", "Type": "Warning",
+                        "Message": "Spot ECI will be released in 3 minutes",
+                        "FirstTimestamp": "2026-01-01T00:00:00Z"}],
+        }))
+        .unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:02Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        pod.status = Some(pod_status(&pod, &group, now));
+        let (noticed, release) = pod_notice(&pod).unwrap();
+        assert_eq!(noticed, now, "when vk-eci saw it");
+        assert_eq!(release.to_rfc3339(), "2026-01-01T00:03:00+00:00");
     }
 }

@@ -12,3 +12,4 @@ pub mod metrics;
 pub mod operator;
 pub mod pods;
 pub mod profile;
+pub mod spot;

@@ -38,6 +38,17 @@ pub struct ActionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `evicted`, `blocked` (429, a PodDisruptionBudget), `gone`, `error`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: String,
 }
@@ -59,6 +70,12 @@ pub struct Metrics {
     pub status_sync_seconds: Histogram,
     pub orphans_deleted: Counter,
     pub leader: Gauge,
+    pub rotations: Family<OutcomeLabels, Counter>,
+    pub rotations_before_release: Counter,
+    pub notice_to_replacement_ready: Histogram,
+    pub notice_to_pod_gone: Histogram,
+    pub evictions: Family<ResultLabels, Counter>,
+    pub escalations: Counter,
 }
 
 impl Default for Metrics {
@@ -132,8 +149,50 @@ impl Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let rotations = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "spot_rotations",
+            "Finished spot rotations by outcome (Completed, Degraded, Failed)",
+            rotations.clone(),
+        );
+        let rotations_before_release = Counter::default();
+        registry.register(
+            "spot_rotations_finished_before_release",
+            "Rotations finished before their instance's release (ratio: divide by spot_rotations_total)",
+            rotations_before_release.clone(),
+        );
+        let notice_to_replacement_ready = Histogram::new(exponential_buckets(1.0, 1.5, 14));
+        registry.register(
+            "spot_notice_to_replacement_ready_seconds",
+            "From a spot notice to its surged replacement being Ready",
+            notice_to_replacement_ready.clone(),
+        );
+        let notice_to_pod_gone = Histogram::new(exponential_buckets(1.0, 1.5, 14));
+        registry.register(
+            "spot_notice_to_pod_gone_seconds",
+            "From a spot notice to the doomed pod being gone",
+            notice_to_pod_gone.clone(),
+        );
+        let evictions = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "spot_evictions",
+            "Eviction API calls for doomed pods by result",
+            evictions.clone(),
+        );
+        let escalations = Counter::default();
+        registry.register(
+            "spot_escalations",
+            "Doomed pods deleted with a shortened grace period because eviction could not finish in time",
+            escalations.clone(),
+        );
         Self {
             registry,
+            rotations,
+            rotations_before_release,
+            notice_to_replacement_ready,
+            notice_to_pod_gone,
+            evictions,
+            escalations,
             reconciles,
             reconcile_seconds,
             eci_calls,
@@ -154,6 +213,21 @@ impl Metrics {
             text.clear();
         }
         text
+    }
+
+    /// Counts a finished rotation.
+    pub fn rotation_finished(&self, phase: vk_eci_core::spot::Phase, before_release: bool) {
+        let outcome = match phase {
+            vk_eci_core::spot::Phase::Completed => "Completed",
+            vk_eci_core::spot::Phase::Degraded => "Degraded",
+            _ => "Failed",
+        };
+        self.rotations
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        if before_release {
+            self.rotations_before_release.inc();
+        }
     }
 
     /// Counts one reconciliation of `controller`.

@@ -17,6 +17,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::{error, info};
+use vk_eci_core::crd::{SpotRotation, SpotRotationPolicy};
 use vk_eci_core::node::EciHealth;
 use vk_eci_core::settings::Settings;
 
@@ -25,6 +26,7 @@ use crate::context::{Context, ProfileHolder};
 use crate::heartbeat::Heartbeat;
 use crate::leader::{Elector, Leadership, Timing};
 use crate::metrics::Metrics;
+use crate::spot::{self, SpotContext};
 use crate::{pods, profile};
 
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +84,9 @@ impl Operator {
         let node_name = self.settings.node_name.clone();
 
         let (pod_store, pod_writer) = reflector::store_shared::<Pod>(4096);
-        let pod_subscriber = pod_writer.subscribe().ok_or(OperatorError::Cache)?;
+        let subscribe = || pod_writer.subscribe().ok_or(OperatorError::Cache);
+        let (pod_subscriber, notice_pods, rotation_pods, eviction_pods) =
+            (subscribe()?, subscribe()?, subscribe()?, subscribe()?);
         let pod_reflector = watcher(
             Api::<Pod>::all(self.client.clone()),
             watcher::Config::default().fields(&format!("spec.nodeName={node_name}")),
@@ -102,6 +106,25 @@ impl Operator {
         )
         .default_backoff()
         .reflect(node_writer)
+        .for_each(|_| futures::future::ready(()));
+
+        let (rotation_store, rotation_writer) = reflector::store_shared::<SpotRotation>(1024);
+        let subscribe = || rotation_writer.subscribe().ok_or(OperatorError::Cache);
+        let (rotation_stream, eviction_stream) = (subscribe()?, subscribe()?);
+        let rotation_reflector = watcher(
+            Api::<SpotRotation>::all(self.client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect_shared(rotation_writer)
+        .for_each(|_| futures::future::ready(()));
+        let (policy_store, policy_writer) = reflector::store::<SpotRotationPolicy>();
+        let policy_reflector = watcher(
+            Api::<SpotRotationPolicy>::all(self.client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(policy_writer)
         .for_each(|_| futures::future::ready(()));
 
         let profile_changes = watcher(
@@ -179,9 +202,39 @@ impl Operator {
             shutdown.clone(),
         );
         let stopping = shutdown.clone();
+        let spot = Arc::new(SpotContext {
+            ctx: ctx.clone(),
+            rotations: rotation_store,
+            policies: policy_store,
+        });
+        let notices = spot::notice::run(
+            spot.clone(),
+            notice_pods,
+            acquisitions(leadership.clone()),
+            shutdown.clone(),
+        );
+        let rotations = spot::rotation::run(
+            spot::rotation::Rotations::new(spot.clone()),
+            rotation_stream,
+            rotation_pods,
+            acquisitions(leadership.clone()),
+            shutdown.clone(),
+        );
+        let evictions = spot::eviction::run(
+            spot,
+            eviction_stream,
+            eviction_pods,
+            acquisitions(leadership.clone()),
+            shutdown.clone(),
+        );
         let work = async move {
             tokio::select! {
                 () = pod_reflector => {}
+                () = rotation_reflector => {}
+                () = policy_reflector => {}
+                () = notices => {}
+                () = rotations => {}
+                () = evictions => {}
                 () = node_reflector => {}
                 () = profile::follow(ctx.clone(), profile_changes) => {}
                 () = pod_controller => {}

@@ -77,6 +77,11 @@ impl World {
 
     pub async fn with_sim(config: SimConfig) -> Self {
         eci_client::install_crypto_provider();
+        // RUST_LOG=vk_eci=debug shows the operator's log in failing tests.
+        let _already_set = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let sandbox = Sandbox::new()
             .spawn("127.0.0.1:0".parse().unwrap())
             .await
@@ -87,6 +92,7 @@ impl World {
             .await
             .unwrap();
         let client = client(&sandbox).await;
+        install_crds(&client).await;
         Self {
             sandbox,
             sim,
@@ -212,6 +218,21 @@ impl World {
                 })
                 .collect()
         })
+    }
+}
+
+/// Applies `crds/` (what `vk-eci crd` generates) to the sandbox.
+pub async fn install_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let crd: CustomResourceDefinition =
+                serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            api.create(&PostParams::default(), &crd).await.unwrap();
+        }
     }
 }
 

@@ -1,0 +1,323 @@
+//! The eviction controller, the only component that evicts. It drains the doomed pod of an
+//! `Evict` rotation (`Draining`) or a `Degraded` one through the Eviction API (policy/v1, with
+//! the pod's UID as precondition), so PodDisruptionBudgets and the grace period are honoured.
+//! A refusal (429) is retried with jittered back-off until waiting longer would leave less
+//! than the grace period before the release; then, per the policy's `onDeadline`, the pod is
+//! deleted with the grace that still fits (`Delete`, the default: SIGTERM always comes before
+//! the instance vanishes) or left (`Leave`, recorded). Progress is in the rotation's status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::Eviction;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    DeleteOptions, ObjectMeta, Preconditions, Status,
+};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use rand::Rng;
+use serde_json::json;
+use tracing::{info, warn};
+use vk_eci_core::crd::{OnDeadline as PolicyOnDeadline, SpotRotation, Strategy, rotation_name};
+use vk_eci_core::spot::{EvictionStep, OnDeadline, Phase, eviction_step};
+use vk_eci_core::status::kube_time;
+
+use super::{Error, SpotContext, to_chrono, until};
+use crate::context::FIELD_MANAGER;
+
+const CONTROLLER: &str = "spot-eviction";
+
+enum Guard {
+    Version,
+    None,
+}
+
+/// Whether the eviction controller owns the rotation's doomed pod now.
+fn evicting(rotation: &SpotRotation) -> bool {
+    let status = rotation.status.clone().unwrap_or_default();
+    match status.phase {
+        Some(Phase::Degraded) => status.pod_gone_at.is_none(),
+        Some(Phase::Draining) => rotation.spec.strategy == Strategy::Evict,
+        _ => false,
+    }
+}
+
+/// Jittered, growing pause between refused evictions: 1 s doubling to 8 s, times 0.5–1.
+fn backoff(refusals: i32) -> TimeDelta {
+    let base = 1_000i64 << refusals.clamp(0, 3);
+    let jitter = rand::rng().random_range(0.5..=1.0);
+    TimeDelta::milliseconds((base as f64 * jitter) as i64)
+}
+
+async fn evict(spot: &SpotContext, rotation: &SpotRotation) -> Result<Action, Error> {
+    let ctx = &spot.ctx;
+    if !evicting(rotation) {
+        return Ok(Action::await_change());
+    }
+    let Some(pod) = spot
+        .doomed_pod(rotation)
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    else {
+        // Gone or going: the rotation controller records it.
+        return Ok(Action::await_change());
+    };
+    let now = Utc::now();
+    let status = rotation.status.clone().unwrap_or_default();
+    let deadlines = spot.deadlines(rotation, Some(&pod));
+    let on_deadline = match spot.policy_of(rotation).map(|p| p.spec.on_deadline) {
+        Some(PolicyOnDeadline::Leave) => OnDeadline::Leave,
+        _ => OnDeadline::Delete,
+    };
+    let refusals = status.eviction_refusals.unwrap_or(0);
+    let step = eviction_step(
+        &deadlines,
+        now,
+        status.last_refusal_at.as_ref().map(to_chrono),
+        backoff(refusals - 1),
+        on_deadline,
+    );
+    let namespace = pod.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    match step {
+        EvictionStep::Evict => {
+            let eviction = Eviction {
+                metadata: ObjectMeta {
+                    name: Some(pod.name_any()),
+                    namespace: Some(namespace.clone()),
+                    ..ObjectMeta::default()
+                },
+                delete_options: Some(DeleteOptions {
+                    preconditions: Some(Preconditions {
+                        uid: pod.uid(),
+                        resource_version: None,
+                    }),
+                    ..DeleteOptions::default()
+                }),
+            };
+            let result = pods
+                .create_subresource::<_, Status>(
+                    "eviction",
+                    &pod.name_any(),
+                    &PostParams::default(),
+                    &eviction,
+                )
+                .await;
+            match result {
+                Ok(_) => {
+                    info!(pod = %pod.name_any(), "evicted ahead of the spot release");
+                    ctx.metrics
+                        .evictions
+                        .get_or_create(&crate::metrics::ResultLabels { result: "evicted" })
+                        .inc();
+                    note(
+                        spot,
+                        &pod,
+                        EventType::Normal,
+                        "SpotEvicted",
+                        format!(
+                            "evicted through the Eviction API ahead of the spot release at {}",
+                            deadlines.release_at.to_rfc3339()
+                        ),
+                    )
+                    .await;
+                    write(
+                        spot,
+                        rotation,
+                        Guard::None,
+                        json!({ "evictedAt": kube_time(now) }),
+                    )
+                    .await?;
+                    Ok(Action::await_change())
+                }
+                Err(kube::Error::Api(error)) if error.code == 429 || error.code == 500 => {
+                    let (result, reason) = if error.code == 429 {
+                        ("blocked", "SpotEvictionBlocked")
+                    } else {
+                        ("error", "SpotEvictionFailed")
+                    };
+                    ctx.metrics
+                        .evictions
+                        .get_or_create(&crate::metrics::ResultLabels { result })
+                        .inc();
+                    note(
+                        spot,
+                        &pod,
+                        EventType::Warning,
+                        reason,
+                        format!(
+                            "{}; retrying until {}, then {}",
+                            error.message,
+                            deadlines.escalate_at.to_rfc3339(),
+                            match on_deadline {
+                                OnDeadline::Delete =>
+                                    "deleting with the grace period that still fits",
+                                OnDeadline::Leave =>
+                                    "leaving it to the release (onDeadline: Leave)",
+                            }
+                        ),
+                    )
+                    .await;
+                    write(
+                        spot,
+                        rotation,
+                        Guard::Version,
+                        json!({
+                            "evictionRefusals": refusals + 1,
+                            "lastRefusalAt": kube_time(now),
+                        }),
+                    )
+                    .await?;
+                    let retry = (now + backoff(refusals)).min(deadlines.escalate_at);
+                    Ok(Action::requeue(until(retry, now)))
+                }
+                Err(kube::Error::Api(error)) if error.code == 404 || error.code == 409 => {
+                    ctx.metrics
+                        .evictions
+                        .get_or_create(&crate::metrics::ResultLabels { result: "gone" })
+                        .inc();
+                    Ok(Action::await_change())
+                }
+                Err(error) => Err(error.into()),
+            }
+        }
+        EvictionStep::RetryAt(at) => Ok(Action::requeue(until(at, now))),
+        EvictionStep::Escalate { grace_seconds } => {
+            let params = DeleteParams {
+                grace_period_seconds: Some(grace_seconds.max(0) as u32),
+                preconditions: Some(kube::api::Preconditions {
+                    uid: pod.uid(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match pods.delete(&pod.name_any(), &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(error)) if error.code == 404 || error.code == 409 => {
+                    return Ok(Action::await_change());
+                }
+                Err(error) => return Err(error.into()),
+            }
+            warn!(pod = %pod.name_any(), grace_seconds, "eviction could not finish in time; deleted");
+            ctx.metrics.escalations.inc();
+            note(spot, &pod, EventType::Warning, "SpotEvictionEscalated", format!(
+                "eviction did not go through in time; deleted with a {grace_seconds}s grace period so the application gets SIGTERM before the release at {}",
+                deadlines.release_at.to_rfc3339()
+            ))
+            .await;
+            write(
+                spot,
+                rotation,
+                Guard::None,
+                json!({ "escalatedAt": kube_time(now) }),
+            )
+            .await?;
+            Ok(Action::await_change())
+        }
+        EvictionStep::Leave => {
+            if status.escalated_at.is_none() {
+                note(spot, &pod, EventType::Warning, "SpotDeadlineLeft", format!(
+                    "eviction did not go through in time; left running per onDeadline: Leave until the release at {}",
+                    deadlines.release_at.to_rfc3339()
+                ))
+                .await;
+                write(spot, rotation, Guard::None, json!({ "escalatedAt": kube_time(now), "message": "deadline passed; left per policy" })).await?;
+            }
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// A status merge patch of fields only this controller writes. `Guard::Version` for
+/// read-modify-writes (the refusal count); a timestamp of what just happened is recorded
+/// whatever else changed meanwhile.
+async fn write(
+    spot: &SpotContext,
+    rotation: &SpotRotation,
+    guard: Guard,
+    status: serde_json::Value,
+) -> Result<(), Error> {
+    let patch = match guard {
+        Guard::Version => json!({
+            "metadata": { "resourceVersion": rotation.resource_version() },
+            "status": status,
+        }),
+        Guard::None => json!({ "status": status }),
+    };
+    Api::<SpotRotation>::namespaced(
+        spot.ctx.client.clone(),
+        &rotation.namespace().unwrap_or_default(),
+    )
+    .patch_status(
+        &rotation.name_any(),
+        &PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn note(spot: &SpotContext, pod: &Pod, kind: EventType, reason: &str, message: String) {
+    let event = Event {
+        type_: kind,
+        reason: reason.into(),
+        note: Some(message),
+        action: "Evict".into(),
+        secondary: None,
+    };
+    if let Err(error) = spot
+        .ctx
+        .recorder
+        .publish(&event, &pod.object_ref(&()))
+        .await
+    {
+        warn!(%error, "cannot publish the eviction event");
+    }
+}
+
+async fn reconcile(rotation: Arc<SpotRotation>, spot: Arc<SpotContext>) -> Result<Action, Error> {
+    if !spot.ctx.leadership.is_leader() {
+        return Ok(Action::await_change());
+    }
+    let started = tokio::time::Instant::now();
+    let result = evict(&spot, &rotation).await;
+    spot.ctx
+        .metrics
+        .reconciled(CONTROLLER, result.is_ok(), started.elapsed());
+    result
+}
+
+fn error_policy(rotation: Arc<SpotRotation>, error: &Error, _spot: Arc<SpotContext>) -> Action {
+    warn!(rotation = %rotation.name_any(), %error, "eviction reconcile failed; retrying");
+    Action::requeue(Duration::from_millis(500))
+}
+
+/// Runs over the shared rotation stream; a change of a doomed pod wakes its rotation.
+pub async fn run(
+    spot: Arc<SpotContext>,
+    stream: impl futures::Stream<Item = Arc<SpotRotation>> + Send + 'static,
+    pods: impl futures::Stream<Item = Arc<Pod>> + Send + 'static,
+    became_leader: impl futures::Stream<Item = ()> + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let store = spot.rotations.clone();
+    Controller::for_shared_stream(stream, store)
+        .watches_shared_stream(pods, |pod: Arc<Pod>| {
+            let namespace = pod.namespace().unwrap_or_default();
+            pod.uid()
+                .map(|uid| ObjectRef::new(&rotation_name(&uid)).within(&namespace))
+        })
+        .reconcile_all_on(became_leader)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, spot)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}

@@ -1,0 +1,94 @@
+//! Spot release handling. Three reconcilers that coordinate only through objects:
+//!
+//! - [`notice`]: a pod whose instance ECI will reclaim (`ContainerInstanceExpired=True`) gets a
+//!   `SpotRotation`, when a `SpotRotationPolicy` covers it or it asks for `api-evict`;
+//! - [`rotation`]: the policy controller. Surge rotations scale the workload up, wait for the
+//!   replacement to be Ready, then scale down so the ReplicaSet removes the doomed pod; a
+//!   replacement that is not Ready in time makes the rotation `Degraded`. It keeps the phases
+//!   and the policy status;
+//! - [`eviction`]: the only component that evicts. It drains `Evict` rotations and `Degraded`
+//!   ones through the Eviction API and escalates to a delete that still fits the grace period
+//!   before the release.
+//!
+//! All progress is in the `SpotRotation` status, so a new leader resumes where the old one was.
+
+pub mod eviction;
+pub mod notice;
+pub mod rotation;
+mod workload;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+use vk_eci_core::crd::{SpotRotation, SpotRotationPolicy};
+use vk_eci_core::spot::{DEFAULT_GRACE_SECONDS, DEFAULT_MARGIN, Deadlines, parse_duration};
+
+use crate::context::Context;
+
+/// The label that names a rotation's policy (for listing and pruning).
+pub const POLICY_LABEL: &str = "spot.vk-eci.io/policy";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// What the spot reconcilers share.
+pub struct SpotContext {
+    pub ctx: Arc<Context>,
+    pub rotations: Store<SpotRotation>,
+    pub policies: Store<SpotRotationPolicy>,
+}
+
+impl SpotContext {
+    /// The doomed pod of a rotation, if it still exists (the same pod: same UID).
+    fn doomed_pod(&self, rotation: &SpotRotation) -> Option<Arc<Pod>> {
+        let namespace = rotation.namespace().unwrap_or_default();
+        self.ctx
+            .pods
+            .get(&ObjectRef::new(&rotation.spec.pod.name).within(&namespace))
+            .filter(|pod| pod.uid().as_deref() == Some(rotation.spec.pod.uid.as_str()))
+    }
+
+    fn policy_of(&self, rotation: &SpotRotation) -> Option<Arc<SpotRotationPolicy>> {
+        let name = rotation.spec.policy.as_deref()?;
+        self.policies
+            .get(&ObjectRef::new(name).within(&rotation.namespace().unwrap_or_default()))
+    }
+
+    /// The rotation's deadlines: its margin (from the policy) and the pod's grace period.
+    fn deadlines(&self, rotation: &SpotRotation, pod: Option<&Pod>) -> Deadlines {
+        let margin = self
+            .policy_of(rotation)
+            .and_then(|p| p.spec.deadline_margin.as_deref().and_then(parse_duration))
+            .unwrap_or(DEFAULT_MARGIN);
+        let grace = pod
+            .and_then(|p| p.spec.as_ref())
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(DEFAULT_GRACE_SECONDS);
+        Deadlines::new(
+            to_chrono(&rotation.spec.noticed_at),
+            to_chrono(&rotation.spec.release_at),
+            margin,
+            grace,
+        )
+    }
+}
+
+pub(crate) fn to_chrono(
+    time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> DateTime<Utc> {
+    DateTime::from_timestamp(time.0.as_second(), 0).unwrap_or_default()
+}
+
+/// A pause until `at` (at least a little, so a requeue never spins).
+fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> std::time::Duration {
+    (at - now)
+        .max(TimeDelta::milliseconds(200))
+        .to_std()
+        .unwrap_or_default()
+}

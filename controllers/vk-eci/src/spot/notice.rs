@@ -1,0 +1,159 @@
+//! A spot notice on a pod becomes its `SpotRotation` (named from the pod UID, so duplicate
+//! notices, retries and a second leader all land on the one object). Pods covered by a policy
+//! take the policy's strategy; uncovered pods that ask for `api-evict` get an `Evict` rotation
+//! with no policy; others are left to ECI, as on Alibaba's own virtual node. One owner per pod.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+use vk_eci_core::annotations::{RELEASE_STRATEGY_API_EVICT, SPOT_RELEASE_STRATEGY};
+use vk_eci_core::crd::{
+    PodRef, SpotRotation, SpotRotationSpec, Strategy, WorkloadKind, rotation_name,
+};
+use vk_eci_core::spot::{DEFAULT_MARGIN, parse_duration, policy_covers};
+use vk_eci_core::status::{kube_time, pod_notice};
+
+use super::{Error, POLICY_LABEL, SpotContext, workload};
+
+const CONTROLLER: &str = "spot-notice";
+
+async fn reconcile(pod: Arc<Pod>, spot: Arc<SpotContext>) -> Result<Action, Error> {
+    let ctx = &spot.ctx;
+    if !ctx.leadership.is_leader() || pod.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let Some((noticed_at, release_at)) = pod_notice(&pod) else {
+        return Ok(Action::await_change());
+    };
+    let uid = pod.uid().unwrap_or_default();
+    let namespace = pod.namespace().unwrap_or_default();
+    let name = rotation_name(&uid);
+    if spot
+        .rotations
+        .get(&ObjectRef::new(&name).within(&namespace))
+        .is_some()
+    {
+        return Ok(Action::await_change());
+    }
+    let started = tokio::time::Instant::now();
+    let workload = workload::of_pod(&ctx.client, &pod).await?;
+    let policy = spot
+        .policies
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
+        .find(|p| policy_covers(&p.spec, pod.labels(), workload.as_ref()));
+    let api_evict = pod
+        .annotations()
+        .get(SPOT_RELEASE_STRATEGY)
+        .is_some_and(|v| v.trim() == RELEASE_STRATEGY_API_EVICT);
+    let (strategy, margin) = match &policy {
+        Some(policy) => (
+            policy.spec.strategy,
+            policy
+                .spec
+                .deadline_margin
+                .as_deref()
+                .and_then(parse_duration)
+                .unwrap_or(DEFAULT_MARGIN),
+        ),
+        None if api_evict => (Strategy::Evict, DEFAULT_MARGIN),
+        None => return Ok(Action::await_change()),
+    };
+    // Only Deployments and ReplicaSets can surge: a StatefulSet's pods have fixed identities.
+    let surgeable = workload
+        .as_ref()
+        .is_some_and(|w| w.kind != WorkloadKind::StatefulSet);
+    let strategy = if surgeable { strategy } else { Strategy::Evict };
+    let rotation = SpotRotation {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.clone()),
+            labels: policy.as_ref().map(|p| {
+                [(POLICY_LABEL.to_string(), p.name_any())]
+                    .into_iter()
+                    .collect()
+            }),
+            owner_references: policy.as_ref().map(|p| {
+                vec![OwnerReference {
+                    api_version: "spot.vk-eci.io/v1alpha1".into(),
+                    kind: "SpotRotationPolicy".into(),
+                    name: p.name_any(),
+                    uid: p.uid().unwrap_or_default(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]
+            }),
+            ..ObjectMeta::default()
+        },
+        spec: SpotRotationSpec {
+            policy: policy.as_ref().map(|p| p.name_any()),
+            pod: PodRef {
+                name: pod.name_any(),
+                uid,
+            },
+            workload,
+            strategy,
+            noticed_at: kube_time(noticed_at),
+            release_at: kube_time(release_at),
+            deadline: kube_time(release_at - margin),
+        },
+        status: None,
+    };
+    let api: Api<SpotRotation> = Api::namespaced(ctx.client.clone(), &namespace);
+    match api.create(&PostParams::default(), &rotation).await {
+        Ok(_) => {
+            info!(pod = %pod.name_any(), rotation = %name, ?strategy, "spot notice: rotation started");
+            let event = Event {
+                type_: EventType::Normal,
+                reason: "SpotRotationStarted".into(),
+                note: Some(format!(
+                    "ECI reclaims this spot instance at {}; {} rotation {name}",
+                    release_at.to_rfc3339(),
+                    match strategy {
+                        Strategy::Surge => "surge",
+                        Strategy::Evict => "evict",
+                    }
+                )),
+                action: "Rotate".into(),
+                secondary: None,
+            };
+            if let Err(error) = ctx.recorder.publish(&event, &pod.object_ref(&())).await {
+                warn!(%error, "cannot publish the rotation event");
+            }
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(error) => return Err(error.into()),
+    }
+    ctx.metrics.reconciled(CONTROLLER, true, started.elapsed());
+    Ok(Action::await_change())
+}
+
+fn error_policy(pod: Arc<Pod>, error: &Error, _spot: Arc<SpotContext>) -> Action {
+    warn!(pod = %pod.name_any(), %error, "spot notice reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Runs over the shared pod stream until `shutdown`.
+pub async fn run(
+    spot: Arc<SpotContext>,
+    pods: impl futures::Stream<Item = Arc<Pod>> + Send + 'static,
+    became_leader: impl futures::Stream<Item = ()> + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    Controller::for_shared_stream(pods, spot.ctx.pods.clone())
+        .reconcile_all_on(became_leader)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, spot)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}

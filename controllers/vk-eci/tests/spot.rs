@@ -1,0 +1,317 @@
+//! Spot releases end to end against the sandbox and the simulator: surge rotation (with an
+//! HPA and a leader change mid-rotation), api-evict blocked by a PodDisruptionBudget until
+//! escalation, and a replacement that never gets Ready.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{World, condition, eventually};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+use vk_eci_core::annotations::INSTANCE_ID;
+use vk_eci_core::crd::{RotationPhase, SpotRotation, SpotRotationPolicy, rotation_name};
+
+fn deployment(
+    name: &str,
+    replicas: i32,
+    annotations: serde_json::Value,
+    env: serde_json::Value,
+) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}, "annotations": annotations},
+                "spec": {
+                    "nodeSelector": {"type": "virtual-kubelet"},
+                    "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": [{"name": "app", "image": "nginx", "env": env,
+                        "resources": {"requests": {"cpu": "2", "memory": "4Gi"}}}],
+                },
+            },
+        },
+    }))
+    .unwrap()
+}
+
+async fn create<K>(world: &World, object: K)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(world.client.clone(), "default")
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+}
+
+async fn pods_of(world: &World, app: &str) -> Vec<Pod> {
+    world
+        .pods()
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    condition(pod, "Ready").is_some_and(|c| c.status == "True")
+}
+
+/// Waits until `count` pods of `app` run on ECI, Ready if asked.
+async fn running(world: &World, app: &str, count: usize, ready: bool) -> Vec<Pod> {
+    eventually(&format!("{count} pods of {app} on ECI"), || async {
+        let pods: Vec<Pod> = pods_of(world, app)
+            .await
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.annotations().contains_key(INSTANCE_ID))
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .filter(|p| !ready || is_ready(p))
+            .collect();
+        (pods.len() == count).then_some(pods)
+    })
+    .await
+}
+
+/// Announces the release of `pod`'s instance in `lead_seconds`.
+fn release(world: &World, pod: &Pod, lead_seconds: f64) {
+    let id = pod.annotations()[INSTANCE_ID].clone();
+    let outcome = world.sim.simulator.with_state(|sim| {
+        sim.spot_release(std::slice::from_ref(&id), lead_seconds, chrono::Utc::now())
+    });
+    assert_eq!(outcome.released, vec![id]);
+}
+
+async fn rotation_until(
+    world: &World,
+    pod: &Pod,
+    what: &str,
+    done: impl Fn(&SpotRotation) -> bool,
+) -> SpotRotation {
+    let api: Api<SpotRotation> = Api::namespaced(world.client.clone(), "default");
+    let name = rotation_name(&pod.uid().unwrap());
+    eventually(&format!("rotation {name} {what}"), || {
+        let api = api.clone();
+        let name = name.clone();
+        let done = &done;
+        async move { api.get_opt(&name).await.ok().flatten().filter(|r| done(r)) }
+    })
+    .await
+}
+
+fn phase(rotation: &SpotRotation) -> Option<RotationPhase> {
+    rotation.status.as_ref()?.phase
+}
+
+fn spot_annotations() -> serde_json::Value {
+    json!({"k8s.aliyun.com/eci-spot-strategy": "SpotAsPriceGo"})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn surge_replaces_first_holds_the_hpa_and_survives_a_leader_change() {
+    let world = World::new().await;
+    let first = world.operator("replica-a").await;
+    create(&world, deployment("web", 2, spot_annotations(), json!([]))).await;
+    create::<HorizontalPodAutoscaler>(
+        &world,
+        serde_json::from_value(json!({
+            "metadata": {"name": "web"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                     "minReplicas": 1, "maxReplicas": 5},
+        }))
+        .unwrap(),
+    )
+    .await;
+    create::<SpotRotationPolicy>(
+        &world,
+        serde_json::from_value(json!({
+            "apiVersion": "spot.vk-eci.io/v1alpha1", "kind": "SpotRotationPolicy",
+            "metadata": {"name": "web"},
+            "spec": {"targetRef": {"kind": "Deployment", "name": "web"}, "strategy": "Surge", "maxSurge": 1},
+        }))
+        .unwrap(),
+    )
+    .await;
+    let pods = running(&world, "web", 2, true).await;
+    let doomed = pods[0].clone();
+    release(&world, &doomed, 120.0);
+
+    let surging = rotation_until(&world, &doomed, "surging", |r| {
+        r.status.as_ref().is_some_and(|s| s.surged_at.is_some())
+    })
+    .await;
+    assert_eq!(surging.spec.policy.as_deref(), Some("web"));
+    let deployments: Api<Deployment> = Api::namespaced(world.client.clone(), "default");
+    eventually("the Deployment to surge to 3", || {
+        let deployments = deployments.clone();
+        async move {
+            let replicas = deployments.get("web").await.ok()?.spec?.replicas;
+            (replicas == Some(3)).then_some(())
+        }
+    })
+    .await;
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(world.client.clone(), "default");
+    assert_eq!(
+        hpas.get("web").await.unwrap().spec.unwrap().min_replicas,
+        Some(3),
+        "the HPA is held at the surged size"
+    );
+
+    // The leader goes away mid-rotation; the standby finishes it from the rotation's status.
+    let second = world.operator("replica-b").await;
+    first.stop().await;
+
+    let done = rotation_until(&world, &doomed, "Completed", |r| {
+        phase(r) == Some(RotationPhase::Completed)
+    })
+    .await;
+    let status = done.status.unwrap();
+    let replacement = status.replacement_pod.clone().unwrap();
+    assert!(
+        status.replacement_ready_at.unwrap().0 <= status.pod_gone_at.unwrap().0,
+        "the replacement was Ready before the doomed pod left"
+    );
+    assert!(status.scaled_down_at.is_some());
+    assert_eq!(
+        deployments.get("web").await.unwrap().spec.unwrap().replicas,
+        Some(2),
+        "surged once, taken back once"
+    );
+    assert_eq!(
+        hpas.get("web").await.unwrap().spec.unwrap().min_replicas,
+        Some(1),
+        "the HPA has its own floor back"
+    );
+    let names: Vec<String> = running(&world, "web", 2, true)
+        .await
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    assert!(names.contains(&replacement), "{names:?}");
+    assert!(!names.contains(&doomed.name_any()));
+
+    let policies: Api<SpotRotationPolicy> = Api::namespaced(world.client.clone(), "default");
+    let policy = eventually("the policy status to count the rotation", || {
+        let policies = policies.clone();
+        async move {
+            policies
+                .get("web")
+                .await
+                .ok()
+                .filter(|p| p.status.as_ref().is_some_and(|s| s.completed == 1))
+        }
+    })
+    .await;
+    assert_eq!(policy.status.unwrap().active, 0);
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_evict_blocked_by_a_budget_escalates_before_the_release() {
+    let world = World::new().await;
+    let _operator = world.operator("replica-a").await;
+    let mut annotations = spot_annotations();
+    annotations["k8s.aliyun.com/eci-spot-release-strategy"] = json!("api-evict");
+    create(&world, deployment("guarded", 1, annotations, json!([]))).await;
+    create::<PodDisruptionBudget>(
+        &world,
+        serde_json::from_value(json!({
+            "metadata": {"name": "guarded"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "guarded"}}},
+        }))
+        .unwrap(),
+    )
+    .await;
+    let pods = running(&world, "guarded", 1, true).await;
+    let doomed = pods[0].clone();
+    // Release in 25 s, margin 15 s, grace 2 s: eviction may be tried for about 8 s.
+    release(&world, &doomed, 25.0);
+    let released_at = chrono::Utc::now() + chrono::TimeDelta::seconds(25);
+
+    let escalated = rotation_until(&world, &doomed, "escalated", |r| {
+        r.status.as_ref().is_some_and(|s| s.escalated_at.is_some())
+    })
+    .await;
+    let status = escalated.status.unwrap();
+    assert!(
+        status.eviction_refusals.unwrap_or(0) >= 1,
+        "the budget refused evictions first"
+    );
+    assert!(status.evicted_at.is_none());
+    assert_eq!(escalated.spec.policy, None, "a plain api-evict rotation");
+    world
+        .pod_gone(&doomed.name_any(), &doomed.uid().unwrap())
+        .await;
+    assert!(
+        chrono::Utc::now() < released_at,
+        "the pod was gone (SIGTERM first) before ECI reclaimed the instance"
+    );
+    let done = rotation_until(&world, &doomed, "Completed", |r| {
+        phase(r) == Some(RotationPhase::Completed)
+    })
+    .await;
+    assert!(done.status.unwrap().pod_gone_at.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replacement_never_ready_degrades_to_eviction_before_the_deadline() {
+    let world = World::new().await;
+    let _operator = world.operator("replica-a").await;
+    let never_ready = json!([{"name": "ECI_SIM_READY_AFTER_SECONDS", "value": "3600"}]);
+    create(
+        &world,
+        deployment("stuck", 1, spot_annotations(), never_ready),
+    )
+    .await;
+    create::<SpotRotationPolicy>(
+        &world,
+        serde_json::from_value(json!({
+            "apiVersion": "spot.vk-eci.io/v1alpha1", "kind": "SpotRotationPolicy",
+            "metadata": {"name": "stuck"},
+            "spec": {"targetRef": {"kind": "Deployment", "name": "stuck"}, "readinessTimeout": "5s"},
+        }))
+        .unwrap(),
+    )
+    .await;
+    let pods = running(&world, "stuck", 1, false).await;
+    let doomed = pods[0].clone();
+    release(&world, &doomed, 30.0);
+    let released_at = chrono::Utc::now() + chrono::TimeDelta::seconds(30);
+    let degraded = rotation_until(&world, &doomed, "Degraded with its pod gone", |r| {
+        phase(r) == Some(RotationPhase::Degraded)
+            && r.status.as_ref().is_some_and(|s| s.pod_gone_at.is_some())
+    })
+    .await;
+    assert!(chrono::Utc::now() < released_at);
+    let status = degraded.status.unwrap();
+    assert!(
+        status.surged_at.is_some(),
+        "it tried to surge first: {status:?}"
+    );
+    assert!(
+        status.evicted_at.is_some(),
+        "then evicted, with no budget in the way: {status:?}"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(world.client.clone(), "default");
+    let replicas = eventually("the surge to be taken back", || {
+        let deployments = deployments.clone();
+        async move {
+            let replicas = deployments.get("stuck").await.ok()?.spec?.replicas?;
+            (replicas == 1).then_some(replicas)
+        }
+    })
+    .await;
+    assert_eq!(replicas, 1);
+}
