@@ -45,7 +45,9 @@ async fn kubectl_applies_gets_describes_and_deletes() {
     std::fs::write(
         &manifest,
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: demo, labels: {app: web}}\ndata: {a: b}\n---\n\
-         apiVersion: spot.vk-eci.io/v1alpha1\nkind: SpotRotationPolicy\nmetadata: {name: web}\nspec: {targetRef: {kind: Deployment, name: web}}\n",
+         apiVersion: spot.vk-eci.io/v1alpha1\nkind: SpotRotationPolicy\nmetadata: {name: web}\nspec: {targetRef: {kind: Deployment, name: web}}\n---\n\
+         apiVersion: spot.vk-eci.io/v1alpha1\nkind: SpotRotation\nmetadata: {name: pod-1234}\n\
+         spec: {policy: web, pod: {name: web-abc, uid: '1234'}, strategy: Surge, noticedAt: '2026-01-01T00:00:00Z', releaseAt: '2026-01-01T00:03:00Z', deadline: '2026-01-01T00:02:45Z'}\n",
     )
     .unwrap();
 
@@ -83,6 +85,24 @@ async fn kubectl_applies_gets_describes_and_deletes() {
     );
     let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(&row[..3], ["web", "Surge", "web"]);
+    let (ok, out) = run(&["get", "spotrotations"]);
+    assert!(ok, "{out}");
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "POLICY",
+            "POD",
+            "PHASE",
+            "REPLACEMENT",
+            "RELEASE",
+            "AGE"
+        ]
+    );
+    let (ok, out) = run(&["get", "sr"]);
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert!(ok && row[..3] == ["pod-1234", "web", "web-abc"], "{out}");
     let (ok, out) = run(&["describe", "spotrotationpolicy", "web"]);
     assert!(
         ok && out.contains("Kind:         SpotRotationPolicy"),

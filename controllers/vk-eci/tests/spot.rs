@@ -315,3 +315,52 @@ async fn a_replacement_never_ready_degrades_to_eviction_before_the_deadline() {
     .await;
     assert_eq!(replicas, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_eviction_goes_through_once_the_budget_allows_it() {
+    let world = World::new().await;
+    let _operator = world.operator("replica-a").await;
+    let mut annotations = spot_annotations();
+    annotations["k8s.aliyun.com/eci-spot-release-strategy"] = json!("api-evict");
+    create(&world, deployment("freed", 1, annotations, json!([]))).await;
+    create::<PodDisruptionBudget>(
+        &world,
+        serde_json::from_value(json!({
+            "metadata": {"name": "freed"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "freed"}}},
+        }))
+        .unwrap(),
+    )
+    .await;
+    let pods = running(&world, "freed", 1, true).await;
+    let doomed = pods[0].clone();
+    release(&world, &doomed, 120.0);
+    rotation_until(&world, &doomed, "refused", |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.eviction_refusals.unwrap_or(0) >= 1)
+    })
+    .await;
+    Api::<PodDisruptionBudget>::namespaced(world.client.clone(), "default")
+        .delete("freed", &Default::default())
+        .await
+        .unwrap();
+    let evicted = rotation_until(&world, &doomed, "evicted", |r| {
+        r.status.as_ref().is_some_and(|s| s.evicted_at.is_some())
+    })
+    .await;
+    assert!(evicted.status.unwrap().escalated_at.is_none());
+    world
+        .pod_gone(&doomed.name_any(), &doomed.uid().unwrap())
+        .await;
+    let rotations: Api<SpotRotation> = Api::namespaced(world.client.clone(), "default");
+    let for_pod = rotations
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|r| Some(&r.spec.pod.uid) == doomed.uid().as_ref())
+        .count();
+    assert_eq!(for_pod, 1, "every notice of the pod lands on one rotation");
+}

@@ -551,3 +551,44 @@ async fn a_standby_takes_over_without_duplicating_or_losing_anything() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_group_that_cannot_be_scheduled_is_replaced_with_a_new_client_token() {
+    let config = eci_sim::SimConfig {
+        timing: eci_sim::config::TimingConfig {
+            schedule_ms: MillisRange::fixed(1_000),
+            ..eci_sim::config::TimingConfig::fast()
+        },
+        ..eci_sim::SimConfig::fast()
+    };
+    let world = World::with_sim(config).await;
+    let _operator = world.operator("replica-a").await;
+    world.create_pod("unlucky", json!({})).await;
+    let first = eventually("the first group", || async {
+        world.groups().first().map(|g| g.0.clone())
+    })
+    .await;
+    // Stock runs out while ECI is still placing the group: it ends ScheduleFailed.
+    world.sim.simulator.with_state(|sim| {
+        sim.set_stock("cn-hangzhou-h", None, Some(0));
+        sim.set_stock("cn-hangzhou-i", None, Some(0));
+    });
+    wait_for_event(&world, "unlucky", "Rescheduling").await;
+    world.sim.simulator.with_state(|sim| {
+        sim.set_stock("cn-hangzhou-h", None, None);
+        sim.set_stock("cn-hangzhou-i", None, None);
+    });
+    let pod = world
+        .pod_until("unlucky", "Ready on a new group", |p: Option<&Pod>| {
+            is_ready(p)
+        })
+        .await;
+    let second = pod.annotations()[INSTANCE_ID].clone();
+    assert_ne!(second, first);
+    let ids: Vec<String> = world.groups().into_iter().map(|g| g.0).collect();
+    assert_eq!(
+        ids,
+        vec![second],
+        "the failed group is deleted, nothing duplicated"
+    );
+}
