@@ -11,4 +11,4 @@ pub mod selector;
 pub mod server;
 pub mod store;
 
-pub use server::{RunningSandbox, Sandbox, kubeconfig};
+pub use server::{Access, RunningSandbox, Sandbox, kubeconfig};

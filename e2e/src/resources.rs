@@ -150,6 +150,7 @@ impl ResourceType {
 /// Every built-in type the sandbox serves.
 pub fn builtin() -> Vec<ResourceType> {
     use ResourceType as R;
+    let rbac = "rbac.authorization.k8s.io";
     vec![
         R::builtin(
             "",
@@ -179,7 +180,7 @@ pub fn builtin() -> Vec<ResourceType> {
             "serviceaccounts",
             true,
             &["sa"],
-            &[],
+            &["token"],
         ),
         R::builtin("", "v1", "Service", "services", true, &["svc"], &["status"]),
         R::builtin("", "v1", "Event", "events", true, &["ev"], &[]),
@@ -238,6 +239,18 @@ pub fn builtin() -> Vec<ResourceType> {
             &["status"],
         ),
         R::builtin("events.k8s.io", "v1", "Event", "events", true, &["ev"], &[]),
+        R::builtin(rbac, "v1", "ClusterRole", "clusterroles", false, &[], &[]),
+        R::builtin(
+            rbac,
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+            &[],
+            &[],
+        ),
+        R::builtin(rbac, "v1", "Role", "roles", true, &[], &[]),
+        R::builtin(rbac, "v1", "RoleBinding", "rolebindings", true, &[], &[]),
         R::builtin(
             "apiextensions.k8s.io",
             "v1",

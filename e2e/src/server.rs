@@ -25,6 +25,20 @@ use crate::store::{ApiError, DeleteOptions, PatchKind, Store};
 #[derive(Clone)]
 pub struct Sandbox {
     store: Arc<Mutex<Store>>,
+    accesses: Arc<Mutex<std::collections::BTreeSet<Access>>>,
+}
+
+/// One kind of request a client made, as RBAC sees it: what an audit log would show.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Access {
+    /// The client's User-Agent.
+    pub user_agent: String,
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`.
+    pub verb: String,
+    pub group: String,
+    /// `pods`, or `pods/status` for a subresource.
+    pub resource: String,
+    pub namespace: Option<String>,
 }
 
 impl Default for Sandbox {
@@ -75,6 +89,53 @@ impl Sandbox {
     pub fn with_history(changes: usize) -> Self {
         Self {
             store: Arc::new(Mutex::new(Store::new(changes))),
+            accesses: Arc::default(),
+        }
+    }
+
+    /// Every kind of request served so far (resolved to a resource), for RBAC checks.
+    pub fn accesses(&self) -> Vec<Access> {
+        match self.accesses.lock() {
+            Ok(set) => set.iter().cloned().collect(),
+            Err(poisoned) => poisoned.into_inner().iter().cloned().collect(),
+        }
+    }
+
+    fn record(
+        &self,
+        method: &Method,
+        query: &HashMap<String, String>,
+        headers: &HeaderMap,
+        target: &Target,
+    ) {
+        let verb = match (method.as_str(), target.name.is_some()) {
+            ("GET", _) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => "watch",
+            ("GET", true) => "get",
+            ("GET", false) => "list",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", true) => "delete",
+            ("DELETE", false) => "deletecollection",
+            (other, _) => other,
+        };
+        let resource = match &target.subresource {
+            Some(sub) => format!("{}/{sub}", target.rt.plural),
+            None => target.rt.plural.clone(),
+        };
+        let access = Access {
+            user_agent: headers
+                .get(axum::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+            verb: verb.to_lowercase(),
+            group: target.rt.group.clone(),
+            resource,
+            namespace: target.namespace.clone(),
+        };
+        if let Ok(mut set) = self.accesses.lock() {
+            set.insert(access);
         }
     }
 
@@ -450,6 +511,7 @@ async fn handle(
         Ok(None) => return sandbox.resource_list(&path),
         Err(error) => return error_response(&error),
     };
+    sandbox.record(&method, &query, &headers, &target);
     match serve(&sandbox, &method, &headers, &query, &body, target) {
         Ok(Served::Object(code, value)) => json_response(code, &value),
         Ok(Served::Watch(stream)) => Response::builder()
@@ -606,6 +668,20 @@ fn serve(
                 201,
                 json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
             ))
+        }
+        ("POST", Some(name), Some("token")) if rt.has("token") => {
+            // A TokenRequest: an opaque token for an existing service account.
+            let request = parse_body(body)?;
+            sandbox.lock().get(&rt, ns, name)?;
+            let seconds = request["spec"]["expirationSeconds"]
+                .as_i64()
+                .unwrap_or(3600);
+            let mut issued = request.clone();
+            issued["status"] = json!({
+                "token": format!("sandbox-token.{}.{name}.{}", ns.unwrap_or_default(), uuid::Uuid::new_v4().simple()),
+                "expirationTimestamp": (now + chrono::TimeDelta::seconds(seconds)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            });
+            Ok(Served::Object(201, issued))
         }
         ("POST", Some(name), Some("binding")) if rt.has("binding") => {
             let binding = parse_body(body)?;

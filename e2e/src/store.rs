@@ -487,6 +487,7 @@ impl Store {
             return Err(ApiError::bad_request("the body is not an object"));
         }
         self.check_namespace(rt, namespace)?;
+        fold_string_data(rt, &mut object);
         let meta = &mut object["metadata"];
         if !meta.is_object() {
             *meta = json!({});
@@ -591,6 +592,7 @@ impl Store {
         mut object: Value,
         subresource: Option<&str>,
     ) -> Result<Value, ApiError> {
+        fold_string_data(rt, &mut object);
         let key = Self::key(rt, namespace, name);
         let current = self
             .objects
@@ -892,5 +894,25 @@ fn clean_nulls(value: Value) -> Value {
         ),
         Value::Array(items) => Value::Array(items.into_iter().map(clean_nulls).collect()),
         other => other,
+    }
+}
+
+/// A Secret's `stringData` is write-only: the API server folds it into `data` (base64).
+fn fold_string_data(rt: &ResourceType, object: &mut Value) {
+    if !rt.group.is_empty() || rt.kind != "Secret" {
+        return;
+    }
+    let Some(Value::Object(plain)) = object.as_object_mut().and_then(|o| o.remove("stringData"))
+    else {
+        return;
+    };
+    use base64::Engine as _;
+    let data = &mut object["data"];
+    if !data.is_object() {
+        *data = json!({});
+    }
+    for (key, value) in plain {
+        let text = value.as_str().unwrap_or_default();
+        data[key] = json!(base64::engine::general_purpose::STANDARD.encode(text));
     }
 }

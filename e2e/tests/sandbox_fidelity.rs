@@ -809,3 +809,52 @@ async fn deployments_schedule_pods_and_scale_down_the_cheapest() {
     assert_eq!(stray.reason.as_deref(), Some("Unschedulable"));
     assert!(stray.message.unwrap().contains("untolerated taint"));
 }
+
+#[tokio::test]
+async fn secrets_fold_string_data_tokens_are_issued_and_requests_are_audited() {
+    let (sandbox, client) = start(Sandbox::new()).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "default");
+    let secret =
+        serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"k": "v"}}))
+            .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let stored = secrets.get("s").await.unwrap();
+    assert_eq!(stored.data.unwrap()["k"].0, b"v".to_vec());
+    assert!(stored.string_data.is_none(), "stringData is write-only");
+
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), "default");
+    let request: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 600}}))
+            .unwrap();
+    let missing = accounts
+        .create_token_request("app", &PostParams::default(), &request)
+        .await;
+    assert_eq!(api_error(missing.unwrap_err()).0, 404);
+    accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "app"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let issued = accounts
+        .create_token_request("app", &PostParams::default(), &request)
+        .await
+        .unwrap();
+    assert!(!issued.status.unwrap().token.is_empty());
+
+    let audited = sandbox.sandbox.accesses();
+    assert!(audited.iter().any(|a| a.verb == "create"
+        && a.resource == "serviceaccounts/token"
+        && a.namespace.as_deref() == Some("default")));
+    assert!(
+        audited
+            .iter()
+            .any(|a| a.verb == "get" && a.resource == "secrets")
+    );
+}

@@ -60,6 +60,18 @@ pub struct Operator {
 
 type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
 
+/// The Kubernetes client vk-eci uses: identified as `vk-eci/<version>` (audit logs), and not
+/// retrying 429s itself: a refused eviction must surface at once, since the eviction
+/// controller schedules its own deadline-aware retries (the controllers requeue the rest).
+pub fn kube_client(mut config: kube::Config) -> Result<Client, kube::Error> {
+    config.default_retry = false;
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("vk-eci/", env!("CARGO_PKG_VERSION"))),
+    ));
+    Client::try_from(config)
+}
+
 impl Operator {
     /// The Lease the replicas of one virtual node contend for.
     pub fn lease_name(&self) -> String {

@@ -1,4 +1,5 @@
-//! `crds/` must be exactly what `vk-eci crd` generates: regenerate with `hack/gen-crds.sh`.
+//! `crds/` and the chart's `crds/` must be exactly what `vk-eci crd` generates: regenerate
+//! with `hack/gen-crds.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -13,7 +14,7 @@ fn committed_crds_match_the_rust_types() {
         .status()
         .unwrap();
     assert!(status.success());
-    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut names: Vec<String> = std::fs::read_dir(&generated)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -26,13 +27,15 @@ fn committed_crds_match_the_rust_types() {
             "spotrotations.spot.vk-eci.io.yaml"
         ]
     );
-    for name in names {
-        let fresh = std::fs::read_to_string(generated.join(&name)).unwrap();
-        let on_disk = std::fs::read_to_string(committed.join(&name)).unwrap_or_default();
-        assert!(
-            fresh == on_disk,
-            "crds/{name} is stale: run hack/gen-crds.sh and commit the result"
-        );
+    for dir in ["crds", "charts/vk-eci/crds"] {
+        for name in &names {
+            let fresh = std::fs::read_to_string(generated.join(name)).unwrap();
+            let on_disk = std::fs::read_to_string(root.join(dir).join(name)).unwrap_or_default();
+            assert!(
+                fresh == on_disk,
+                "{dir}/{name} is stale: run hack/gen-crds.sh and commit the result"
+            );
+        }
     }
     std::fs::remove_dir_all(generated).unwrap();
 }

@@ -174,9 +174,11 @@ fn simulator_config(settings: &Settings) -> SimConfig {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
     let (eci, _simulator) = eci_config(&args, &settings).await?;
-    let client = kube::Client::try_default()
+    let config = kube::Config::infer()
         .await
         .context("cannot configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let client =
+        vk_eci::operator::kube_client(config).context("cannot build the Kubernetes client")?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         std::env::var("HOSTNAME").unwrap_or_else(|_| format!("vk-eci-{}", std::process::id()))
     });

@@ -115,14 +115,30 @@ impl World {
             .await
     }
 
+    /// Starts an operator replica whose leader Lease lives in `namespace`.
+    pub async fn operator_in(&self, identity: &str, namespace: &str) -> RunningOperator {
+        self.start_operator(identity, eci_sim::DEFAULT_ACCESS_KEY_SECRET, namespace)
+            .await
+    }
+
     pub async fn operator_with(&self, identity: &str, secret: &str) -> RunningOperator {
+        self.start_operator(identity, secret, "kube-system").await
+    }
+
+    async fn start_operator(
+        &self,
+        identity: &str,
+        secret: &str,
+        namespace: &str,
+    ) -> RunningOperator {
         let admin = free_port();
         let operator = Operator {
-            client: client(&self.sandbox).await,
+            client: vk_eci::operator::kube_client(Config::new(self.sandbox.url().parse().unwrap()))
+                .unwrap(),
             eci: self.eci_config(secret),
             settings: settings(),
             identity: identity.into(),
-            lease_namespace: "kube-system".into(),
+            lease_namespace: namespace.into(),
             admin: Some(admin),
             leader_timing: Timing {
                 lease_duration: Duration::from_secs(3),
