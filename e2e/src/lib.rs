@@ -9,6 +9,7 @@ pub mod resources;
 pub mod schema;
 pub mod selector;
 pub mod server;
+pub mod stack;
 pub mod store;
 
 pub use server::{Access, RunningSandbox, Sandbox, kubeconfig};

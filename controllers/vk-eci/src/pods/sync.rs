@@ -119,9 +119,11 @@ impl StatusSync {
             seen: HashMap::new(),
             reported: HashMap::new(),
             last_full: None,
+            // Even steady pods are polled every second: a spot notice must reach the pod
+            // within about a second (two cheap calls, far below ECI's 10,000 per minute).
             pacing: SyncPacing {
-                fast: Duration::from_secs(1),
-                slow: Duration::from_secs(5),
+                fast: Duration::from_millis(500),
+                slow: Duration::from_secs(1),
             },
         }
     }

@@ -419,10 +419,24 @@ impl Rotations {
         )
         .list(&ListParams::default().labels(&selector))
         .await?;
+        // A replacement serves one rotation: those already taken (or doomed themselves) are not
+        // candidates for another surge of the same workload.
+        let taken: HashSet<String> = self
+            .spot
+            .rotations
+            .state()
+            .iter()
+            .filter(|r| r.name_any() != rotation.name_any())
+            .flat_map(|r| {
+                let replacement = r.status.as_ref().and_then(|s| s.replacement_pod.clone());
+                replacement.into_iter().chain([r.spec.pod.name.clone()])
+            })
+            .collect();
         Ok(pods
             .items
             .into_iter()
             .filter(|p| p.uid() != doomed.uid())
+            .filter(|p| !taken.contains(&p.name_any()))
             .filter(|p| p.owner_references().iter().any(|o| o.uid == owner))
             .filter(|p| {
                 let created = p.creation_timestamp().map(|t| to_chrono(&t));

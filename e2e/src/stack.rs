@@ -1,0 +1,267 @@
+//! The whole product on one machine, as separate processes: the sandbox (in this process),
+//! `vk-eci sim` and one or more `vk-eci run` replicas, wired together the way a user would.
+//! The quick start and the whole-binary scenarios use it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{Scope, pinned_kind};
+use kube::{Client, Config};
+use serde_json::Value;
+
+use crate::{RunningSandbox, Sandbox};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    NotReady(String),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("invalid manifest: {0}")]
+    Manifest(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StackError {
+    let what = what.into();
+    move |source| StackError::Io { what, source }
+}
+
+/// A child process, killed when dropped.
+pub struct Process(Child);
+
+impl Process {
+    /// Sends SIGTERM and waits up to `grace` for it to exit (then kills it).
+    pub fn terminate(mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.0.id().to_string();
+        let _signalled = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        let _already_exited = self.0.kill();
+        let _reaped = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _already_exited = self.0.kill();
+        let _reaped = self.0.wait();
+    }
+}
+
+pub struct Stack {
+    pub sandbox: RunningSandbox,
+    pub client: Client,
+    pub sim_endpoint: String,
+    pub kubeconfig: PathBuf,
+    pub cluster_id: String,
+    vk_eci: PathBuf,
+    dir: PathBuf,
+    _sim: Process,
+}
+
+fn free_port() -> Result<SocketAddr, StackError> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(io("cannot find a free port"))
+}
+
+impl Stack {
+    /// Starts the sandbox and `vk-eci sim` (fast timing, with `sim_args` added); logs and the
+    /// kubeconfig go to `dir`.
+    pub async fn start(vk_eci: &Path, dir: &Path, sim_args: &[&str]) -> Result<Self, StackError> {
+        std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        let sandbox = Sandbox::new()
+            .spawn(free_port()?)
+            .await
+            .map_err(io("cannot start the sandbox"))?;
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, sandbox.kubeconfig())
+            .map_err(io(format!("cannot write {}", kubeconfig.display())))?;
+        let sim_addr = free_port()?;
+        let log =
+            std::fs::File::create(dir.join("sim.log")).map_err(io("cannot create sim.log"))?;
+        let sim = Command::new(vk_eci)
+            .args(["sim", "--fast", "--listen", &sim_addr.to_string()])
+            .args(sim_args)
+            .env_remove("ECI_ACCESS_KEY")
+            .env_remove("ECI_SECRET_KEY")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(io(format!("cannot start {} sim", vk_eci.display())))?;
+        let sim_endpoint = format!("http://{sim_addr}");
+        let sim = Process(sim);
+        wait("the ECI simulator", Duration::from_secs(30), || async {
+            tokio::net::TcpStream::connect(sim_addr)
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await?;
+        let mut config = Config::new(
+            sandbox
+                .url()
+                .parse()
+                .map_err(|e| StackError::NotReady(format!("sandbox url: {e}")))?,
+        );
+        config.default_retry = false;
+        let client = Client::try_from(config)?;
+        Ok(Self {
+            sandbox,
+            client,
+            sim_endpoint,
+            kubeconfig,
+            cluster_id: "quickstart".into(),
+            vk_eci: vk_eci.to_path_buf(),
+            dir: dir.to_path_buf(),
+            _sim: sim,
+        })
+    }
+
+    /// Starts a `vk-eci run` replica (no AccessKey: it uses the simulator at ECI_ENDPOINT).
+    pub fn operator(&self, identity: &str) -> Result<Process, StackError> {
+        let log = std::fs::File::create(self.dir.join(format!("{identity}.log")))
+            .map_err(io(format!("cannot create {identity}.log")))?;
+        let child = Command::new(&self.vk_eci)
+            .args([
+                "run",
+                "--cluster-id",
+                &self.cluster_id,
+                "--region",
+                "cn-hangzhou",
+            ])
+            .args([
+                "--identity",
+                identity,
+                "--admin-listen",
+                &free_port()?.to_string(),
+            ])
+            .args(["--lease-duration-seconds", "6"])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("ECI_ENDPOINT", &self.sim_endpoint)
+            .env_remove("ECI_ACCESS_KEY")
+            .env_remove("ECI_SECRET_KEY")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(io(format!("cannot start {} run", self.vk_eci.display())))?;
+        Ok(Process(child))
+    }
+
+    /// Runs `vk-eci sim-ctl` against the simulator.
+    pub fn sim_ctl(&self, args: &[&str]) -> Result<Output, StackError> {
+        Command::new(&self.vk_eci)
+            .args(["sim-ctl", "--endpoint", &self.sim_endpoint])
+            .args(args)
+            .output()
+            .map_err(io("cannot run vk-eci sim-ctl"))
+    }
+
+    /// Server-side applies every document of a YAML stream (`namespace` for namespaced ones
+    /// that name none).
+    pub async fn apply_yaml(&self, text: &str, namespace: &str) -> Result<(), StackError> {
+        let documents: Vec<Value> =
+            serde_saphyr::from_multiple(text).map_err(|e| StackError::Manifest(e.to_string()))?;
+        for document in documents.into_iter().filter(|d| !d.is_null()) {
+            self.apply(&document, namespace).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, object: &Value, namespace: &str) -> Result<(), StackError> {
+        let api_version = object["apiVersion"]
+            .as_str()
+            .ok_or_else(|| StackError::Manifest("a document without apiVersion".into()))?;
+        let kind = object["kind"]
+            .as_str()
+            .ok_or_else(|| StackError::Manifest("a document without kind".into()))?;
+        let name = object["metadata"]["name"]
+            .as_str()
+            .ok_or_else(|| StackError::Manifest(format!("a {kind} without a name")))?;
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, capabilities) = pinned_kind(&self.client, &gvk).await?;
+        let api: Api<DynamicObject> = if capabilities.scope == Scope::Namespaced {
+            let namespace = object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or(namespace);
+            Api::namespaced_with(self.client.clone(), namespace, &resource)
+        } else {
+            Api::all_with(self.client.clone(), &resource)
+        };
+        api.patch(
+            name,
+            &PatchParams::apply("vk-eci-quickstart").force(),
+            &Patch::Apply(object),
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Polls `probe` every 100 ms until it answers, for at most `limit`.
+pub async fn wait<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> Result<T, StackError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StackError::NotReady(format!("{what} within {limit:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The `vk-eci` binary next to the running test or tool (`target/<profile>/vk-eci`), built
+/// first if `cargo` has not built it yet.
+pub fn vk_eci_binary() -> Result<PathBuf, StackError> {
+    let exe = std::env::current_exe().map_err(io("cannot find the current executable"))?;
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let binary = dir.join("vk-eci");
+    if !binary.exists() {
+        let release = dir.ends_with("release");
+        let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        build.args(["build", "--bin", "vk-eci"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().map_err(io("cannot run cargo build"))?;
+        if !status.success() {
+            return Err(StackError::NotReady(
+                "cargo build --bin vk-eci failed".into(),
+            ));
+        }
+    }
+    Ok(binary)
+}
