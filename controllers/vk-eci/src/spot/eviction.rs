@@ -38,13 +38,26 @@ enum Guard {
     None,
 }
 
-/// Whether the eviction controller owns the rotation's doomed pod now.
-fn evicting(rotation: &SpotRotation) -> bool {
+/// How long a surge rotation's scale-down may take to remove the doomed pod before it is
+/// evicted instead (the ReplicaSet may have picked another pod).
+const SCALE_DOWN_WAIT: TimeDelta = TimeDelta::seconds(30);
+
+/// Whether the eviction controller owns the rotation's doomed pod now; `Err(at)` when it
+/// will at `at` unless the pod goes first.
+fn evicting(
+    rotation: &SpotRotation,
+    now: chrono::DateTime<Utc>,
+) -> Result<bool, chrono::DateTime<Utc>> {
     let status = rotation.status.clone().unwrap_or_default();
     match status.phase {
-        Some(Phase::Degraded) => status.pod_gone_at.is_none(),
-        Some(Phase::Draining) => rotation.spec.strategy == Strategy::Evict,
-        _ => false,
+        Some(Phase::Degraded) => Ok(status.pod_gone_at.is_none()),
+        Some(Phase::Draining) if rotation.spec.strategy == Strategy::Evict => Ok(true),
+        Some(Phase::Draining) => match status.scaled_down_at.as_ref().map(to_chrono) {
+            Some(at) if now >= at + SCALE_DOWN_WAIT => Ok(true),
+            Some(at) => Err(at + SCALE_DOWN_WAIT),
+            None => Ok(false),
+        },
+        _ => Ok(false),
     }
 }
 
@@ -57,8 +70,10 @@ fn backoff(refusals: i32) -> TimeDelta {
 
 async fn evict(spot: &SpotContext, rotation: &SpotRotation) -> Result<Action, Error> {
     let ctx = &spot.ctx;
-    if !evicting(rotation) {
-        return Ok(Action::await_change());
+    match evicting(rotation, Utc::now()) {
+        Ok(true) => {}
+        Ok(false) => return Ok(Action::await_change()),
+        Err(at) => return Ok(Action::requeue(until(at, Utc::now()))),
     }
     let Some(pod) = spot
         .doomed_pod(rotation)

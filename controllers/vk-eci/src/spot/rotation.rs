@@ -40,6 +40,10 @@ use crate::context::FIELD_MANAGER;
 const CONTROLLER: &str = "spot-rotation";
 /// The pod annotation the ReplicaSet controller ranks pods by when it scales down.
 const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+/// Doomed pods rank below every other pod for removal...
+const DOOMED_COST: i32 = i32::MIN + 1;
+/// ...and the one being drained right now below them, so a scale-down removes exactly it.
+const DRAINING_COST: i32 = i32::MIN;
 const DEFAULT_MAX_SURGE: &str = "25%";
 const DEFAULT_MAX_CONCURRENT: i32 = 10;
 const DEFAULT_HISTORY: usize = 20;
@@ -55,6 +59,7 @@ const EVICTION_WINDOW: TimeDelta = TimeDelta::seconds(10);
 pub struct Rotations {
     spot: Arc<SpotContext>,
     claimed: Mutex<HashSet<String>>,
+    /// Surges and scale-downs take turns (see the Draining step).
     planning: tokio::sync::Mutex<()>,
 }
 
@@ -153,6 +158,7 @@ impl Rotations {
                 }
             }
             (true, Phase::Surging) if next.surged_at.is_none() => {
+                let _turn = self.planning.lock().await;
                 if let Some(pod) = alive {
                     self.surge(rotation, pod).await?;
                     return Ok(Action::requeue(Duration::from_millis(100)));
@@ -176,7 +182,21 @@ impl Rotations {
                 }
             }
             (true, Phase::Draining) if next.scaled_down_at.is_none() => {
+                // A ReplicaSet scaling down removes unready pods before any deletion cost
+                // counts: wait until no other rotation's replacement is still starting, or
+                // this scale-down would take that one instead of the doomed pod.
+                // Surges and scale-downs of this process take turns, and a scale-down waits
+                // until the workload has created every pod it was asked for: a scale-down
+                // that overlapped a surge would cancel it instead of removing the doomed pod.
+                let _turn = self.planning.lock().await;
+                if !self.siblings_ready(rotation).await? || !self.settled(rotation).await? {
+                    return Ok(Action::requeue(Duration::from_millis(300)));
+                }
+                if let Some(pod) = alive {
+                    self.mark_draining(rotation, pod).await?;
+                }
                 self.take_back_surge(rotation).await?;
+                self.await_doomed_going(rotation).await?;
                 return Ok(Action::requeue(Duration::from_millis(100)));
             }
             _ => {}
@@ -342,7 +362,7 @@ impl Rotations {
         let cost = json!({
             "metadata": {
                 "uid": pod.uid(),
-                "annotations": { DELETION_COST: i32::MIN.to_string() },
+                "annotations": { DELETION_COST: DOOMED_COST.to_string() },
             }
         });
         Api::<Pod>::namespaced(client.clone(), &namespace)
@@ -385,28 +405,98 @@ impl Rotations {
         Ok(true)
     }
 
-    /// A Ready replacement: a pod of the doomed pod's ReplicaSet created since the surge,
-    /// not itself under a notice.
-    async fn replacement(
-        &self,
-        rotation: &SpotRotation,
-        status: &SpotRotationStatus,
-    ) -> Result<Option<String>, Error> {
-        let Some(doomed) = self.spot.doomed_pod(rotation) else {
-            return Ok(None);
+    /// Whether the workload runs as many pods as it was last asked for.
+    async fn settled(&self, rotation: &SpotRotation) -> Result<bool, Error> {
+        let Some(target) = &rotation.spec.workload else {
+            return Ok(true);
         };
-        let Some(owner) = doomed
+        let (wanted, running) = workload::replicas(
+            &self.spot.ctx.client,
+            &rotation.namespace().unwrap_or_default(),
+            target,
+        )
+        .await?;
+        Ok(wanted == running)
+    }
+
+    /// Gives the doomed pod the lowest deletion cost of all, right before the scale-down.
+    async fn mark_draining(&self, rotation: &SpotRotation, pod: &Pod) -> Result<(), Error> {
+        let patch = json!({
+            "metadata": {
+                "uid": pod.uid(),
+                "annotations": { DELETION_COST: DRAINING_COST.to_string() },
+            }
+        });
+        Api::<Pod>::namespaced(
+            self.spot.ctx.client.clone(),
+            &rotation.namespace().unwrap_or_default(),
+        )
+        .patch(&pod.name_any(), &params(), &Patch::Merge(&patch))
+        .await?;
+        Ok(())
+    }
+
+    /// Waits (briefly) until the scale-down has begun removing the doomed pod, so the next
+    /// scale-down cannot pick it again.
+    async fn await_doomed_going(&self, rotation: &SpotRotation) -> Result<(), Error> {
+        let api = Api::<Pod>::namespaced(
+            self.spot.ctx.client.clone(),
+            &rotation.namespace().unwrap_or_default(),
+        );
+        for _ in 0..30 {
+            let going = api
+                .get_opt(&rotation.spec.pod.name)
+                .await?
+                .filter(|p| p.uid().as_deref() == Some(rotation.spec.pod.uid.as_str()))
+                .is_none_or(|p| p.metadata.deletion_timestamp.is_some());
+            if going {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Whether every pod of the doomed pod's ReplicaSet, other than pods under a notice and
+    /// pods already going, is Ready.
+    async fn siblings_ready(&self, rotation: &SpotRotation) -> Result<bool, Error> {
+        let Some((doomed, owner)) = self.doomed_and_owner(rotation) else {
+            return Ok(true);
+        };
+        Ok(self
+            .same_owner(rotation, &doomed, &owner)
+            .await?
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                !p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c.type_ == CONTAINER_INSTANCE_EXPIRED && c.status == "True")
+                    })
+            })
+            .all(is_ready))
+    }
+
+    fn doomed_and_owner(&self, rotation: &SpotRotation) -> Option<(Arc<Pod>, String)> {
+        let doomed = self.spot.doomed_pod(rotation)?;
+        let owner = doomed
             .owner_references()
             .iter()
             .find(|o| o.controller == Some(true))
-            .map(|o| o.uid.clone())
-        else {
-            return Ok(None);
-        };
-        let since = status
-            .surged_at
-            .as_ref()
-            .map(|t| to_chrono(t) - TimeDelta::seconds(1));
+            .map(|o| o.uid.clone())?;
+        Some((doomed, owner))
+    }
+
+    /// The pods that share the doomed pod's controller (found by its labels).
+    async fn same_owner(
+        &self,
+        rotation: &SpotRotation,
+        doomed: &Pod,
+        owner: &str,
+    ) -> Result<Vec<Pod>, Error> {
         let selector = doomed
             .labels()
             .iter()
@@ -419,8 +509,28 @@ impl Rotations {
         )
         .list(&ListParams::default().labels(&selector))
         .await?;
-        // A replacement serves one rotation: those already taken (or doomed themselves) are not
-        // candidates for another surge of the same workload.
+        Ok(pods
+            .items
+            .into_iter()
+            .filter(|p| p.uid() != doomed.uid())
+            .filter(|p| p.owner_references().iter().any(|o| o.uid == owner))
+            .collect())
+    }
+
+    /// A Ready replacement: a pod of the doomed pod's ReplicaSet created since the surge,
+    /// not itself under a notice, and not another rotation's replacement.
+    async fn replacement(
+        &self,
+        rotation: &SpotRotation,
+        status: &SpotRotationStatus,
+    ) -> Result<Option<String>, Error> {
+        let Some((doomed, owner)) = self.doomed_and_owner(rotation) else {
+            return Ok(None);
+        };
+        let since = status
+            .surged_at
+            .as_ref()
+            .map(|t| to_chrono(t) - TimeDelta::seconds(1));
         let taken: HashSet<String> = self
             .spot
             .rotations
@@ -432,12 +542,11 @@ impl Rotations {
                 replacement.into_iter().chain([r.spec.pod.name.clone()])
             })
             .collect();
-        Ok(pods
-            .items
+        Ok(self
+            .same_owner(rotation, &doomed, &owner)
+            .await?
             .into_iter()
-            .filter(|p| p.uid() != doomed.uid())
             .filter(|p| !taken.contains(&p.name_any()))
-            .filter(|p| p.owner_references().iter().any(|o| o.uid == owner))
             .filter(|p| {
                 let created = p.creation_timestamp().map(|t| to_chrono(&t));
                 since.is_none_or(|since| created.is_some_and(|c| c >= since))

@@ -54,9 +54,28 @@ pub async fn of_pod(client: &Client, pod: &Pod) -> Result<Option<WorkloadRef>, E
 }
 
 /// Changes the workload's replicas by `delta` through its scale subresource (`0`: only
-/// reads them) and returns the replicas. The write carries the resourceVersion read, so a
-/// concurrent change (409) fails and the caller retries with a fresh read.
+/// reads them) and returns the replicas. Each write carries the resourceVersion it read; on a
+/// concurrent change (409: other rotations, the workload's own controller) it reads again and
+/// retries, because the caller has already recorded that this step is taken.
 pub async fn scale_by(
+    client: &Client,
+    namespace: &str,
+    workload: &WorkloadRef,
+    delta: i32,
+) -> Result<i32, Error> {
+    let mut attempt = 0u64;
+    loop {
+        match scale_once(client, namespace, workload, delta).await {
+            Err(Error::Kube(kube::Error::Api(status))) if status.code == 409 && attempt < 50 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(10 * attempt.min(10))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn scale_once(
     client: &Client,
     namespace: &str,
     workload: &WorkloadRef,
@@ -94,6 +113,35 @@ where
     api.replace_scale(name, &PostParams::default(), &scale)
         .await?;
     Ok(replicas)
+}
+
+/// The workload's wanted and current replicas (its scale's spec and status).
+pub async fn replicas(
+    client: &Client,
+    namespace: &str,
+    workload: &WorkloadRef,
+) -> Result<(i32, i32), Error> {
+    let scale = match workload.kind {
+        WorkloadKind::Deployment => {
+            Api::<Deployment>::namespaced(client.clone(), namespace)
+                .get_scale(&workload.name)
+                .await?
+        }
+        WorkloadKind::ReplicaSet => {
+            Api::<ReplicaSet>::namespaced(client.clone(), namespace)
+                .get_scale(&workload.name)
+                .await?
+        }
+        WorkloadKind::StatefulSet => {
+            Api::<StatefulSet>::namespaced(client.clone(), namespace)
+                .get_scale(&workload.name)
+                .await?
+        }
+    };
+    Ok((
+        scale.spec.and_then(|s| s.replicas).unwrap_or(0),
+        scale.status.map_or(0, |s| s.replicas),
+    ))
 }
 
 /// The HPA that scales `workload`, if any.

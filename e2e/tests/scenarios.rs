@@ -1,0 +1,580 @@
+//! Whole-binary scenarios: the real `vk-eci run` and `vk-eci sim` processes against the
+//! sandbox, judged only from the Kubernetes API and the simulator's own records.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube_sandbox::stack::{Stack, vk_eci_binary, wait};
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+async fn stack(name: &str) -> Stack {
+    let dir = std::env::temp_dir().join(format!("vk-eci-scenario-{name}-{}", std::process::id()));
+    let stack = Stack::start(&vk_eci_binary().unwrap(), &dir, &["--seed", "7"])
+        .await
+        .unwrap();
+    for crd in ["spotrotationpolicies", "spotrotations"] {
+        let path = format!(
+            "{}/../crds/{crd}.spot.vk-eci.io.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        stack
+            .apply_yaml(&std::fs::read_to_string(path).unwrap(), "default")
+            .await
+            .unwrap();
+    }
+    stack
+}
+
+fn sim_json(stack: &Stack, args: &[&str]) -> Value {
+    let output = stack.sim_ctl(args).unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn sim_ok(stack: &Stack, args: &[&str]) {
+    let output = stack.sim_ctl(args).unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn deployment(name: &str, replicas: i32, annotations: Value) -> String {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}, "annotations": annotations},
+                "spec": {"nodeSelector": {"type": "virtual-kubelet"},
+                    "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [{"name": "app", "image": "nginx",
+                        "resources": {"requests": {"cpu": "2", "memory": "4Gi"}}}]}}}
+    })
+    .to_string()
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn ready_pods(stack: &Stack, app: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(stack.client.clone(), "default")
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(is_ready)
+        .collect()
+}
+
+fn rotations(stack: &Stack) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("spot.vk-eci.io", "v1alpha1", "SpotRotation"),
+        "spotrotations",
+    );
+    Api::namespaced_with(stack.client.clone(), "default", &resource)
+}
+
+async fn scale(stack: &Stack, name: &str, replicas: i32) {
+    Api::<Deployment>::namespaced(stack.client.clone(), "default")
+        .patch_scale(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// Scenarios 2 and 3: 50 pods Running with simulator IPs and ECI's events; scaled to 0,
+/// every container group is gone and none was ever created twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_pods_run_and_scale_to_zero_without_orphans_or_duplicates() {
+    let stack = stack("fifty").await;
+    let _operator = stack.operator("replica-a").unwrap();
+    stack
+        .apply_yaml(&deployment("fleet", 50, json!({})), "default")
+        .await
+        .unwrap();
+    let pods = wait("50 Ready pods", LIMIT, || async {
+        let ready = ready_pods(&stack, "fleet").await;
+        (ready.len() == 50).then_some(ready)
+    })
+    .await
+    .unwrap();
+    for pod in &pods {
+        let ip = pod
+            .status
+            .as_ref()
+            .unwrap()
+            .pod_ip
+            .clone()
+            .unwrap_or_default();
+        assert!(ip.starts_with("10."), "{ip}");
+    }
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(stack.client.clone(), "default");
+    let started = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Started"))
+        .count();
+    assert!(started > 0, "ECI events show as pod events");
+
+    scale(&stack, "fleet", 0).await;
+    wait("every container group to be gone", LIMIT, || async {
+        let stats = sim_json(&stack, &["stats"]);
+        (stats["groups_total"] == 0).then_some(())
+    })
+    .await
+    .unwrap();
+    let stats = sim_json(&stack, &["stats"]);
+    assert_eq!(stats["groups_created"], 50, "created once each: {stats}");
+    assert_eq!(stats["groups_deleted"], 50);
+}
+
+/// Scenario 6: surge rotation keeps 10 pods Ready at every sampled moment.
+#[tokio::test(flavor = "multi_thread")]
+async fn surge_rotation_never_dips_below_the_desired_capacity() {
+    let stack = stack("surge").await;
+    let _operator = stack.operator("replica-a").unwrap();
+    stack
+        .apply_yaml(
+            &deployment(
+                "web",
+                10,
+                json!({"k8s.aliyun.com/eci-spot-strategy": "SpotAsPriceGo"}),
+            ),
+            "default",
+        )
+        .await
+        .unwrap();
+    stack
+        .apply_yaml(
+            &json!({"apiVersion": "spot.vk-eci.io/v1alpha1", "kind": "SpotRotationPolicy",
+                "metadata": {"name": "web"},
+                "spec": {"targetRef": {"kind": "Deployment", "name": "web"}, "maxSurge": 2}})
+            .to_string(),
+            "default",
+        )
+        .await
+        .unwrap();
+    wait("10 Ready pods", LIMIT, || async {
+        (ready_pods(&stack, "web").await.len() == 10).then_some(())
+    })
+    .await
+    .unwrap();
+    let released = sim_json(
+        &stack,
+        &["spot-release", "--fraction", "0.2", "--lead-seconds", "180"],
+    );
+    let count = released["released"].as_array().unwrap().len();
+    assert_eq!(count, 2);
+    let mut fewest = usize::MAX;
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        fewest = fewest.min(ready_pods(&stack, "web").await.len());
+        let list = rotations(&stack)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        let completed = list
+            .items
+            .iter()
+            .filter(|r| r.data["status"]["phase"] == "Completed")
+            .count();
+        if completed == count {
+            for rotation in &list.items {
+                let status = &rotation.data["status"];
+                assert!(
+                    status["replacementReadyAt"].as_str().unwrap()
+                        <= status["podGoneAt"].as_str().unwrap()
+                );
+            }
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rotations: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(fewest >= 10, "Ready pods dipped to {fewest}");
+}
+
+/// Scenario 8: the leader dies mid-rotation (SIGKILL); the standby takes over within 15 s
+/// and finishes the rotation; nothing is created twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_standby_finishes_a_rotation_when_the_leader_dies() {
+    let stack = stack("failover").await;
+    let first = stack.operator("replica-a").unwrap();
+    stack
+        .apply_yaml(
+            &deployment(
+                "ha",
+                3,
+                json!({"k8s.aliyun.com/eci-spot-strategy": "SpotAsPriceGo"}),
+            ),
+            "default",
+        )
+        .await
+        .unwrap();
+    stack
+        .apply_yaml(
+            &json!({"apiVersion": "spot.vk-eci.io/v1alpha1", "kind": "SpotRotationPolicy",
+                "metadata": {"name": "ha"},
+                "spec": {"targetRef": {"kind": "Deployment", "name": "ha"}}})
+            .to_string(),
+            "default",
+        )
+        .await
+        .unwrap();
+    wait("3 Ready pods", LIMIT, || async {
+        (ready_pods(&stack, "ha").await.len() == 3).then_some(())
+    })
+    .await
+    .unwrap();
+    let _second = stack.operator("replica-b").unwrap();
+    // Slow ECI down so the rotation is still in flight when the leader dies.
+    sim_ok(
+        &stack,
+        &[
+            "faults",
+            "--action",
+            "CreateContainerGroup",
+            "--latency-ms",
+            "3000-3000",
+        ],
+    );
+    sim_json(
+        &stack,
+        &[
+            "spot-release",
+            "--fraction",
+            "0.34",
+            "--lead-seconds",
+            "180",
+        ],
+    );
+    wait("a rotation to surge", LIMIT, || async {
+        let list = rotations(&stack).list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|r| r.data["status"]["surgedAt"].is_string())
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    first.kill();
+    let killed_at = tokio::time::Instant::now();
+    sim_ok(&stack, &["faults", "--clear"]);
+    wait(
+        "the rotation to complete under the new leader",
+        LIMIT,
+        || async {
+            let list = rotations(&stack).list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .all(|r| r.data["status"]["phase"] == "Completed")
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(30),
+        "took over and finished in {:?}",
+        killed_at.elapsed()
+    );
+    let stats = sim_json(&stack, &["stats"]);
+    assert_eq!(
+        stats["groups_total"], 3,
+        "3 replicas, one group each: {stats}"
+    );
+    assert_eq!(
+        stats["groups_created"], 4,
+        "the three, plus one replacement: {stats}"
+    );
+}
+
+/// Scenario 9: 20 % errors and 20 % throttling on every ECI call; every pod still runs, none
+/// is lost, duplicated or orphaned.
+#[tokio::test(flavor = "multi_thread")]
+async fn pods_survive_a_faulty_eci() {
+    let stack = stack("faults").await;
+    sim_ok(
+        &stack,
+        &["faults", "--error-rate", "0.2", "--throttle-rate", "0.2"],
+    );
+    let _operator = stack.operator("replica-a").unwrap();
+    stack
+        .apply_yaml(&deployment("sturdy", 20, json!({})), "default")
+        .await
+        .unwrap();
+    wait("20 Ready pods despite the faults", LIMIT, || async {
+        (ready_pods(&stack, "sturdy").await.len() == 20).then_some(())
+    })
+    .await
+    .unwrap();
+    let stats = sim_json(&stack, &["stats"]);
+    assert_eq!(stats["groups_total"], 20, "{stats}");
+    let injected: u64 = stats["actions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|a| a["injected_faults"].as_u64().unwrap_or(0) + a["throttled"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(injected > 0, "faults were injected: {stats}");
+    scale(&stack, "sturdy", 0).await;
+    wait("no group left", LIMIT, || async {
+        (sim_json(&stack, &["stats"])["groups_total"] == 0).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+/// Scenario 5: api-evict pods behind a PodDisruptionBudget (maxUnavailable 1); a release on
+/// 3 of them evicts one at a time, and each is gone before its release.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_evict_honours_the_budget_and_beats_the_release() {
+    let stack = stack("api-evict").await;
+    let _operator = stack.operator("replica-a").unwrap();
+    let annotations = json!({"k8s.aliyun.com/eci-spot-strategy": "SpotAsPriceGo",
+        "k8s.aliyun.com/eci-spot-release-strategy": "api-evict"});
+    stack
+        .apply_yaml(&deployment("guarded", 10, annotations), "default")
+        .await
+        .unwrap();
+    stack
+        .apply_yaml(
+            &json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                "metadata": {"name": "guarded"},
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "guarded"}}}})
+            .to_string(),
+            "default",
+        )
+        .await
+        .unwrap();
+    wait("10 Ready pods", LIMIT, || async {
+        (ready_pods(&stack, "guarded").await.len() == 10).then_some(())
+    })
+    .await
+    .unwrap();
+    let released = sim_json(
+        &stack,
+        &["spot-release", "--fraction", "0.3", "--lead-seconds", "60"],
+    );
+    let release_at =
+        chrono::DateTime::parse_from_rfc3339(released["release_at"].as_str().unwrap()).unwrap();
+    let count = released["released"].as_array().unwrap().len();
+    assert_eq!(count, 3);
+    let mut fewest = usize::MAX;
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        fewest = fewest.min(ready_pods(&stack, "guarded").await.len());
+        let list = rotations(&stack)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        let gone: Vec<&str> = list
+            .items
+            .iter()
+            .filter_map(|r| r.data["status"]["podGoneAt"].as_str())
+            .collect();
+        if gone.len() == count {
+            for at in gone {
+                assert!(chrono::DateTime::parse_from_rfc3339(at).unwrap() < release_at);
+            }
+            assert!(
+                list.items
+                    .iter()
+                    .all(|r| r.data["status"]["evictedAt"].is_string())
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rotations: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        fewest >= 9,
+        "the budget allows one unavailable pod; Ready dipped to {fewest}"
+    );
+}
+
+/// Scenario 7: a storm takes 20 % of a 100-pod fleet at once; every doomed pod is replaced
+/// before the release within the surge budget, and capacity never dips.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_storm_is_rotated_within_the_surge_budget() {
+    let stack = stack("storm").await;
+    let _operator = stack.operator("replica-a").unwrap();
+    stack
+        .apply_yaml(
+            &deployment(
+                "fleet",
+                100,
+                json!({"k8s.aliyun.com/eci-spot-strategy": "SpotAsPriceGo"}),
+            ),
+            "default",
+        )
+        .await
+        .unwrap();
+    stack
+        .apply_yaml(
+            &json!({"apiVersion": "spot.vk-eci.io/v1alpha1", "kind": "SpotRotationPolicy",
+                "metadata": {"name": "fleet"},
+                "spec": {"targetRef": {"kind": "Deployment", "name": "fleet"},
+                         "maxSurge": 10, "maxConcurrent": 8, "historyLimit": 100}})
+            .to_string(),
+            "default",
+        )
+        .await
+        .unwrap();
+    wait("100 Ready pods", Duration::from_secs(120), || async {
+        (ready_pods(&stack, "fleet").await.len() == 100).then_some(())
+    })
+    .await
+    .unwrap();
+    let released = sim_json(
+        &stack,
+        &["spot-release", "--fraction", "0.2", "--lead-seconds", "180"],
+    );
+    let count = released["released"].as_array().unwrap().len();
+    assert_eq!(count, 20);
+    let deployments: Api<Deployment> = Api::namespaced(stack.client.clone(), "default");
+    let (mut fewest, mut most_replicas, mut most_surging) = (usize::MAX, 0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        fewest = fewest.min(ready_pods(&stack, "fleet").await.len());
+        let replicas = deployments
+            .get("fleet")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas
+            .unwrap();
+        most_replicas = most_replicas.max(replicas);
+        let list = rotations(&stack)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        let surging = list
+            .items
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.data["status"]["phase"].as_str(),
+                    Some("Surging" | "Draining")
+                )
+            })
+            .count();
+        most_surging = most_surging.max(surging);
+        let completed = list
+            .items
+            .iter()
+            .filter(|r| r.data["status"]["phase"] == "Completed")
+            .count();
+        if completed == count {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{completed} of {count} completed: {:?}",
+            list.items
+                .iter()
+                .map(|r| (
+                    r.data["status"]["phase"].clone(),
+                    r.data["status"]["message"].clone(),
+                    r.data["status"]["surgedAt"].clone()
+                ))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(fewest >= 100, "Ready pods dipped to {fewest}");
+    assert!(
+        most_replicas <= 110,
+        "maxSurge 10 exceeded: {most_replicas} replicas"
+    );
+    assert!(
+        most_surging <= 8,
+        "maxConcurrent 8 exceeded: {most_surging}"
+    );
+}
+
+/// Scenario 10: an invalid SpotRotationPolicy is refused by the API server with the field at
+/// fault, a malformed annotation refuses only its own pod, and the operator keeps working.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_clearly_and_nothing_else_suffers() {
+    let stack = stack("bad-input").await;
+    let _operator = stack.operator("replica-a").unwrap();
+    let refused = stack
+        .apply_yaml(
+            &json!({"apiVersion": "spot.vk-eci.io/v1alpha1", "kind": "SpotRotationPolicy",
+                "metadata": {"name": "nonsense"},
+                "spec": {"targetRef": {"kind": "Deployment", "name": "web"}, "strategy": "Teleport"}})
+            .to_string(),
+            "default",
+        )
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("strategy"), "{refused}");
+    stack
+        .apply_yaml(
+            &deployment(
+                "broken",
+                1,
+                json!({"k8s.aliyun.com/eci-use-specs": "lots-of-cpu"}),
+            ),
+            "default",
+        )
+        .await
+        .unwrap();
+    stack
+        .apply_yaml(&deployment("fine", 2, json!({})), "default")
+        .await
+        .unwrap();
+    wait("the good pods Ready", LIMIT, || async {
+        (ready_pods(&stack, "fine").await.len() == 2).then_some(())
+    })
+    .await
+    .unwrap();
+    let broken = wait("the broken pod to say why", LIMIT, || async {
+        let pods = Api::<Pod>::namespaced(stack.client.clone(), "default")
+            .list(&ListParams::default().labels("app=broken"))
+            .await
+            .ok()?;
+        pods.items.into_iter().find_map(|p| {
+            p.status?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "ContainerInstanceCreated" && c.status == "False")
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(broken.reason.as_deref(), Some("InvalidAnnotation"));
+    assert!(broken.message.unwrap().contains("eci-use-specs"));
+}
