@@ -39,6 +39,10 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StackError {
 pub struct Process(Child);
 
 impl Process {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// Sends SIGTERM and waits up to `grace` for it to exit (then kills it).
     pub fn terminate(mut self, grace: Duration) -> Option<std::process::ExitStatus> {
         let pid = self.0.id().to_string();
@@ -182,44 +186,46 @@ impl Stack {
         let documents: Vec<Value> =
             serde_saphyr::from_multiple(text).map_err(|e| StackError::Manifest(e.to_string()))?;
         for document in documents.into_iter().filter(|d| !d.is_null()) {
-            self.apply(&document, namespace).await?;
+            apply(&self.client, &document, namespace).await?;
         }
-        Ok(())
-    }
-
-    async fn apply(&self, object: &Value, namespace: &str) -> Result<(), StackError> {
-        let api_version = object["apiVersion"]
-            .as_str()
-            .ok_or_else(|| StackError::Manifest("a document without apiVersion".into()))?;
-        let kind = object["kind"]
-            .as_str()
-            .ok_or_else(|| StackError::Manifest("a document without kind".into()))?;
-        let name = object["metadata"]["name"]
-            .as_str()
-            .ok_or_else(|| StackError::Manifest(format!("a {kind} without a name")))?;
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        let (resource, capabilities) = pinned_kind(&self.client, &gvk).await?;
-        let api: Api<DynamicObject> = if capabilities.scope == Scope::Namespaced {
-            let namespace = object["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or(namespace);
-            Api::namespaced_with(self.client.clone(), namespace, &resource)
-        } else {
-            Api::all_with(self.client.clone(), &resource)
-        };
-        api.patch(
-            name,
-            &PatchParams::apply("vk-eci-quickstart").force(),
-            &Patch::Apply(object),
-        )
-        .await?;
         Ok(())
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Server-side applies one object of any kind the server knows (`namespace` for a
+/// namespaced object that names none).
+pub async fn apply(client: &Client, object: &Value, namespace: &str) -> Result<(), StackError> {
+    let api_version = object["apiVersion"]
+        .as_str()
+        .ok_or_else(|| StackError::Manifest("a document without apiVersion".into()))?;
+    let kind = object["kind"]
+        .as_str()
+        .ok_or_else(|| StackError::Manifest("a document without kind".into()))?;
+    let name = object["metadata"]["name"]
+        .as_str()
+        .ok_or_else(|| StackError::Manifest(format!("a {kind} without a name")))?;
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let (resource, capabilities) = pinned_kind(client, &gvk).await?;
+    let api: Api<DynamicObject> = if capabilities.scope == Scope::Namespaced {
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or(namespace);
+        Api::namespaced_with(client.clone(), namespace, &resource)
+    } else {
+        Api::all_with(client.clone(), &resource)
+    };
+    api.patch(
+        name,
+        &PatchParams::apply("vk-eci-e2e").force(),
+        &Patch::Apply(object),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Polls `probe` every 100 ms until it answers, for at most `limit`.

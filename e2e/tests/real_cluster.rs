@@ -8,11 +8,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::core::GroupVersionKind;
-use kube::discovery::{Scope, pinned_kind};
 use kube::{Client, Config};
+use kube_sandbox::stack::{apply, wait};
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "vk-eci-e2e";
@@ -84,60 +83,19 @@ fn rendered() -> Vec<Value> {
     objects
 }
 
-async fn apply(client: &Client, object: &Value) {
-    let api_version = object["apiVersion"].as_str().unwrap();
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let gvk = GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap());
-    let (resource, capabilities) = pinned_kind(client, &gvk).await.unwrap();
-    let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
-        Some(namespace) if capabilities.scope == Scope::Namespaced => {
-            Api::namespaced_with(client.clone(), namespace, &resource)
-        }
-        _ => Api::all_with(client.clone(), &resource),
-    };
-    let name = object["metadata"]["name"].as_str().unwrap();
-    api.patch(
-        name,
-        &PatchParams::apply("vk-eci-e2e").force(),
-        &Patch::Apply(object),
-    )
-    .await
-    .unwrap();
-}
-
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_chart_brings_up_a_virtual_node_that_runs_pods() {
     let Some(client) = cluster().await else {
         return;
     };
-    apply(
-        &client,
-        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
-    )
-    .await;
+    let namespace =
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}});
+    apply(&client, &namespace, NAMESPACE).await.unwrap();
     for object in rendered() {
-        apply(&client, &object).await;
+        apply(&client, &object, NAMESPACE).await.unwrap();
     }
     let nodes: Api<Node> = Api::all(client.clone());
-    wait_for(
+    wait(
         "the virtual node to be Ready",
         Duration::from_secs(300),
         || {
@@ -152,7 +110,8 @@ async fn the_chart_brings_up_a_virtual_node_that_runs_pods() {
             }
         },
     )
-    .await;
+    .await
+    .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "on-eci"},
@@ -160,7 +119,7 @@ async fn the_chart_brings_up_a_virtual_node_that_runs_pods() {
     }))
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
-    wait_for(
+    wait(
         "the pod to run on the simulated ECI",
         Duration::from_secs(120),
         || {
@@ -171,11 +130,12 @@ async fn the_chart_brings_up_a_virtual_node_that_runs_pods() {
             }
         },
     )
-    .await;
+    .await
+    .unwrap();
     pods.delete("on-eci", &DeleteParams::default())
         .await
         .unwrap();
-    wait_for("the pod to be gone", Duration::from_secs(120), || {
+    wait("the pod to be gone", Duration::from_secs(120), || {
         let pods = pods.clone();
         async move {
             pods.get_opt("on-eci")
@@ -186,5 +146,6 @@ async fn the_chart_brings_up_a_virtual_node_that_runs_pods() {
                 .then_some(())
         }
     })
-    .await;
+    .await
+    .unwrap();
 }

@@ -452,6 +452,8 @@ struct GroupView {
     ip: String,
     zone: String,
     spot: bool,
+    /// When the create arrived (millisecond precision, for latency measurements).
+    created_at: String,
     release_at: String,
     tags: Vec<Tag>,
 }
@@ -466,6 +468,9 @@ async fn admin_groups(State(simulator): State<Simulator>) -> Response {
                 ip: g.ip.map(|ip| ip.to_string()).unwrap_or_default(),
                 zone: g.zone.clone(),
                 spot: g.is_spot(),
+                created_at: g
+                    .created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 release_at: g.release_at.map(format_time).unwrap_or_default(),
                 tags: g.spec.tag.clone(),
             })

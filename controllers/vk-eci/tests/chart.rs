@@ -15,9 +15,7 @@ use std::process::Command;
 use common::{NODE, World, condition, eventually};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject, PostParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::pinned_kind;
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use vk_eci_core::annotations::INSTANCE_ID;
 
@@ -179,20 +177,9 @@ fn grants(objects: &[Value]) -> BTreeSet<(Option<String>, String, String, String
 
 async fn apply(world: &World, objects: &[Value]) {
     for object in objects {
-        let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
-            Some((group, version)) => (group, version),
-            None => ("", object["apiVersion"].as_str().unwrap()),
-        };
-        let gvk = GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap());
-        let (resource, capabilities) = pinned_kind(&world.client, &gvk).await.unwrap();
-        let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
-            Some(namespace) if capabilities.scope == kube::discovery::Scope::Namespaced => {
-                Api::namespaced_with(world.client.clone(), namespace, &resource)
-            }
-            _ => Api::all_with(world.client.clone(), &resource),
-        };
-        let dynamic: DynamicObject = serde_json::from_value(object.clone()).unwrap();
-        api.create(&PostParams::default(), &dynamic).await.unwrap();
+        kube_sandbox::stack::apply(&world.client, object, "default")
+            .await
+            .unwrap();
     }
 }
 

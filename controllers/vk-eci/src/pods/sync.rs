@@ -17,6 +17,7 @@ use eci_client::types::{
     ContainerGroup, DeleteContainerGroupRequest, DescribeContainerGroupEventsRequest,
     DescribeContainerGroupStatusRequest, DescribeContainerGroupsRequest, Tag, status,
 };
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -42,6 +43,8 @@ const FULL_EVERY: Duration = Duration::from_secs(60);
 const SINCE_SECONDS: i64 = 60;
 const IDS_PER_CALL: usize = 20;
 const STATUS_PAGE: i64 = 200;
+/// Pods whose status and events are written at once.
+const APPLY_CONCURRENCY: usize = 20;
 
 /// Groups being stopped for deleted pods; the sync removes each pod once its group is gone.
 #[derive(Debug, Default)]
@@ -107,7 +110,7 @@ pub struct StatusSync {
     controller: Arc<PodController>,
     seen: HashMap<String, Seen>,
     /// ECI event counts already mirrored, by pod UID.
-    reported: HashMap<String, HashMap<String, i64>>,
+    reported: Mutex<HashMap<String, HashMap<String, i64>>>,
     last_full: Option<Instant>,
     pacing: SyncPacing,
 }
@@ -117,7 +120,7 @@ impl StatusSync {
         Self {
             controller,
             seen: HashMap::new(),
-            reported: HashMap::new(),
+            reported: Mutex::default(),
             last_full: None,
             // Even steady pods are polled every second: a spot notice must reach the pod
             // within about a second (two cheap calls, far below ECI's 10,000 per minute).
@@ -231,10 +234,20 @@ impl StatusSync {
         let ids: Vec<String> = changed.into_iter().collect();
         let mut fetched_any_transitioning = false;
         for chunk in ids.chunks(IDS_PER_CALL) {
-            for group in self.fetch(chunk).await? {
-                fetched_any_transitioning |= transitioning(&group.status);
-                let id = group.container_group_id.clone();
-                match self.apply(&group).await {
+            let groups = self.fetch(chunk).await?;
+            fetched_any_transitioning |= groups.iter().any(|g| transitioning(&g.status));
+            // Pods are independent: their writes go out together, not one after another.
+            let this = &*self;
+            let outcomes: Vec<(String, Result<(), Error>)> = futures::stream::iter(groups)
+                .map(|group| async move {
+                    let outcome = this.apply(&group).await;
+                    (group.container_group_id, outcome)
+                })
+                .buffer_unordered(APPLY_CONCURRENCY)
+                .collect()
+                .await;
+            for (id, outcome) in outcomes {
+                match outcome {
                     Ok(()) => {
                         if let Some(next) = pending.remove(&id) {
                             self.seen.insert(id, next);
@@ -317,7 +330,7 @@ impl StatusSync {
     }
 
     /// Mirrors one group onto its pod.
-    async fn apply(&mut self, group: &ContainerGroup) -> Result<(), Error> {
+    async fn apply(&self, group: &ContainerGroup) -> Result<(), Error> {
         let ctx = self.controller.ctx.clone();
         let Some(pod) = self.pod_of(group) else {
             // No pod: an orphan, which the full pass collects.
@@ -346,14 +359,18 @@ impl StatusSync {
     }
 
     /// ECI events become pod Events; a repeat updates the same Event's count.
-    async fn mirror_events(&mut self, pod: &Pod, group: &ContainerGroup) -> Result<(), Error> {
+    async fn mirror_events(&self, pod: &Pod, group: &ContainerGroup) -> Result<(), Error> {
         let ctx = self.controller.ctx.clone();
         let uid = pod.uid().unwrap_or_default();
-        let reported = self.reported.entry(uid).or_default();
-        let fresh: Vec<_> = unreported_events(&group.events, reported)
-            .into_iter()
-            .cloned()
-            .collect();
+        let fresh: Vec<_> = match self.reported.lock() {
+            Ok(mut reported) => {
+                unreported_events(&group.events, reported.entry(uid.clone()).or_default())
+                    .into_iter()
+                    .cloned()
+                    .collect()
+            }
+            Err(_) => Vec::new(),
+        };
         let api: Api<Event> =
             Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
         for eci_event in fresh {
@@ -372,7 +389,12 @@ impl StatusSync {
                 }
                 Err(error) => return Err(error.into()),
             }
-            reported.insert(event_key(&eci_event), eci_event.count);
+            if let Ok(mut reported) = self.reported.lock() {
+                reported
+                    .entry(uid.clone())
+                    .or_default()
+                    .insert(event_key(&eci_event), eci_event.count);
+            }
         }
         Ok(())
     }
@@ -527,7 +549,9 @@ impl StatusSync {
             .iter()
             .filter_map(|p| p.uid())
             .collect();
-        self.reported.retain(|uid, _| live.contains(uid));
+        if let Ok(mut reported) = self.reported.lock() {
+            reported.retain(|uid, _| live.contains(uid));
+        }
     }
 
     fn count_pods(&self) {

@@ -1,0 +1,185 @@
+//! `vk-eci-bench-operator`: N pods on one virtual node through the real `vk-eci run` and
+//! `vk-eci sim` processes. Measures pod bound → container group created (p50/p99), the time
+//! until all are Ready, the operator's RSS and idle CPU, and ECI calls per minute while idle
+//! (a minute after the last change, so ECI's incremental window is empty too).
+//! Prints JSON (`hack/bench-operator.sh` saves it to `hack/results/`).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube_sandbox::stack::{Stack, StackError, vk_eci_binary};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value_t = 1000)]
+    pods: usize,
+    #[arg(long)]
+    vk_eci: Option<PathBuf>,
+    #[arg(long, default_value = "/tmp/vk-eci-bench-operator")]
+    dir: PathBuf,
+    /// Seconds to watch the idle operator.
+    #[arg(long, default_value_t = 30)]
+    idle_seconds: u64,
+}
+
+fn proc_field(pid: u32, file: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// utime + stime of `pid`, in clock ticks (100 per second on Linux).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn calls(stats: &Value) -> u64 {
+    stats["actions"].as_object().map_or(0, |a| {
+        a.values().map(|v| v["calls"].as_u64().unwrap_or(0)).sum()
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn run(args: Args) -> Result<Value, StackError> {
+    let vk_eci = match args.vk_eci {
+        Some(path) => path,
+        None => vk_eci_binary()?,
+    };
+    let stack = Stack::start(&vk_eci, &args.dir, &["--seed", "11"]).await?;
+    let operator = stack.operator("bench")?;
+    let pid = operator.pid();
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bench"},
+        "spec": {"replicas": args.pods, "selector": {"matchLabels": {"app": "bench"}},
+            "template": {"metadata": {"labels": {"app": "bench"}},
+                "spec": {"nodeSelector": {"type": "virtual-kubelet"},
+                    "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],
+                    "containers": [{"name": "app", "image": "nginx"}]}}}
+    });
+    let started = Instant::now();
+    stack.apply_yaml(&deployment.to_string(), "default").await?;
+    let pods: Api<Pod> = Api::namespaced(stack.client.clone(), "default");
+    let ready = |pod: &Pod| {
+        pod.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let all_ready = loop {
+        let list = pods
+            .list(&ListParams::default().labels("app=bench"))
+            .await?;
+        if list.items.iter().filter(|p| ready(p)).count() >= args.pods {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            return Err(StackError::NotReady("all pods Ready within 30 min".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // Bound (the scheduler's binding) → group created, from the simulator's own records.
+    let groups: Value =
+        serde_json::from_slice(&stack.sim_ctl(&["groups"])?.stdout).unwrap_or_default();
+    let created: std::collections::HashMap<String, String> = groups
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| {
+            Some((
+                g["id"].as_str()?.to_string(),
+                g["created_at"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let mut latencies: Vec<f64> = Vec::new();
+    for pod in pods
+        .list(&ListParams::default().labels("app=bench"))
+        .await?
+        .items
+    {
+        let scheduled = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"))
+            .and_then(|c| c.last_transition_time.clone());
+        let id = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("k8s.aliyun.com/eci-instance-id"));
+        if let (Some(bound), Some(at)) = (scheduled, id.and_then(|id| created.get(id))) {
+            if let Ok(at) = chrono::DateTime::parse_from_rfc3339(at) {
+                let bound_ms = bound.0.as_millisecond();
+                latencies.push((at.timestamp_millis() - bound_ms) as f64 / 1000.0);
+            }
+        }
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+
+    let rss_busy = proc_field(pid, "status", "VmRSS:").unwrap_or(0);
+    // Idle means no change in ECI's last minute either (the incremental window).
+    tokio::time::sleep(Duration::from_secs(65)).await;
+    let stats_before: Value =
+        serde_json::from_slice(&stack.sim_ctl(&["stats"])?.stdout).unwrap_or_default();
+    let ticks_before = cpu_ticks(pid).unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    let ticks_after = cpu_ticks(pid).unwrap_or(0);
+    let stats_after: Value =
+        serde_json::from_slice(&stack.sim_ctl(&["stats"])?.stdout).unwrap_or_default();
+    let rss_idle = proc_field(pid, "status", "VmRSS:").unwrap_or(0);
+    let idle_core = (ticks_after - ticks_before) as f64 / 100.0 / args.idle_seconds as f64;
+    let calls_per_minute =
+        (calls(&stats_after) - calls(&stats_before)) as f64 * 60.0 / args.idle_seconds as f64;
+    let _stopped = operator.terminate(Duration::from_secs(10));
+    Ok(json!({
+        "pods": args.pods,
+        "all_ready_seconds": all_ready.as_secs_f64(),
+        "bound_to_group_created_seconds": {
+            "p50": percentile(&latencies, 0.5),
+            "p99": percentile(&latencies, 0.99),
+            "samples": latencies.len(),
+            "note": "API times have whole-second resolution; ECI's own limit of 20 creates/s (burst 100) paces a burst",
+        },
+        "operator_rss_mib": {"after_burst": rss_busy as f64 / 1024.0, "idle": rss_idle as f64 / 1024.0},
+        "operator_idle_cpu_cores": idle_core,
+        "eci_calls_per_minute_idle": calls_per_minute,
+        "eci_calls_by_action": stats_after["actions"]
+            .as_object()
+            .map(|a| a.iter().map(|(k, v)| (k.clone(), v["calls"].clone())).collect::<serde_json::Map<_, _>>()),
+    }))
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run(Args::parse()).await {
+        Ok(result) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&result).unwrap_or_default()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("vk-eci-bench-operator: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
