@@ -125,11 +125,11 @@ async fn run(args: Args) -> Result<Value, StackError> {
             .annotations
             .as_ref()
             .and_then(|a| a.get("k8s.aliyun.com/eci-instance-id"));
-        if let (Some(bound), Some(at)) = (scheduled, id.and_then(|id| created.get(id))) {
-            if let Ok(at) = chrono::DateTime::parse_from_rfc3339(at) {
-                let bound_ms = bound.0.as_millisecond();
-                latencies.push((at.timestamp_millis() - bound_ms) as f64 / 1000.0);
-            }
+        if let (Some(bound), Some(at)) = (scheduled, id.and_then(|id| created.get(id)))
+            && let Ok(at) = chrono::DateTime::parse_from_rfc3339(at)
+        {
+            let bound_ms = bound.0.as_millisecond();
+            latencies.push((at.timestamp_millis() - bound_ms) as f64 / 1000.0);
         }
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
