@@ -182,12 +182,10 @@ impl Rotations {
                 }
             }
             (true, Phase::Draining) if next.scaled_down_at.is_none() => {
-                // A ReplicaSet scaling down removes unready pods before any deletion cost
-                // counts: wait until no other rotation's replacement is still starting, or
-                // this scale-down would take that one instead of the doomed pod.
-                // Surges and scale-downs of this process take turns, and a scale-down waits
-                // until the workload has created every pod it was asked for: a scale-down
-                // that overlapped a surge would cancel it instead of removing the doomed pod.
+                // A ReplicaSet scaling down removes unready pods before deletion cost counts,
+                // and a scale-down that overlaps a surge cancels it instead of removing the
+                // doomed pod. So surges and scale-downs take turns, and a scale-down waits
+                // until the workload runs every pod it asked for and none is still starting.
                 let _turn = self.planning.lock().await;
                 if !self.siblings_ready(rotation).await? || !self.settled(rotation).await? {
                     return Ok(Action::requeue(Duration::from_millis(300)));
@@ -218,8 +216,7 @@ impl Rotations {
             upcoming = Phase::Degraded;
             next.message =
                 Some("the workload did not remove the doomed pod in time; evicting it".into());
-        }
-        if upcoming == Phase::Degraded && current != Phase::Degraded {
+        } else if upcoming == Phase::Degraded && current != Phase::Degraded {
             next.message = Some("no Ready replacement in time; evicting the doomed pod".into());
         }
         if upcoming == Phase::Failed && current != Phase::Failed {
