@@ -36,20 +36,24 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StackError {
 }
 
 /// A child process, killed when dropped.
-pub struct Process(Child);
+pub struct Process {
+    child: Child,
+    /// Its admin address (`/metrics`, `/healthz`, `/readyz`), for operators.
+    pub admin: Option<SocketAddr>,
+}
 
 impl Process {
     pub fn pid(&self) -> u32 {
-        self.0.id()
+        self.child.id()
     }
 
     /// Sends SIGTERM and waits up to `grace` for it to exit (then kills it).
     pub fn terminate(mut self, grace: Duration) -> Option<std::process::ExitStatus> {
-        let pid = self.0.id().to_string();
+        let pid = self.child.id().to_string();
         let _signalled = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = std::time::Instant::now() + grace;
         while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.0.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -59,15 +63,15 @@ impl Process {
 
     /// Kills it at once (SIGKILL), as a crash would.
     pub fn kill(mut self) {
-        let _already_exited = self.0.kill();
-        let _reaped = self.0.wait();
+        let _already_exited = self.child.kill();
+        let _reaped = self.child.wait();
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let _already_exited = self.0.kill();
-        let _reaped = self.0.wait();
+        let _already_exited = self.child.kill();
+        let _reaped = self.child.wait();
     }
 }
 
@@ -113,7 +117,10 @@ impl Stack {
             .spawn()
             .map_err(io(format!("cannot start {} sim", vk_eci.display())))?;
         let sim_endpoint = format!("http://{sim_addr}");
-        let sim = Process(sim);
+        let sim = Process {
+            child: sim,
+            admin: None,
+        };
         wait("the ECI simulator", Duration::from_secs(30), || async {
             tokio::net::TcpStream::connect(sim_addr)
                 .await
@@ -145,6 +152,7 @@ impl Stack {
     pub fn operator(&self, identity: &str) -> Result<Process, StackError> {
         let log = std::fs::File::create(self.dir.join(format!("{identity}.log")))
             .map_err(io(format!("cannot create {identity}.log")))?;
+        let admin = free_port()?;
         let child = Command::new(&self.vk_eci)
             .args([
                 "run",
@@ -153,12 +161,7 @@ impl Stack {
                 "--region",
                 "cn-hangzhou",
             ])
-            .args([
-                "--identity",
-                identity,
-                "--admin-listen",
-                &free_port()?.to_string(),
-            ])
+            .args(["--identity", identity, "--admin-listen", &admin.to_string()])
             .args(["--lease-duration-seconds", "6"])
             .env("KUBECONFIG", &self.kubeconfig)
             .env("ECI_ENDPOINT", &self.sim_endpoint)
@@ -168,7 +171,10 @@ impl Stack {
             .stderr(log)
             .spawn()
             .map_err(io(format!("cannot start {} run", self.vk_eci.display())))?;
-        Ok(Process(child))
+        Ok(Process {
+            child,
+            admin: Some(admin),
+        })
     }
 
     /// Runs `vk-eci sim-ctl` against the simulator.

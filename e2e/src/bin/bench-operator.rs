@@ -50,6 +50,33 @@ fn calls(stats: &Value) -> u64 {
     })
 }
 
+/// The `p` quantile of a Prometheus histogram in OpenMetrics text: the upper bound of the
+/// first bucket holding it (so a bound, not an interpolation).
+fn histogram_quantile(text: &str, name: &str, p: f64) -> Option<f64> {
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let count: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((bound, count))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    buckets
+        .iter()
+        .find(|(_, count)| *count >= total * p)
+        .map(|(bound, _)| *bound)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -135,6 +162,23 @@ async fn run(args: Args) -> Result<Value, StackError> {
     latencies.sort_by(|a, b| a.total_cmp(b));
 
     let rss_busy = proc_field(pid, "status", "VmRSS:").unwrap_or(0);
+    let metrics = match operator.admin {
+        Some(addr) => {
+            let mut stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| StackError::NotReady(format!("metrics: {e}")))?;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream
+                .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+                .await
+                .map_err(|e| StackError::NotReady(format!("metrics: {e}")))?;
+            let mut body = String::new();
+            let _read = stream.read_to_string(&mut body).await;
+            body
+        }
+        None => String::new(),
+    };
+    let lag = |p| histogram_quantile(&metrics, "vk_eci_status_sync_lag_seconds", p);
     // Idle means no change in ECI's last minute either (the incremental window).
     tokio::time::sleep(Duration::from_secs(65)).await;
     let stats_before: Value =
@@ -158,6 +202,8 @@ async fn run(args: Args) -> Result<Value, StackError> {
             "samples": latencies.len(),
             "note": "API times have whole-second resolution; ECI's own limit of 20 creates/s (burst 100) paces a burst",
         },
+        "status_sync_lag_seconds_at_most": {"p50": lag(0.5), "p99": lag(0.99),
+            "note": "ECI change (event or container time, whole seconds) to pod patched; bucket upper bounds"},
         "operator_rss_mib": {"after_burst": rss_busy as f64 / 1024.0, "idle": rss_idle as f64 / 1024.0},
         "operator_idle_cpu_cores": idle_core,
         "eci_calls_per_minute_idle": calls_per_minute,
