@@ -357,7 +357,7 @@ async fn pods_survive_a_faulty_eci() {
 #[tokio::test(flavor = "multi_thread")]
 async fn api_evict_honours_the_budget_and_beats_the_release() {
     let stack = stack("api-evict").await;
-    let _operator = stack.operator("replica-a").unwrap();
+    let operator = stack.operator("replica-a").unwrap();
     let annotations = json!({"k8s.aliyun.com/eci-spot-strategy": "SpotAsPriceGo",
         "k8s.aliyun.com/eci-spot-release-strategy": "api-evict"});
     stack
