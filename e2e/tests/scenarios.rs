@@ -421,6 +421,37 @@ async fn api_evict_honours_the_budget_and_beats_the_release() {
         fewest >= 9,
         "the budget allows one unavailable pod; Ready dipped to {fewest}"
     );
+    // The operator's own account agrees: three evictions, three rotations finished in time.
+    let admin = operator.admin.unwrap();
+    let text = wait("the outcome metrics", LIMIT, || async {
+        let text = metrics(admin).await?;
+        text.contains("vk_eci_spot_rotations_total{outcome=\"Completed\"} 3")
+            .then_some(text)
+    })
+    .await
+    .unwrap();
+    assert!(
+        text.contains("vk_eci_spot_evictions_total{result=\"evicted\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vk_eci_spot_rotations_finished_before_release_total 3"),
+        "{text}"
+    );
+    assert!(text.contains("vk_eci_spot_escalations_total 0"), "{text}");
+}
+
+/// The operator's `/metrics` text.
+async fn metrics(addr: std::net::SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: scenario\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    Some(text)
 }
 
 /// Scenario 7: a storm takes 20 % of a 100-pod fleet at once; every doomed pod is replaced
