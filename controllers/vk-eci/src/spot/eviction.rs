@@ -19,12 +19,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use rand::Rng;
 use serde_json::json;
 use tracing::{info, warn};
-use vk_eci_core::crd::{OnDeadline as PolicyOnDeadline, SpotRotation, Strategy, rotation_name};
+use vk_eci_core::crd::{OnDeadline as PolicyOnDeadline, SpotRotation, Strategy};
 use vk_eci_core::spot::{EvictionStep, OnDeadline, Phase, eviction_step};
 use vk_eci_core::status::kube_time;
 
@@ -130,25 +129,21 @@ async fn evict(spot: &SpotContext, rotation: &SpotRotation) -> Result<Action, Er
                         .evictions
                         .get_or_create(&crate::metrics::ResultLabels { result: "evicted" })
                         .inc();
-                    note(
+                    let message = format!(
+                        "evicted through the Eviction API ahead of the spot release at {}",
+                        deadlines.release_at.to_rfc3339()
+                    );
+                    record(
                         spot,
+                        rotation,
                         &pod,
                         EventType::Normal,
                         "SpotEvicted",
-                        format!(
-                            "evicted through the Eviction API ahead of the spot release at {}",
-                            deadlines.release_at.to_rfc3339()
-                        ),
+                        message,
+                        "evictedAt",
+                        now,
                     )
-                    .await;
-                    write(
-                        spot,
-                        rotation,
-                        Guard::None,
-                        json!({ "evictedAt": kube_time(now) }),
-                    )
-                    .await?;
-                    Ok(Action::await_change())
+                    .await
                 }
                 Err(kube::Error::Api(error)) if error.code == 429 || error.code == 500 => {
                     let (result, reason) = if error.code == 429 {
@@ -220,19 +215,21 @@ async fn evict(spot: &SpotContext, rotation: &SpotRotation) -> Result<Action, Er
             }
             warn!(pod = %pod.name_any(), grace_seconds, "eviction could not finish in time; deleted");
             ctx.metrics.escalations.inc();
-            note(spot, &pod, EventType::Warning, "SpotEvictionEscalated", format!(
+            let message = format!(
                 "eviction did not go through in time; deleted with a {grace_seconds}s grace period so the application gets SIGTERM before the release at {}",
                 deadlines.release_at.to_rfc3339()
-            ))
-            .await;
-            write(
+            );
+            record(
                 spot,
                 rotation,
-                Guard::None,
-                json!({ "escalatedAt": kube_time(now) }),
+                &pod,
+                EventType::Warning,
+                "SpotEvictionEscalated",
+                message,
+                "escalatedAt",
+                now,
             )
-            .await?;
-            Ok(Action::await_change())
+            .await
         }
         EvictionStep::Leave => {
             if status.escalated_at.is_none() {
@@ -246,6 +243,24 @@ async fn evict(spot: &SpotContext, rotation: &SpotRotation) -> Result<Action, Er
             Ok(Action::await_change())
         }
     }
+}
+
+/// What just happened to the doomed pod: an Event on it and its time in the rotation's
+/// status (`field`).
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    spot: &SpotContext,
+    rotation: &SpotRotation,
+    pod: &Pod,
+    kind: EventType,
+    reason: &str,
+    message: String,
+    field: &str,
+    at: chrono::DateTime<Utc>,
+) -> Result<Action, Error> {
+    note(spot, pod, kind, reason, message).await;
+    write(spot, rotation, Guard::None, json!({ field: kube_time(at) })).await?;
+    Ok(Action::await_change())
 }
 
 /// A status merge patch of fields only this controller writes. `Guard::Version` for
@@ -325,11 +340,7 @@ pub async fn run(
 ) {
     let store = spot.rotations.clone();
     Controller::for_shared_stream(stream, store)
-        .watches_shared_stream(pods, |pod: Arc<Pod>| {
-            let namespace = pod.namespace().unwrap_or_default();
-            pod.uid()
-                .map(|uid| ObjectRef::new(&rotation_name(&uid)).within(&namespace))
-        })
+        .watches_shared_stream(pods, super::rotation_of)
         .reconcile_all_on(became_leader)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, spot)

@@ -79,6 +79,13 @@ impl SpotContext {
     }
 }
 
+/// The rotation a pod change concerns: the one of the pod itself (named from its UID).
+fn rotation_of(pod: Arc<Pod>) -> Option<ObjectRef<SpotRotation>> {
+    let namespace = pod.namespace().unwrap_or_default();
+    pod.uid()
+        .map(|uid| ObjectRef::new(&vk_eci_core::crd::rotation_name(&uid)).within(&namespace))
+}
+
 pub(crate) fn to_chrono(
     time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 ) -> DateTime<Utc> {

@@ -21,13 +21,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
-use vk_eci_core::crd::{
-    HpaHold, SpotRotation, SpotRotationPolicy, SpotRotationStatus, Strategy, rotation_name,
-};
+use vk_eci_core::crd::{HpaHold, SpotRotation, SpotRotationPolicy, SpotRotationStatus, Strategy};
 use vk_eci_core::spot::{
     Doomed, MaxSurge, Observation, Phase, Plan, next_phase, parse_duration, plan_storm,
     resolve_max_surge,
@@ -750,11 +747,7 @@ pub async fn run(
 ) {
     let store = rotations.spot.rotations.clone();
     Controller::for_shared_stream(stream, store)
-        .watches_shared_stream(pods, |pod: Arc<Pod>| {
-            let namespace = pod.namespace().unwrap_or_default();
-            pod.uid()
-                .map(|uid| ObjectRef::new(&rotation_name(&uid)).within(&namespace))
-        })
+        .watches_shared_stream(pods, super::rotation_of)
         .reconcile_all_on(became_leader)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, rotations)
