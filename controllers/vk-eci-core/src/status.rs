@@ -241,7 +241,7 @@ fn container_status(
 }
 
 /// A condition, keeping its transition time when its status did not change.
-fn condition(
+pub fn condition(
     previous: &[PodCondition],
     kind: &str,
     ok: bool,

@@ -11,7 +11,7 @@ use serde_json::json;
 use tracing::warn;
 use vk_eci_core::annotations::INSTANCE_ID;
 use vk_eci_core::lifecycle::{CREATE_RETRY, CreateRetry};
-use vk_eci_core::status::{CONTAINER_INSTANCE_CREATED, kube_time};
+use vk_eci_core::status::{CONTAINER_INSTANCE_CREATED, condition};
 
 use crate::context::{Context, FIELD_MANAGER};
 
@@ -132,26 +132,21 @@ fn with_condition(
     reason: &str,
     message: &str,
 ) -> Vec<PodCondition> {
-    let status = if ok { "True" } else { "False" };
     let mut conditions = pod
         .status
         .as_ref()
         .and_then(|s| s.conditions.clone())
         .unwrap_or_default();
-    let since = conditions
-        .iter()
-        .find(|c| c.type_ == kind && c.status == status)
-        .and_then(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| kube_time(Utc::now()));
+    let updated = condition(
+        &conditions,
+        kind,
+        ok,
+        Some(reason),
+        Some(message.to_string()),
+        Utc::now(),
+    );
     conditions.retain(|c| c.type_ != kind);
-    conditions.push(PodCondition {
-        type_: kind.into(),
-        status: status.into(),
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        last_transition_time: Some(since),
-        ..PodCondition::default()
-    });
+    conditions.push(updated);
     conditions
 }
 
