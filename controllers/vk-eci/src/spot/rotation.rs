@@ -58,6 +58,8 @@ pub struct Rotations {
     claimed: Mutex<HashSet<String>>,
     /// Surges and scale-downs take turns (see the Draining step).
     planning: tokio::sync::Mutex<()>,
+    /// Replacement pods this process has given to a rotation (the cache may lag).
+    replacements: Mutex<HashSet<String>>,
 }
 
 impl Rotations {
@@ -66,6 +68,7 @@ impl Rotations {
             spot,
             claimed: Mutex::default(),
             planning: tokio::sync::Mutex::new(()),
+            replacements: Mutex::default(),
         })
     }
 }
@@ -123,6 +126,11 @@ impl Rotations {
             if let Ok(mut claimed) = self.claimed.lock() {
                 claimed.remove(&name);
             }
+            if let (Some(replacement), Ok(mut chosen)) =
+                (&status.replacement_pod, self.replacements.lock())
+            {
+                chosen.remove(replacement);
+            }
             self.update_policy(rotation).await?;
             return Ok(Action::await_change());
         }
@@ -162,7 +170,13 @@ impl Rotations {
                 }
             }
             (true, Phase::Surging) => {
+                // Under the turn, so two rotations never pick the same replacement while the
+                // cache has yet to show the other's choice.
+                let _turn = self.planning.lock().await;
                 if let Some(replacement) = self.replacement(rotation, &status).await? {
+                    if let Ok(mut chosen) = self.replacements.lock() {
+                        chosen.insert(replacement.clone());
+                    }
                     info!(rotation = %name, replacement = %replacement, "replacement Ready; draining the doomed pod");
                     next.replacement_pod = Some(replacement);
                     next.replacement_ready_at = Some(kube_time(now));
@@ -525,7 +539,7 @@ impl Rotations {
             .surged_at
             .as_ref()
             .map(|t| to_chrono(t) - TimeDelta::seconds(1));
-        let taken: HashSet<String> = self
+        let mut taken: HashSet<String> = self
             .spot
             .rotations
             .state()
@@ -536,6 +550,9 @@ impl Rotations {
                 replacement.into_iter().chain([r.spec.pod.name.clone()])
             })
             .collect();
+        if let Ok(chosen) = self.replacements.lock() {
+            taken.extend(chosen.iter().cloned());
+        }
         Ok(self
             .same_owner(rotation, &doomed, &owner)
             .await?
