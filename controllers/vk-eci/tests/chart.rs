@@ -43,10 +43,12 @@ fn python() -> Option<String> {
 
 /// Lint report and rendered objects, or Helm's error text.
 fn render(python: &str, values: &str) -> Result<(Value, Vec<Value>), String> {
+    // Tests render in parallel: every call gets its own file.
+    static RENDERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let file = std::env::temp_dir().join(format!(
         "vk-eci-values-{}-{}.yaml",
         std::process::id(),
-        values.len()
+        RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     std::fs::write(&file, values).unwrap();
     let output = Command::new(python)
