@@ -225,8 +225,9 @@ fn live_objects(
         .collect()
 }
 
-fn owned_by<'a>(pods: &'a [Value], uid: &Value) -> Vec<&'a Value> {
-    pods.iter()
+fn owned_by<'a>(objects: impl IntoIterator<Item = &'a Value>, uid: &Value) -> Vec<&'a Value> {
+    objects
+        .into_iter()
         .filter(|p| {
             p["metadata"]["ownerReferences"]
                 .as_array()
@@ -283,23 +284,31 @@ fn reconcile_replica_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
     let all = Selector::default();
     let mut changed = false;
     for (namespace, name, set) in live_objects(store, &rs_type) {
-        let (pods, _) = store.list(&pods_type, Some(&namespace), &all, &all, None, None);
-        let mut live: Vec<&Value> = owned_by(&pods, &set["metadata"]["uid"])
+        let wanted = set["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
+        let (missing, surplus) = {
+            let mut live: Vec<&Value> = owned_by(
+                store.scan(&pods_type, Some(&namespace), &all, &all),
+                &set["metadata"]["uid"],
+            )
             .into_iter()
             .filter(|p| !terminating(p))
             .collect();
-        let wanted = set["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
-        if live.len() < wanted {
-            for _ in live.len()..wanted {
-                let pod =
-                    pod_from_template(&set, "ReplicaSet", PodName::Generated(format!("{name}-")));
-                changed |= store.create(&pods_type, Some(&namespace), pod, now).is_ok();
+            if live.len() > wanted {
+                live.sort_by(|a, b| deletion_order(a, b));
             }
-        } else if live.len() > wanted {
-            live.sort_by(|a, b| deletion_order(a, b));
-            for pod in &live[..live.len() - wanted] {
-                changed |= delete_pod(store, &pods_type, &namespace, pod, now);
-            }
+            let surplus: Vec<String> = live
+                .iter()
+                .take(live.len().saturating_sub(wanted))
+                .map(|p| name_of(p))
+                .collect();
+            (wanted.saturating_sub(live.len()), surplus)
+        };
+        for _ in 0..missing {
+            let pod = pod_from_template(&set, "ReplicaSet", PodName::Generated(format!("{name}-")));
+            changed |= store.create(&pods_type, Some(&namespace), pod, now).is_ok();
+        }
+        for pod in &surplus {
+            changed |= delete_pod(store, &pods_type, &namespace, pod, now);
         }
         let (replicas, ready_count) = replica_counts(store, &pods_type, &namespace, &set);
         let status = json!({"replicas": replicas, "fullyLabeledReplicas": replicas, "readyReplicas": ready_count, "availableReplicas": ready_count, "observedGeneration": set["metadata"]["generation"]});
@@ -313,16 +322,19 @@ fn delete_pod(
     store: &mut Store,
     pods: &crate::resources::ResourceType,
     namespace: &str,
-    pod: &Value,
+    name: &str,
     now: DateTime<Utc>,
 ) -> bool {
-    let name = pod["metadata"]["name"]
+    store
+        .delete(pods, Some(namespace), name, &DeleteOptions::default(), now)
+        .is_ok()
+}
+
+fn name_of(object: &Value) -> String {
+    object["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
-        .to_string();
-    store
-        .delete(pods, Some(namespace), &name, &DeleteOptions::default(), now)
-        .is_ok()
+        .to_string()
 }
 
 /// The workload's live pods and how many of them are Ready, for its status.
@@ -333,11 +345,13 @@ fn replica_counts(
     owner: &Value,
 ) -> (usize, usize) {
     let all = Selector::default();
-    let (listed, _) = store.list(pods, Some(namespace), &all, &all, None, None);
-    let live: Vec<&Value> = owned_by(&listed, &owner["metadata"]["uid"])
-        .into_iter()
-        .filter(|p| !terminating(p))
-        .collect();
+    let live: Vec<&Value> = owned_by(
+        store.scan(pods, Some(namespace), &all, &all),
+        &owner["metadata"]["uid"],
+    )
+    .into_iter()
+    .filter(|p| !terminating(p))
+    .collect();
     let ready_count = live.iter().filter(|p| ready(p)).count();
     (live.len(), ready_count)
 }
@@ -493,27 +507,33 @@ fn reconcile_stateful_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
     let mut changed = false;
     for (namespace, name, set) in live_objects(store, &sts_type) {
         let replicas = set["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
-        let (pods, _) = store.list(&pods_type, Some(&namespace), &all, &all, None, None);
-        let owned = owned_by(&pods, &set["metadata"]["uid"]);
         let ordinal = |pod: &Value| {
             pod["metadata"]["name"]
                 .as_str()
                 .and_then(|n| n.strip_prefix(&format!("{name}-")))
                 .and_then(|i| i.parse::<i64>().ok())
         };
-        for index in 0..replicas {
-            if !owned.iter().any(|p| ordinal(p) == Some(index)) {
-                let pod_name = format!("{name}-{index}");
-                let mut pod =
-                    pod_from_template(&set, "StatefulSet", PodName::Given(pod_name.clone()));
-                pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] = json!(pod_name);
-                changed |= store.create(&pods_type, Some(&namespace), pod, now).is_ok();
-            }
+        let (present, surplus): (Vec<i64>, Vec<String>) = {
+            let owned = owned_by(
+                store.scan(&pods_type, Some(&namespace), &all, &all),
+                &set["metadata"]["uid"],
+            );
+            (
+                owned.iter().filter_map(|p| ordinal(p)).collect(),
+                owned
+                    .iter()
+                    .filter(|p| !terminating(p) && ordinal(p).is_some_and(|i| i >= replicas))
+                    .map(|p| name_of(p))
+                    .collect(),
+            )
+        };
+        for index in (0..replicas).filter(|i| !present.contains(i)) {
+            let pod_name = format!("{name}-{index}");
+            let mut pod = pod_from_template(&set, "StatefulSet", PodName::Given(pod_name.clone()));
+            pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] = json!(pod_name);
+            changed |= store.create(&pods_type, Some(&namespace), pod, now).is_ok();
         }
-        for pod in owned
-            .iter()
-            .filter(|p| !terminating(p) && ordinal(p).is_some_and(|i| i >= replicas))
-        {
+        for pod in &surplus {
             changed |= delete_pod(store, &pods_type, &namespace, pod, now);
         }
         let (live, ready_count) = replica_counts(store, &pods_type, &namespace, &set);

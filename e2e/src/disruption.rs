@@ -1,6 +1,8 @@
 //! PodDisruptionBudgets: their status from the pods they select, and whether an eviction may
 //! go ahead (what the eviction subresource checks before deleting).
 
+use std::borrow::Borrow;
+
 use serde_json::{Value, json};
 
 use crate::selector::Selector;
@@ -17,10 +19,11 @@ pub fn healthy(pod: &Value) -> bool {
             })
 }
 
-fn selected<'a>(pdb: &Value, pods: &'a [Value]) -> Vec<&'a Value> {
+fn selected<'a, P: Borrow<Value>>(pdb: &Value, pods: &'a [P]) -> Vec<&'a Value> {
     let selector = Selector::from_label_selector(&pdb["spec"]["selector"]);
     pods.iter()
-        .filter(|p| {
+        .map(Borrow::borrow)
+        .filter(|p: &&Value| {
             p["metadata"]["namespace"] == pdb["metadata"]["namespace"] && selector.matches_labels(p)
         })
         .collect()
@@ -73,7 +76,11 @@ fn expected_pods(selected: &[&Value], replicas: &dyn Fn(&str, &str) -> Option<i6
 
 /// The status the disruption controller would write for `pdb`, given the namespace's pods
 /// and the replicas of their controllers.
-pub fn status(pdb: &Value, pods: &[Value], replicas: &dyn Fn(&str, &str) -> Option<i64>) -> Value {
+pub fn status<P: Borrow<Value>>(
+    pdb: &Value,
+    pods: &[P],
+    replicas: &dyn Fn(&str, &str) -> Option<i64>,
+) -> Value {
     let selected = selected(pdb, pods);
     let expected = expected_pods(&selected, replicas);
     let current_healthy = selected.iter().filter(|p| healthy(p)).count() as i64;
@@ -116,10 +123,10 @@ pub enum Refusal {
 /// Checks the budgets covering `pod`. A pod that is already terminating may always go; an
 /// unhealthy pod may go while the budget is met (`IfHealthyBudget`) or always
 /// (`AlwaysAllow`).
-pub fn check(
+pub fn check<P: Borrow<Value>>(
     pod: &Value,
-    pdbs: &[Value],
-    pods: &[Value],
+    pdbs: &[P],
+    pods: &[P],
     replicas: &dyn Fn(&str, &str) -> Option<i64>,
 ) -> Result<(), Refusal> {
     if !pod["metadata"]["deletionTimestamp"].is_null() {
@@ -127,6 +134,7 @@ pub fn check(
     }
     let covering: Vec<&Value> = pdbs
         .iter()
+        .map(Borrow::borrow)
         .filter(|pdb| selected(pdb, std::slice::from_ref(pod)).len() == 1)
         .collect();
     match covering.as_slice() {

@@ -190,6 +190,7 @@ impl Sandbox {
     /// a pass changes nothing.
     async fn run_controllers(self) {
         let mut changes = self.lock().subscribe();
+        let mut last_pass = Duration::ZERO;
         loop {
             let woke = tokio::time::timeout(Duration::from_secs(1), changes.recv()).await;
             if matches!(
@@ -198,15 +199,19 @@ impl Sandbox {
             ) {
                 return;
             }
-            // Let a burst of writes land before reconciling once for all of them.
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // Let a burst of writes land before reconciling once for all of them. A pass reads
+            // every pod, so with thousands of pods the pause grows with it: the controllers
+            // take at most a fifth of a core and the API keeps answering.
+            tokio::time::sleep(Duration::from_millis(5).max(last_pass * 4)).await;
             while changes.try_recv().is_ok() {}
+            let started = std::time::Instant::now();
             for _ in 0..20 {
                 let mut store = self.lock();
                 if !crate::cluster::reconcile(&mut store, Utc::now()) {
                     break;
                 }
             }
+            last_pass = started.elapsed();
             while changes.try_recv().is_ok() {}
         }
     }

@@ -197,9 +197,28 @@ impl Stack {
         Ok(())
     }
 
+    /// Applies vk-eci's CustomResourceDefinitions from the repository's `crds/`.
+    pub async fn apply_crds(&self) -> Result<(), StackError> {
+        let dir = repository().join("crds");
+        for crd in [
+            "spotrotationpolicies.spot.vk-eci.io.yaml",
+            "spotrotations.spot.vk-eci.io.yaml",
+        ] {
+            let text = std::fs::read_to_string(dir.join(crd))
+                .map_err(io(format!("cannot read crds/{crd}")))?;
+            self.apply_yaml(&text, "default").await?;
+        }
+        Ok(())
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// The repository this crate was built from (its samples and CRDs are read from there).
+pub fn repository() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
 /// Server-side applies one object of any kind the server knows (`namespace` for a

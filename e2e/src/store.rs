@@ -299,22 +299,37 @@ impl Store {
     /// with the type, so this is a range, not a scan of the whole store.
     fn of_type<'a>(
         &'a self,
-        type_key: &'a str,
+        type_key: &str,
         namespace: Option<&'a str>,
-    ) -> impl Iterator<Item = (&'a Key, &'a Value)> {
+    ) -> impl Iterator<Item = (&'a Key, &'a Value)> + use<'a> {
         let start = (
             type_key.to_string(),
             namespace.unwrap_or_default().to_string(),
             String::new(),
         );
+        let type_key = type_key.to_string();
         self.objects
             .range(start..)
-            .take_while(move |((t, ns, _), _)| t == type_key && namespace.is_none_or(|n| n == ns))
+            .take_while(move |((t, ns, _), _)| *t == type_key && namespace.is_none_or(|n| n == ns))
     }
 
-    fn objects_of(&self, type_key: &str, namespace: &str) -> Vec<Value> {
+    /// The objects of a type (in one namespace, or all) that match the selectors, borrowed:
+    /// the cluster's own controllers read every pod on every pass and must not copy them.
+    pub fn scan<'a>(
+        &'a self,
+        rt: &ResourceType,
+        namespace: Option<&'a str>,
+        labels: &'a Selector,
+        fields: &'a Selector,
+    ) -> impl Iterator<Item = &'a Value> + use<'a> {
+        self.of_type(&rt.key(), namespace.filter(|_| rt.namespaced))
+            .map(|(_, object)| object)
+            .filter(|object| labels.matches_labels(object) && fields.matches_fields(object))
+    }
+
+    fn objects_of<'a>(&'a self, type_key: &str, namespace: &'a str) -> Vec<&'a Value> {
         self.of_type(type_key, Some(namespace))
-            .map(|(_, o)| o.clone())
+            .map(|(_, o)| o)
             .collect()
     }
 
@@ -324,7 +339,8 @@ impl Store {
         let Some(budget_type) = self.find_type("policy", "v1", "poddisruptionbudgets") else {
             return;
         };
-        let budgets = self.objects_of(&budget_type.key(), namespace);
+        let budget_key = budget_type.key();
+        let budgets = self.objects_of(&budget_key, namespace);
         if budgets.is_empty() {
             return;
         }
@@ -333,8 +349,8 @@ impl Store {
         let statuses: Vec<(Value, Value)> = budgets
             .into_iter()
             .map(|budget| {
-                let status = crate::disruption::status(&budget, &pods, &replicas);
-                (budget, status)
+                let status = crate::disruption::status(budget, &pods, &replicas);
+                (budget.clone(), status)
             })
             .collect();
         for (mut budget, status) in statuses {
@@ -365,10 +381,11 @@ impl Store {
                 .as_str()
                 .map(str::to_string),
         };
-        let budgets = self
+        let budget_key = self
             .find_type("policy", "v1", "poddisruptionbudgets")
-            .map(|t| self.objects_of(&t.key(), namespace))
+            .map(|t| t.key())
             .unwrap_or_default();
+        let budgets = self.objects_of(&budget_key, namespace);
         let pods = self.objects_of("pods.", namespace);
         let replicas = |kind: &str, owner: &str| self.replicas_of(namespace, kind, owner);
         if delete

@@ -18,16 +18,7 @@ async fn stack(name: &str) -> Stack {
     let stack = Stack::start(&vk_eci_binary().unwrap(), &dir, &["--seed", "7"])
         .await
         .unwrap();
-    for crd in ["spotrotationpolicies", "spotrotations"] {
-        let path = format!(
-            "{}/../crds/{crd}.spot.vk-eci.io.yaml",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        stack
-            .apply_yaml(&std::fs::read_to_string(path).unwrap(), "default")
-            .await
-            .unwrap();
-    }
+    stack.apply_crds().await.unwrap();
     stack
 }
 
@@ -383,8 +374,7 @@ async fn api_evict_honours_the_budget_and_beats_the_release() {
         &stack,
         &["spot-release", "--fraction", "0.3", "--lead-seconds", "60"],
     );
-    let release_at =
-        chrono::DateTime::parse_from_rfc3339(released["release_at"].as_str().unwrap()).unwrap();
+    let release_at = time(&released["release_at"]);
     let count = released["released"].as_array().unwrap().len();
     assert_eq!(count, 3);
     let mut fewest = usize::MAX;
@@ -487,12 +477,26 @@ async fn a_storm_is_rotated_within_the_surge_budget() {
     })
     .await
     .unwrap();
-    let released = sim_json(
+    // Two waves a moment apart: the later one is released sooner, so earliest-deadline-first
+    // must serve it before what is left of the first.
+    let late = sim_json(
         &stack,
-        &["spot-release", "--fraction", "0.2", "--lead-seconds", "180"],
+        &["spot-release", "--fraction", "0.1", "--lead-seconds", "180"],
     );
-    let count = released["released"].as_array().unwrap().len();
+    let early = sim_json(
+        &stack,
+        &[
+            "spot-release",
+            "--fraction",
+            "0.111",
+            "--lead-seconds",
+            "90",
+        ],
+    );
+    let count =
+        late["released"].as_array().unwrap().len() + early["released"].as_array().unwrap().len();
     assert_eq!(count, 20);
+    let early_release = time(&early["release_at"]);
     let deployments: Api<Deployment> = Api::namespaced(stack.client.clone(), "default");
     let (mut fewest, mut most_replicas, mut most_surging) = (usize::MAX, 0, 0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -553,6 +557,39 @@ async fn a_storm_is_rotated_within_the_surge_budget() {
         most_surging <= 8,
         "maxConcurrent 8 exceeded: {most_surging}"
     );
+    // Earliest deadline first: a rotation of the first wave that started after a second-wave
+    // rotation existed must not have started before it (timestamps have whole seconds, so
+    // "after" is a later second).
+    let list = rotations(&stack)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let (early_wave, late_wave): (Vec<&DynamicObject>, Vec<&DynamicObject>) = list
+        .items
+        .iter()
+        .partition(|r| time(&r.data["spec"]["releaseAt"]) <= early_release);
+    assert_eq!((early_wave.len(), late_wave.len()), (10, 10));
+    for patient in &late_wave {
+        let patient_started = time(&patient.data["status"]["surgedAt"]);
+        for urgent in &early_wave {
+            let urgent_started = time(&urgent.data["status"]["surgedAt"]);
+            let known = urgent.metadata.creation_timestamp.as_ref().unwrap().0;
+            if patient_started.timestamp() > known.as_second() {
+                assert!(
+                    patient_started >= urgent_started,
+                    "{} (released {}) surged at {patient_started}, before {} (released {}) at {urgent_started}",
+                    patient.data["spec"]["pod"]["name"],
+                    patient.data["spec"]["releaseAt"],
+                    urgent.data["spec"]["pod"]["name"],
+                    urgent.data["spec"]["releaseAt"],
+                );
+            }
+        }
+    }
+}
+
+fn time(value: &Value) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap()).unwrap()
 }
 
 /// Scenario 10: an invalid SpotRotationPolicy is refused by the API server with the field at

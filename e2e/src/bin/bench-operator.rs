@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
+use kube_sandbox::bench::{ReadyPods, histogram_quantile, percentile, scrape_metrics};
 use kube_sandbox::stack::{Stack, StackError, vk_eci_binary};
 use serde_json::{Value, json};
 
@@ -50,40 +51,6 @@ fn calls(stats: &Value) -> u64 {
     })
 }
 
-/// The `p` quantile of a Prometheus histogram in OpenMetrics text: the upper bound of the
-/// first bucket holding it (so a bound, not an interpolation).
-fn histogram_quantile(text: &str, name: &str, p: f64) -> Option<f64> {
-    let buckets: Vec<(f64, f64)> = text
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
-        .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let count: f64 = l.rsplit(' ').next()?.parse().ok()?;
-            let bound = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((bound, count))
-        })
-        .collect();
-    let total = buckets.last()?.1;
-    if total == 0.0 {
-        return None;
-    }
-    buckets
-        .iter()
-        .find(|(_, count)| *count >= total * p)
-        .map(|(bound, _)| *bound)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 async fn run(args: Args) -> Result<Value, StackError> {
     let vk_eci = match args.vk_eci {
         Some(path) => path,
@@ -103,24 +70,10 @@ async fn run(args: Args) -> Result<Value, StackError> {
     let started = Instant::now();
     stack.apply_yaml(&deployment.to_string(), "default").await?;
     let pods: Api<Pod> = Api::namespaced(stack.client.clone(), "default");
-    let ready = |pod: &Pod| {
-        pod.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    };
-    let all_ready = loop {
-        let list = pods
-            .list(&ListParams::default().labels("app=bench"))
-            .await?;
-        if list.items.iter().filter(|p| ready(p)).count() >= args.pods {
-            break started.elapsed();
-        }
-        if started.elapsed() > Duration::from_secs(1800) {
-            return Err(StackError::NotReady("all pods Ready within 30 min".into()));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    ReadyPods::watch(stack.client.clone(), "default", "app=bench")
+        .at_least(args.pods, Duration::from_secs(1800))
+        .await?;
+    let all_ready = started.elapsed();
     // Bound (the scheduler's binding) → group created, from the simulator's own records.
     let groups: Value =
         serde_json::from_slice(&stack.sim_ctl(&["groups"])?.stdout).unwrap_or_default();
@@ -163,19 +116,7 @@ async fn run(args: Args) -> Result<Value, StackError> {
 
     let rss_busy = proc_field(pid, "status", "VmRSS:").unwrap_or(0);
     let metrics = match operator.admin {
-        Some(addr) => {
-            let mut stream = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|e| StackError::NotReady(format!("metrics: {e}")))?;
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            stream
-                .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
-                .await
-                .map_err(|e| StackError::NotReady(format!("metrics: {e}")))?;
-            let mut body = String::new();
-            let _read = stream.read_to_string(&mut body).await;
-            body
-        }
+        Some(addr) => scrape_metrics(addr).await?,
         None => String::new(),
     };
     let lag = |p| histogram_quantile(&metrics, "vk_eci_status_sync_lag_seconds", p);

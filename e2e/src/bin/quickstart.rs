@@ -11,7 +11,7 @@ use clap::Parser;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube_sandbox::stack::{Stack, StackError, vk_eci_binary, wait};
+use kube_sandbox::stack::{Stack, StackError, repository, vk_eci_binary, wait};
 
 #[derive(Parser)]
 #[command(
@@ -31,10 +31,6 @@ struct Args {
     /// Seconds of warning ECI gives (3 minutes on Alibaba Cloud).
     #[arg(long, default_value_t = 180.0)]
     lead_seconds: f64,
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
 struct Progress(Instant);
@@ -83,16 +79,9 @@ async fn run(args: Args) -> Result<(), StackError> {
     .await?;
     progress.say("node virtual-kubelet is Ready (labelled vk-eci.io/simulated=true)");
 
-    for crd in [
-        "spotrotationpolicies.spot.vk-eci.io.yaml",
-        "spotrotations.spot.vk-eci.io.yaml",
-    ] {
-        let text = std::fs::read_to_string(repo().join("crds").join(crd))
-            .map_err(|e| StackError::Manifest(format!("crds/{crd}: {e}")))?;
-        stack.apply_yaml(&text, "default").await?;
-    }
+    stack.apply_crds().await?;
     for sample in ["spot-deployment.yaml", "spot-rotation-policy.yaml"] {
-        let text = std::fs::read_to_string(repo().join("config/samples").join(sample))
+        let text = std::fs::read_to_string(repository().join("config/samples").join(sample))
             .map_err(|e| StackError::Manifest(format!("config/samples/{sample}: {e}")))?;
         stack.apply_yaml(&text, "default").await?;
         progress.say(format!("applied config/samples/{sample}"));

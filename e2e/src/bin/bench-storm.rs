@@ -1,0 +1,214 @@
+//! `vk-eci-bench-storm`: a spot storm against the real `vk-eci run` and `vk-eci sim`
+//! processes. A Deployment of N spot pods (with a PodDisruptionBudget) under a Surge
+//! SpotRotationPolicy; ECI announces the release of a fraction of them at once, with ECI's
+//! real three minutes of warning. Measures, from the SpotRotations the operator records:
+//! notice → surge, notice → replacement Ready, notice → doomed pod gone (p50/p99), how many
+//! were replaced and gone before their release, and, from a pod watch, the fewest Ready pods
+//! during the storm. Prints JSON (`hack/bench-storm.sh` saves it to `hack/results/`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use clap::Parser;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube_sandbox::bench::{ReadyPods, counter, percentile, scrape_metrics};
+use kube_sandbox::stack::{Stack, StackError, vk_eci_binary};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value_t = 1000)]
+    pods: usize,
+    /// The fraction of the fleet ECI reclaims at once.
+    #[arg(long, default_value_t = 0.2)]
+    fraction: f64,
+    /// ECI's warning before the release (it announces three minutes).
+    #[arg(long, default_value_t = 180)]
+    lead_seconds: u64,
+    #[arg(long, default_value = "10%")]
+    max_surge: String,
+    #[arg(long, default_value_t = 50)]
+    max_concurrent: u32,
+    #[arg(long)]
+    vk_eci: Option<PathBuf>,
+    #[arg(long, default_value = "/tmp/vk-eci-bench-storm")]
+    dir: PathBuf,
+}
+
+fn time(value: &Value) -> Option<DateTime<FixedOffset>> {
+    DateTime::parse_from_rfc3339(value.as_str()?).ok()
+}
+
+/// Seconds from `from` to `to` for every rotation that has both, sorted.
+fn spans(rotations: &[DynamicObject], from: &str, to: &str) -> Vec<f64> {
+    let mut spans: Vec<f64> = rotations
+        .iter()
+        .filter_map(|r| {
+            let field = |path: &str| {
+                let (part, name) = path.split_once('.')?;
+                time(&r.data[part][name])
+            };
+            Some((field(to)? - field(from)?).num_milliseconds() as f64 / 1000.0)
+        })
+        .collect();
+    spans.sort_by(f64::total_cmp);
+    spans
+}
+
+fn summary(spans: &[f64]) -> Value {
+    json!({
+        "p50": percentile(spans, 0.5),
+        "p99": percentile(spans, 0.99),
+        "max": spans.last(),
+        "samples": spans.len(),
+    })
+}
+
+async fn run(args: Args) -> Result<Value, StackError> {
+    let vk_eci = match args.vk_eci {
+        Some(path) => path,
+        None => vk_eci_binary()?,
+    };
+    let stack = Stack::start(&vk_eci, &args.dir, &["--seed", "13"]).await?;
+    let operator = stack.operator("bench")?;
+    stack.apply_crds().await?;
+    let fleet = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "fleet"},
+        "spec": {"replicas": args.pods, "selector": {"matchLabels": {"app": "fleet"}},
+            "template": {"metadata": {"labels": {"app": "fleet"},
+                    "annotations": {"k8s.aliyun.com/eci-spot-strategy": "SpotAsPriceGo"}},
+                "spec": {"nodeSelector": {"type": "virtual-kubelet"},
+                    "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],
+                    "containers": [{"name": "app", "image": "nginx"}]}}}
+    });
+    let budget = json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "fleet"},
+        "spec": {"maxUnavailable": "10%", "selector": {"matchLabels": {"app": "fleet"}}}
+    });
+    let policy = json!({
+        "apiVersion": "spot.vk-eci.io/v1alpha1", "kind": "SpotRotationPolicy",
+        "metadata": {"name": "fleet"},
+        "spec": {"targetRef": {"kind": "Deployment", "name": "fleet"}, "strategy": "Surge",
+            "maxSurge": args.max_surge, "maxConcurrent": args.max_concurrent,
+            "historyLimit": args.pods}
+    });
+    for object in [&fleet, &budget, &policy] {
+        stack.apply_yaml(&object.to_string(), "default").await?;
+    }
+    let mut ready = ReadyPods::watch(stack.client.clone(), "default", "app=fleet");
+    ready.at_least(args.pods, Duration::from_secs(1800)).await?;
+
+    ready.track_fewest();
+    let lead = args.lead_seconds.to_string();
+    let fraction = args.fraction.to_string();
+    let released: Value = serde_json::from_slice(
+        &stack
+            .sim_ctl(&[
+                "spot-release",
+                "--fraction",
+                &fraction,
+                "--lead-seconds",
+                &lead,
+            ])?
+            .stdout,
+    )
+    .map_err(|e| StackError::NotReady(format!("spot-release answered: {e}")))?;
+    let doomed = released["released"].as_array().map_or(0, Vec::len);
+    let release_at = time(&released["release_at"])
+        .ok_or_else(|| StackError::NotReady(format!("spot-release answered {released}")))?;
+
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("spot.vk-eci.io", "v1alpha1", "SpotRotation"),
+        "spotrotations",
+    );
+    let rotations: Api<DynamicObject> =
+        Api::namespaced_with(stack.client.clone(), "default", &resource);
+    let deployments: Api<Deployment> = Api::namespaced(stack.client.clone(), "default");
+    let finished = |r: &DynamicObject| {
+        matches!(
+            r.data["status"]["phase"].as_str(),
+            Some("Completed" | "Failed")
+        ) || r.data["status"]["podGoneAt"].is_string()
+    };
+    let mut most_replicas = 0;
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(args.lead_seconds)
+        + Duration::from_secs(60);
+    let list = loop {
+        let replicas = deployments
+            .get("fleet")
+            .await?
+            .spec
+            .and_then(|s| s.replicas)
+            .unwrap_or(0);
+        most_replicas = most_replicas.max(replicas);
+        let list = rotations.list(&ListParams::default()).await?.items;
+        if list.len() >= doomed && list.iter().all(finished) {
+            break list;
+        }
+        if tokio::time::Instant::now() > deadline {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+
+    let mut phases: BTreeMap<String, usize> = BTreeMap::new();
+    for rotation in &list {
+        let phase = rotation.data["status"]["phase"]
+            .as_str()
+            .unwrap_or("none")
+            .to_string();
+        *phases.entry(phase).or_default() += 1;
+    }
+    let before_release = |field: &str| {
+        list.iter()
+            .filter(|r| time(&r.data["status"][field]).is_some_and(|at| at < release_at))
+            .count()
+    };
+    let metrics = match operator.admin {
+        Some(addr) => scrape_metrics(addr).await?,
+        None => String::new(),
+    };
+    let _stopped = operator.terminate(Duration::from_secs(10));
+    Ok(json!({
+        "pods": args.pods,
+        "doomed": doomed,
+        "lead_seconds": args.lead_seconds,
+        "policy": {"maxSurge": args.max_surge, "maxConcurrent": args.max_concurrent},
+        "rotations": list.len(),
+        "phases": phases,
+        "replacement_ready_before_release": before_release("replacementReadyAt"),
+        "doomed_pod_gone_before_release": before_release("podGoneAt"),
+        "notice_to_surge_seconds": summary(&spans(&list, "spec.noticedAt", "status.surgedAt")),
+        "notice_to_replacement_ready_seconds":
+            summary(&spans(&list, "spec.noticedAt", "status.replacementReadyAt")),
+        "surge_to_replacement_ready_seconds":
+            summary(&spans(&list, "status.surgedAt", "status.replacementReadyAt")),
+        "notice_to_pod_gone_seconds": summary(&spans(&list, "spec.noticedAt", "status.podGoneAt")),
+        "fewest_ready_pods": ready.fewest(),
+        "most_replicas": most_replicas,
+        "escalations": counter(&metrics, "vk_eci_spot_escalations_total"),
+        "note": "times are the SpotRotation's own timestamps (whole seconds); with the simulator's --fast timing a container group starts within a quarter second, so the spans are mostly the operator's own",
+    }))
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run(Args::parse()).await {
+        Ok(result) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&result).unwrap_or_default()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("vk-eci-bench-storm: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
