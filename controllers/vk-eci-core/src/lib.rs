@@ -1,6 +1,7 @@
 //! The pure logic of vk-eci, with no IO: it is what the controllers call and what unit tests
 //! pin down.
 //!
+//! - [`cache`]: what the shared pod cache keeps of each pod.
 //! - [`crd`]: the `SpotRotationPolicy` and `SpotRotation` custom resources.
 //! - [`annotations`]: the `k8s.aliyun.com/*` pod annotations, parsed and validated.
 //! - [`translate`]: Pod → CreateContainerGroup request, or a reasoned refusal.
@@ -13,6 +14,7 @@
 //! - [`quantity`]: Kubernetes quantities as numbers.
 
 pub mod annotations;
+pub mod cache;
 pub mod crd;
 pub mod lifecycle;
 pub mod node;

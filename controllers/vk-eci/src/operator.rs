@@ -11,10 +11,10 @@ use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::Recorder;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Client, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::{error, info};
 use vk_eci_core::crd::{SpotRotation, SpotRotationPolicy};
@@ -104,10 +104,7 @@ impl Operator {
             watcher::Config::default().fields(&format!("spec.nodeName={node_name}")),
         )
         .default_backoff()
-        .modify(|pod| {
-            // Nobody here reads managed fields; at 10,000 pods they would be most of the cache.
-            pod.managed_fields_mut().clear();
-        })
+        .modify(vk_eci_core::cache::slim)
         .reflect_shared(pod_writer)
         .for_each(|_| futures::future::ready(()));
 

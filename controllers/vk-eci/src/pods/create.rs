@@ -11,7 +11,7 @@ use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
-use vk_eci_core::annotations::{EciAnnotations, FAIL_ON_CREATE_ERR};
+use vk_eci_core::annotations::{EciAnnotations, FAIL_ON_CREATE_ERR, INSTANCE_ID};
 use vk_eci_core::lifecycle::{
     CreateFailure, CreateRetry, create_backoff, create_failure, definitive,
 };
@@ -20,8 +20,28 @@ use vk_eci_core::translate::{References, Refusal, translate};
 use super::{Error, PodController, writes};
 
 impl PodController {
-    pub(super) async fn create(&self, pod: &Pod) -> Result<Action, Error> {
+    pub(super) async fn create(&self, cached: &Pod) -> Result<Action, Error> {
         let ctx = &self.ctx;
+        // The cache keeps only what the controllers read after the create (see
+        // `vk_eci_core::cache`); the translation reads the whole pod, as it is now.
+        let Some(pod) =
+            Api::<Pod>::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default())
+                .get_opt(&cached.name_any())
+                .await?
+                .filter(|p| p.uid() == cached.uid())
+        else {
+            return Ok(Action::await_change());
+        };
+        if pod.metadata.deletion_timestamp.is_some() || pod.annotations().contains_key(INSTANCE_ID)
+        {
+            // Deleted or created meanwhile: the watch brings that change.
+            return Ok(Action::await_change());
+        }
+        let pod = &pod;
+        let retry = CreateRetry::of(pod.annotations());
+        if let Some(wait) = retry.wait(Utc::now()) {
+            return Ok(Action::requeue(wait));
+        }
         let profile = ctx.profile.current();
         let mut for_eci = pod.clone();
         if let Some(profile) = profile.as_ref().filter(|p| !p.selectors.is_empty()) {
@@ -32,10 +52,6 @@ impl PodController {
             let added = profile.additions(pod.annotations(), pod.labels(), &namespace_labels);
             for_eci.annotations_mut().extend(added.annotations);
             for_eci.labels_mut().extend(added.labels);
-        }
-        let retry = CreateRetry::of(pod.annotations());
-        if let Some(wait) = retry.wait(Utc::now()) {
-            return Ok(Action::requeue(wait));
         }
         let references = self.references(&for_eci).await?;
         let translation = match translate(
