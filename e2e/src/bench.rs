@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -111,6 +112,23 @@ impl ReadyPods {
 impl Drop for ReadyPods {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Prints a benchmark's result as JSON (for `hack/results/`), or its error; the exit code.
+pub fn report(program: &str, result: Result<serde_json::Value, StackError>) -> ExitCode {
+    match result {
+        Ok(result) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&result).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{program}: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

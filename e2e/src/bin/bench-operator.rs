@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use kube_sandbox::bench::{ReadyPods, histogram_quantile, percentile, scrape_metrics};
+use kube_sandbox::bench::{ReadyPods, histogram_quantile, percentile, report, scrape_metrics};
 use kube_sandbox::stack::{Stack, StackError, vk_eci_binary};
 use serde_json::{Value, json};
 
@@ -156,17 +156,5 @@ async fn run(args: Args) -> Result<Value, StackError> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run(Args::parse()).await {
-        Ok(result) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&result).unwrap_or_default()
-            );
-            std::process::ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("vk-eci-bench-operator: {error}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    report("vk-eci-bench-operator", run(Args::parse()).await)
 }

@@ -15,7 +15,7 @@ use clap::Parser;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube_sandbox::bench::{ReadyPods, counter, percentile, scrape_metrics};
+use kube_sandbox::bench::{ReadyPods, counter, percentile, report, scrape_metrics};
 use kube_sandbox::stack::{Stack, StackError, vk_eci_binary};
 use serde_json::{Value, json};
 
@@ -198,17 +198,5 @@ async fn run(args: Args) -> Result<Value, StackError> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run(Args::parse()).await {
-        Ok(result) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&result).unwrap_or_default()
-            );
-            std::process::ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("vk-eci-bench-storm: {error}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    report("vk-eci-bench-storm", run(Args::parse()).await)
 }
