@@ -22,6 +22,11 @@ use super::{Error, PodController, writes};
 impl PodController {
     pub(super) async fn create(&self, cached: &Pod) -> Result<Action, Error> {
         let ctx = &self.ctx;
+        // The cache keeps every annotation: a pod backing off is requeued without a read.
+        let retry = CreateRetry::of(cached.annotations());
+        if let Some(wait) = retry.wait(Utc::now()) {
+            return Ok(Action::requeue(wait));
+        }
         // The cache keeps only what the controllers read after the create (see
         // `vk_eci_core::cache`); the translation reads the whole pod, as it is now.
         let Some(pod) =
@@ -38,10 +43,6 @@ impl PodController {
             return Ok(Action::await_change());
         }
         let pod = &pod;
-        let retry = CreateRetry::of(pod.annotations());
-        if let Some(wait) = retry.wait(Utc::now()) {
-            return Ok(Action::requeue(wait));
-        }
         let profile = ctx.profile.current();
         let mut for_eci = pod.clone();
         if let Some(profile) = profile.as_ref().filter(|p| !p.selectors.is_empty()) {
