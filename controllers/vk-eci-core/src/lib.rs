@@ -7,7 +7,9 @@
 //! - [`translate`]: Pod → CreateContainerGroup request, or a reasoned refusal.
 //! - [`status`]: ECI container group → pod status; spot release notices; event dedup.
 //! - [`spot`]: release deadlines, eviction escalation, storm planning, rotation phases.
-//! - [`lifecycle`]: create failures, orphans, status-sync pacing, ECI events as pod Events.
+//! - [`lifecycle`]: create failures, status-sync pacing, ECI events as pod Events.
+//! - [`ownership`]: which container group is whose: orphans, lost and foreign instances,
+//!   adoption on a retried create.
 //! - [`node`]: the virtual Node (labels, taint, status) and its Lease.
 //! - [`profile`]: the `eci-profile` ConfigMap: network defaults, selectors, effects.
 //! - [`settings`]: the settings of `vk-eci run`, validated, with the reference names.
@@ -18,6 +20,7 @@ pub mod cache;
 pub mod crd;
 pub mod lifecycle;
 pub mod node;
+pub mod ownership;
 pub mod profile;
 pub mod quantity;
 pub mod settings;

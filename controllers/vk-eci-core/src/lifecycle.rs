@@ -1,8 +1,8 @@
 //! Decisions of the pod-to-ECI controller around the ECI calls: what a failed create means
-//! for the pod, which container groups are orphans, how often to sync status, and the
+//! for the pod, how often to sync status, and the
 //! Kubernetes Event that mirrors an ECI event.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -13,7 +13,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::annotations::EciAnnotations;
 use crate::status::kube_time;
-use crate::translate::tags;
 
 /// What to do with a pod whose container group could not be created.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,30 +135,6 @@ pub fn reschedule_after_schedule_failure(annotations: &EciAnnotations) -> bool {
     annotations.reschedule || !annotations.fail_on_create_error
 }
 
-/// Container groups of this cluster and node that no live pod owns. A group whose pod
-/// still exists is never returned, whatever its state.
-pub fn orphans<'a>(
-    groups: &'a [ContainerGroup],
-    cluster_id: &str,
-    node: &str,
-    live_pod_uids: &HashSet<String>,
-) -> Vec<&'a ContainerGroup> {
-    groups
-        .iter()
-        .filter(|g| {
-            let tag = |key: &str| {
-                g.tags
-                    .iter()
-                    .find(|t| t.key == key)
-                    .map(|t| t.value.as_str())
-            };
-            tag(tags::CLUSTER_ID) == Some(cluster_id)
-                && tag(tags::NODE) == Some(node)
-                && tag(tags::UID).is_none_or(|uid| !live_pod_uids.contains(uid))
-        })
-        .collect()
-}
-
 /// Status-sync pacing: fast while pods are transitioning, slow when everything is steady.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncPacing {
@@ -267,6 +242,8 @@ pub fn pod_event(pod: &Pod, event: &EciEvent, node: &str, now: DateTime<Utc>) ->
 mod tests {
     use eci_client::types::Tag;
 
+    use crate::translate::tags;
+
     use super::*;
 
     fn api_error(code: &str, status: u16) -> EciError {
@@ -330,22 +307,6 @@ mod tests {
             status: status::RUNNING.into(),
             ..ContainerGroup::default()
         }
-    }
-
-    #[test]
-    fn only_groups_of_this_node_without_a_pod_are_orphans() {
-        let groups = vec![
-            group("live", "c1", "vk"),
-            group("gone", "c1", "vk"),
-            group("other-cluster", "c2", "vk"),
-            group("other-node", "c1", "vk-2"),
-        ];
-        let live: HashSet<String> = ["live".to_string()].into();
-        let orphans: Vec<&str> = orphans(&groups, "c1", "vk", &live)
-            .iter()
-            .map(|g| g.container_group_id.as_str())
-            .collect();
-        assert_eq!(orphans, ["eci-gone"]);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The admin port: `/metrics` (OpenMetrics), `/healthz` (the process serves) and `/readyz`
-//! (the informer caches have synced).
+//! The admin port: `/metrics` (OpenMetrics), `/healthz` (no loop is stuck; see
+//! [`crate::liveness`]) and `/readyz` (the informer caches have synced).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,18 +10,20 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    pub liveness: Liveness,
 }
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
         .with_state(state)
 }
@@ -34,6 +36,18 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         )],
         state.metrics.encode(),
     )
+}
+
+async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
+    let stuck = state.liveness.stuck();
+    if stuck.is_empty() {
+        (StatusCode::OK, "ok".to_string())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("stuck: {}", stuck.join(", ")),
+        )
+    }
 }
 
 async fn ready(State(state): State<AdminState>) -> impl IntoResponse {

@@ -3,6 +3,14 @@
 //! never both win; expiry is judged by this replica's own clock (how long the record it sees
 //! has stayed unchanged), so clock skew between replicas cannot shorten a lease.
 //!
+//!
+//! Fencing: every round of lease calls runs under a timeout that ends at the renew deadline,
+//! so a leader whose API connection hangs steps down before its lease could pass to another
+//! replica (the others wait a whole `lease_duration` from the last record they saw, which was
+//! written after the round we count from began). Work done as the leader runs
+//! [`Leadership::fenced`] (cancelled the moment leadership is lost) and checks
+//! [`Leadership::ensure`] right before every destructive call.
+//!
 //! kube-lease-manager was the other candidate; it relies on server-side apply field ownership
 //! for mutual exclusion, which is weaker than resourceVersion preconditions against servers
 //! (or sandboxes) that approximate apply.
@@ -16,6 +24,8 @@ use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
+
+use crate::liveness::Beat;
 
 /// Timing of the election. Failover takes at most `lease_duration + retry_period`.
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +65,34 @@ impl Leadership {
     pub async fn lost(&mut self) {
         let _closed = self.0.wait_for(|leading| !*leading).await;
     }
+
+    /// `Err` unless this replica leads right now: checked just before a destructive call.
+    pub fn ensure(&self) -> Result<(), NotLeader> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(NotLeader)
+        }
+    }
+
+    /// Runs `work` while this replica leads: `None` if leadership is lost first (the work is
+    /// dropped mid-way, so nothing it had not sent yet goes out).
+    pub async fn fenced<F: std::future::Future>(&self, work: F) -> Option<F::Output> {
+        let mut leadership = self.clone();
+        if !leadership.is_leader() {
+            return None;
+        }
+        tokio::select! {
+            output = work => Some(output),
+            () = leadership.lost() => None,
+        }
+    }
 }
+
+/// A destructive call was about to go out from a replica that no longer leads.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("this replica is no longer the leader")]
+pub struct NotLeader;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
@@ -72,6 +109,7 @@ pub struct Elector {
     state: watch::Sender<bool>,
     /// The holder and renew time last seen, and when (by our clock) it was first seen.
     observed: Option<(Option<String>, Option<MicroTime>, Instant)>,
+    /// When the last successful round began (the lease's validity counts from then).
     last_renewal: Option<Instant>,
 }
 
@@ -99,13 +137,16 @@ impl Elector {
 
     /// Contends until `shutdown` resolves, then gives the lease up so a standby takes over at
     /// once. Returns an error only if nobody listens any more.
+    /// `beat` tells the liveness probe that the election loop still turns.
     pub async fn run(
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
+        beat: Beat,
     ) -> Result<(), LeaderError> {
         tokio::pin!(shutdown);
         loop {
             self.try_acquire_or_renew().await;
+            beat.beat();
             if self.state.is_closed() {
                 return Err(LeaderError::Abandoned);
             }
@@ -116,7 +157,10 @@ impl Elector {
         }
         if self.leading() {
             self.set_leading(false);
-            self.release().await;
+            let release = tokio::time::timeout(self.timing.renew_deadline, self.release());
+            if release.await.is_err() {
+                warn!(lease = %self.name, "releasing the leader lease did not answer; it will expire");
+            }
         }
         Ok(())
     }
@@ -148,11 +192,24 @@ impl Elector {
         }
     }
 
+    /// How long this round's lease calls may take: a leader must be done by its renew
+    /// deadline; a contender gets the same bound so a hung call never stalls the loop.
+    fn round_budget(&self) -> Duration {
+        match self.last_renewal {
+            Some(at) if self.leading() => self.timing.renew_deadline.saturating_sub(at.elapsed()),
+            _ => self.timing.renew_deadline,
+        }
+    }
+
     async fn try_acquire_or_renew(&mut self) {
-        let outcome = self.attempt().await;
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(self.round_budget(), self.attempt()).await {
+            Ok(outcome) => outcome.map_err(|error| error.to_string()),
+            Err(_) => Err("the lease calls did not answer in time".to_string()),
+        };
         match outcome {
             Ok(true) => {
-                self.last_renewal = Some(Instant::now());
+                self.last_renewal = Some(started);
                 self.set_leading(true);
             }
             Ok(false) => self.set_leading(false),

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod context;
 pub mod heartbeat;
 pub mod leader;
+pub mod liveness;
 pub mod metrics;
 pub mod operator;
 pub mod pods;

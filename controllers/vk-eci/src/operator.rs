@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use eci_client::{EciClient, EciClientConfig};
 use futures::future::{BoxFuture, Shared};
@@ -25,6 +26,7 @@ use crate::admin::{self, AdminState};
 use crate::context::{Context, ProfileHolder};
 use crate::heartbeat::Heartbeat;
 use crate::leader::{Elector, Leadership, Timing};
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::spot::{self, SpotContext};
 use crate::{pods, profile};
@@ -56,6 +58,9 @@ pub struct Operator {
     pub lease_namespace: String,
     pub admin: Option<SocketAddr>,
     pub leader_timing: Timing,
+    /// How often the status sync lists every group (catching what incremental passes missed,
+    /// collecting orphans, checking that recorded groups exist).
+    pub full_sync_every: Duration,
 }
 
 type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
@@ -182,11 +187,19 @@ impl Operator {
                 futures::future::pending::<()>().await;
             }
         };
+        let liveness = Liveness::default();
+        // A round of the election takes at most its renew deadline plus its retry period.
+        let election_beat = liveness.register(
+            "leader election",
+            (self.leader_timing.renew_deadline + self.leader_timing.retry_period) * 3,
+        );
+        let sync_beat = liveness.register("status sync", pods::sync::STUCK_AFTER);
         let admin = serve_admin(
             self.admin,
             AdminState {
                 metrics: metrics.clone(),
                 ready,
+                liveness,
             },
             shutdown.clone(),
         );
@@ -209,6 +222,10 @@ impl Operator {
             pod_subscriber,
             acquisitions(leadership.clone()),
             shutdown.clone(),
+            pods::sync::StatusSyncConfig {
+                full_every: self.full_sync_every,
+                beat: sync_beat,
+            },
         );
         let stopping = shutdown.clone();
         let spot = Arc::new(SpotContext {
@@ -259,7 +276,7 @@ impl Operator {
             Err(OperatorError::ControllerStopped)
         };
         tokio::select! {
-            result = elector.run(shutdown.clone()) => {
+            result = elector.run(shutdown.clone(), election_beat) => {
                 result?;
                 info!("stopped; leader lease released");
                 Ok(())

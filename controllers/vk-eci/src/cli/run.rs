@@ -190,6 +190,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         lease_namespace: args.lease_namespace.clone(),
         admin: Some(args.admin_listen),
         leader_timing: args.timing(),
+        full_sync_every: vk_eci::pods::sync::FULL_EVERY,
     };
     operator.run(super::shutdown_signal()).await?;
     Ok(())

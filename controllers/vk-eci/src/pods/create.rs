@@ -1,9 +1,14 @@
 //! Pod → container group: fetch what the pod refers to, translate, create with the pod UID as
 //! ClientToken (a retry, a failover or a lost response can never make a second instance),
 //! then record the instance id on the pod.
+//!
+//! A retried create first adopts what ECI already has for the pod (by its UID tag): the
+//! earlier attempt may have made the group without our hearing of it, and this attempt's
+//! parameters can differ from it (each attempt mints a fresh service account token), which
+//! ECI answers with `IdempotentParameterMismatch` rather than replaying the group.
 
 use chrono::Utc;
-use eci_client::types::DeleteContainerGroupRequest;
+use eci_client::error::code::IDEMPOTENT_MISMATCH;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
 use kube::ResourceExt;
@@ -15,9 +20,10 @@ use vk_eci_core::annotations::{EciAnnotations, FAIL_ON_CREATE_ERR, INSTANCE_ID};
 use vk_eci_core::lifecycle::{
     CreateFailure, CreateRetry, create_backoff, create_failure, definitive,
 };
+use vk_eci_core::ownership::adoptable;
 use vk_eci_core::translate::{References, Refusal, translate};
 
-use super::{Error, PodController, writes};
+use super::{Error, PodController, groups, writes};
 
 impl PodController {
     pub(super) async fn create(&self, cached: &Pod) -> Result<Action, Error> {
@@ -43,6 +49,9 @@ impl PodController {
             return Ok(Action::await_change());
         }
         let pod = &pod;
+        if retry.attempts > 0 && self.adopt(pod).await? {
+            return Ok(Action::await_change());
+        }
         let profile = ctx.profile.current();
         let mut for_eci = pod.clone();
         if let Some(profile) = profile.as_ref().filter(|p| !p.selectors.is_empty()) {
@@ -81,34 +90,20 @@ impl PodController {
         ctx.observe_eci(&result);
         match result {
             Ok(created) => {
-                let id = created.container_group_id;
-                if !writes::record_instance_id(ctx, pod, &id).await? {
-                    // The pod went away while the create was in flight.
-                    info!(pod = %pod.name_any(), %id, "pod gone during create; deleting its container group");
-                    let deleted = ctx
-                        .eci
-                        .call(&DeleteContainerGroupRequest {
-                            container_group_id: id,
-                            ..DeleteContainerGroupRequest::default()
-                        })
-                        .await;
-                    return match deleted {
-                        Ok(_) => Ok(Action::await_change()),
-                        Err(error) if error.is_not_found() => Ok(Action::await_change()),
-                        Err(error) => Err(error.into()),
-                    };
-                }
-                info!(pod = %pod.name_any(), %id, "container group created");
-                writes::event(
-                    ctx,
-                    pod,
-                    EventType::Normal,
-                    "ContainerGroupCreated",
-                    format!("ECI container group {id} created"),
-                )
-                .await;
-                ctx.sync_now.notify_one();
+                self.created(pod, &created.container_group_id, "created")
+                    .await?;
                 Ok(Action::await_change())
+            }
+            Err(error) if error.code() == Some(IDEMPOTENT_MISMATCH) => {
+                if self.adopt(pod).await? {
+                    return Ok(Action::await_change());
+                }
+                // The token is spent on parameters ECI will not replay, and no group exists
+                // for it: the next attempt needs a new token.
+                let next = retry.failed(true, Utc::now());
+                warn!(pod = %pod.name_any(), attempt = next.attempts, "create token already used with other parameters; retrying with a new one");
+                writes::record_retry(ctx, pod, &next).await?;
+                Ok(Action::requeue(create_backoff(next.attempts)))
             }
             Err(error) => {
                 let next = retry.failed(definitive(&error), Utc::now());
@@ -133,6 +128,44 @@ impl PodController {
                 }
             }
         }
+    }
+
+    /// Records a group made for `pod`; one whose pod went away meanwhile is deleted.
+    async fn created(&self, pod: &Pod, id: &str, how: &str) -> Result<(), Error> {
+        let ctx = &self.ctx;
+        if !writes::record_instance_id(ctx, pod, id).await? {
+            info!(pod = %pod.name_any(), %id, "pod gone during create; deleting its container group");
+            return groups::delete(ctx, id).await;
+        }
+        info!(pod = %pod.name_any(), %id, "container group {how}");
+        writes::event(
+            ctx,
+            pod,
+            EventType::Normal,
+            "ContainerGroupCreated",
+            format!("ECI container group {id} {how}"),
+        )
+        .await;
+        ctx.sync_now.notify_one();
+        Ok(())
+    }
+
+    /// Takes on the group ECI already holds for the pod, if any.
+    async fn adopt(&self, pod: &Pod) -> Result<bool, Error> {
+        let ctx = &self.ctx;
+        let uid = pod.uid().unwrap_or_default();
+        let found = groups::of_pod(ctx, &uid).await?;
+        let settings = &ctx.settings;
+        let Some(group) = adoptable(&found, &settings.cluster_id, &settings.node_name, &uid) else {
+            return Ok(false);
+        };
+        self.created(
+            pod,
+            &group.container_group_id,
+            "adopted (made by an earlier attempt)",
+        )
+        .await?;
+        Ok(true)
     }
 
     /// A pod that cannot become a container group as it is.

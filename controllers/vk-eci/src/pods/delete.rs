@@ -1,124 +1,105 @@
 //! Graceful deletion, as the kubelet does it: a pod with a deletionTimestamp has its container
-//! group deleted (ECI stops the containers within the grace period the group was created
-//! with), and the pod object is removed (grace 0, UID precondition) once the group is gone.
+//! groups deleted (ECI stops the containers within the grace period the group was created
+//! with), and the pod object is removed (grace 0, UID precondition) once they are gone.
+//!
+//! The groups are found by the pod-UID tag, never by the pod's annotation: a pod author can
+//! write any group id there, and a group of another pod must never be deleted for it.
 
 use std::time::Duration;
 
 use chrono::Utc;
-use eci_client::params::JsonList;
-use eci_client::types::{
-    DeleteContainerGroupRequest, DescribeContainerGroupStatusRequest,
-    DescribeContainerGroupsRequest, Tag, status,
-};
+use eci_client::types::status;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use tracing::info;
-use vk_eci_core::annotations::INSTANCE_ID;
-use vk_eci_core::translate::tags;
+use tracing::{info, warn};
+use vk_eci_core::ownership::owned_by;
 
-use super::{Error, PodController, writes};
+use super::{Error, PodController, groups, writes};
 
-/// How long past its deletion deadline a pod waits for a terminating group before it is
-/// removed anyway (ECI finishes the stop on its own).
+/// How long past its deletion deadline a pod waits for its groups before it is removed
+/// anyway: ECI finishes a stop on its own, and a group still there then is an orphan that
+/// the orphan GC collects once the API server says its pod is gone.
 const OVERDUE: Duration = Duration::from_secs(15);
+
+/// Where stopping a deleted pod's groups stands.
+enum Stopping {
+    /// No group of the pod exists any more.
+    Done,
+    /// These are still stopping.
+    Terminating(Vec<String>),
+}
 
 impl PodController {
     pub(super) async fn delete(&self, pod: &Pod) -> Result<Action, Error> {
         let ctx = &self.ctx;
-        let Some(id) = self.instance_of(pod).await? else {
-            writes::remove(ctx, pod).await?;
-            return Ok(Action::await_change());
-        };
-        let state = self.group_status(&id).await?;
-        let gone = match state.as_deref() {
-            None => true,
-            Some(status::TERMINATING) => false,
-            Some(current) => {
-                let result = ctx
-                    .eci
-                    .call(&DeleteContainerGroupRequest {
-                        container_group_id: id.clone(),
-                        client_token: pod.uid().map(|uid| format!("delete-{uid}")),
-                        ..DeleteContainerGroupRequest::default()
-                    })
-                    .await;
-                ctx.observe_eci(&result);
-                match result {
-                    Ok(_) => {
-                        info!(pod = %pod.name_any(), %id, "container group deleted");
-                        let terminal = matches!(
-                            current,
-                            status::SUCCEEDED
-                                | status::FAILED
-                                | status::EXPIRED
-                                | status::SCHEDULE_FAILED
-                        );
-                        terminal || self.group_status(&id).await?.is_none()
-                    }
-                    Err(error) if error.is_not_found() => true,
-                    Err(error) => return Err(error.into()),
-                }
-            }
-        };
         let overdue = pod
             .metadata
             .deletion_timestamp
             .as_ref()
             .map(|t| t.0.as_millisecond())
             .is_some_and(|deadline| {
-                Utc::now().timestamp_millis() > deadline + OVERDUE.as_millis() as i64
+                Utc::now().timestamp_millis() > deadline.saturating_add(OVERDUE.as_millis() as i64)
             });
-        if gone || overdue {
-            writes::remove(ctx, pod).await?;
-            return Ok(Action::await_change());
+        match self.stop_groups(pod).await {
+            Ok(Stopping::Done) => {}
+            Ok(Stopping::Terminating(ids)) if !overdue => {
+                for id in &ids {
+                    self.terminating.track(id, pod);
+                }
+                ctx.sync_now.notify_one();
+                return Ok(Action::requeue(OVERDUE));
+            }
+            Ok(Stopping::Terminating(ids)) => {
+                warn!(pod = %pod.name_any(), ?ids, "container groups still stopping past the grace period; removing the pod");
+            }
+            Err(error @ Error::NotLeader(_)) => return Err(error),
+            Err(error) if overdue => {
+                warn!(pod = %pod.name_any(), %error, "cannot stop the container groups past the grace period; removing the pod, the orphan GC finishes the stop");
+            }
+            Err(error) => return Err(error),
         }
-        self.terminating.track(&id, pod);
-        ctx.sync_now.notify_one();
-        Ok(Action::requeue(OVERDUE))
+        writes::remove(ctx, pod).await?;
+        Ok(Action::await_change())
     }
 
-    /// The pod's container group: from its annotation, or (when the create succeeded but
-    /// the annotation write did not) by the pod's UID tag.
-    async fn instance_of(&self, pod: &Pod) -> Result<Option<String>, Error> {
-        if let Some(id) = pod.annotations().get(INSTANCE_ID) {
-            return Ok(Some(id.clone()));
-        }
+    /// Deletes every group of the pod that is not already stopping.
+    async fn stop_groups(&self, pod: &Pod) -> Result<Stopping, Error> {
+        let ctx = &self.ctx;
         let Some(uid) = pod.uid() else {
-            return Ok(None);
+            return Ok(Stopping::Done);
         };
-        let found = self
-            .ctx
-            .eci
-            .call(&DescribeContainerGroupsRequest {
-                tag: vec![
-                    Tag::new(tags::CLUSTER_ID, self.ctx.settings.cluster_id.clone()),
-                    Tag::new(tags::UID, uid),
-                ],
-                limit: Some(20),
-                ..DescribeContainerGroupsRequest::default()
-            })
-            .await?;
-        Ok(found
-            .container_groups
+        let owned = |groups: Vec<eci_client::types::ContainerGroup>| {
+            groups
+                .into_iter()
+                .filter(|g| owned_by(g, &ctx.settings.cluster_id, &ctx.settings.node_name, &uid))
+                .collect::<Vec<_>>()
+        };
+        let mut running = false;
+        for group in owned(groups::of_pod(ctx, &uid).await?) {
+            if group.status == status::TERMINATING {
+                running = true;
+                continue;
+            }
+            groups::delete(ctx, &group.container_group_id).await?;
+            info!(pod = %pod.name_any(), id = %group.container_group_id, "container group deleted");
+            let finished = matches!(
+                group.status.as_str(),
+                status::SUCCEEDED | status::FAILED | status::EXPIRED | status::SCHEDULE_FAILED
+            );
+            running |= !finished;
+        }
+        if !running {
+            return Ok(Stopping::Done);
+        }
+        let left: Vec<String> = owned(groups::of_pod(ctx, &uid).await?)
             .into_iter()
-            .next()
-            .map(|g| g.container_group_id))
-    }
-
-    async fn group_status(&self, id: &str) -> Result<Option<String>, Error> {
-        let found = self
-            .ctx
-            .eci
-            .call(&DescribeContainerGroupStatusRequest {
-                container_group_ids: Some(JsonList(vec![id.to_string()])),
-                ..DescribeContainerGroupStatusRequest::default()
-            })
-            .await?;
-        Ok(found
-            .data
-            .into_iter()
-            .find(|g| g.container_group_id == id)
-            .map(|g| g.status))
+            .map(|g| g.container_group_id)
+            .collect();
+        Ok(if left.is_empty() {
+            Stopping::Done
+        } else {
+            Stopping::Terminating(left)
+        })
     }
 }

@@ -4,6 +4,7 @@
 
 mod create;
 mod delete;
+mod groups;
 pub mod sync;
 mod writes;
 
@@ -21,6 +22,8 @@ use vk_eci_core::annotations::INSTANCE_ID;
 use crate::context::Context;
 
 const CONTROLLER: &str = "pods";
+/// One reconcile may take this long (its calls can hang); then it is retried.
+const RECONCILE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -30,6 +33,10 @@ pub enum Error {
     Eci(#[from] eci_client::EciError),
     #[error("the pod does not name this container group yet")]
     NotYetRecorded,
+    #[error(transparent)]
+    NotLeader(#[from] crate::leader::NotLeader),
+    #[error("gave up after {0:?} without an answer")]
+    Timeout(Duration),
 }
 
 pub struct PodController {
@@ -64,7 +71,12 @@ async fn reconcile(pod: Arc<Pod>, controller: Arc<PodController>) -> Result<Acti
         return Ok(Action::await_change());
     }
     let started = Instant::now();
-    let result = controller.reconcile_pod(&pod).await;
+    let work = tokio::time::timeout(RECONCILE_TIMEOUT, controller.reconcile_pod(&pod));
+    let result = match controller.ctx.leadership.fenced(work).await {
+        None => return Ok(Action::await_change()),
+        Some(Ok(result)) => result,
+        Some(Err(_)) => Err(Error::Timeout(RECONCILE_TIMEOUT)),
+    };
     controller
         .ctx
         .metrics
@@ -84,9 +96,10 @@ pub async fn run(
     pods: impl Stream<Item = Arc<Pod>> + Send + 'static,
     became_leader: impl Stream<Item = ()> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    status_sync: sync::StatusSyncConfig,
 ) {
     let store = controller.ctx.pods.clone();
-    let sync = sync::StatusSync::new(controller.clone());
+    let sync = sync::StatusSync::new(controller.clone(), status_sync);
     let reconciler = Controller::for_shared_stream(pods, store)
         // Bounded: ECI's own limits (20 creates/s) make more parallel creates pointless.
         .with_config(Config::default().concurrency(64))

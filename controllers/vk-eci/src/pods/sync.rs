@@ -2,8 +2,14 @@
 //! (DescribeContainerGroupStatus and DescribeContainerGroupEvents with `SinceSecond`: one
 //! page each in the steady state), fetches only the groups whose record differs from the one
 //! last applied (DescribeContainerGroups by id, 20 per call) and patches only pods whose status
-//! differs. Every minute a full pass (no `SinceSecond`) catches anything missed and collects
-//! orphans. API calls per pass grow with pages of changes, never with pods.
+//! differs. Every minute a full pass (no `SinceSecond`) catches anything missed, collects
+//! orphans and checks that every pod's recorded group still exists. API calls per pass grow
+//! with pages of changes, never with pods.
+//!
+//! Safety (design §8a): nothing destructive runs before the pod cache has synced in this
+//! leadership term; a group is deleted as an orphan only after two full passes found no pod
+//! for it in the cache and the API server itself says its pod is gone; a pod whose group
+//! vanished (confirmed by a describe by id) stops showing Running/Ready.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -14,8 +20,8 @@ use std::time::Duration;
 use chrono::Utc;
 use eci_client::params::JsonList;
 use eci_client::types::{
-    ContainerGroup, DeleteContainerGroupRequest, DescribeContainerGroupEventsRequest,
-    DescribeContainerGroupStatusRequest, DescribeContainerGroupsRequest, Tag, status,
+    ContainerGroup, ContainerGroupStatus, DescribeContainerGroupEventsRequest,
+    DescribeContainerGroupStatusRequest, Tag, status,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -28,23 +34,33 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use vk_eci_core::annotations::INSTANCE_ID;
 use vk_eci_core::lifecycle::{
-    CREATE_RETRY, CreateRetry, SyncPacing, orphans, pod_event, reschedule_after_schedule_failure,
+    CreateRetry, SyncPacing, pod_event, reschedule_after_schedule_failure,
+};
+use vk_eci_core::ownership::{
+    CONTAINER_INSTANCE_LOST, LostInstance, RecordedInstance, confirmed_orphan, lost_instance,
+    orphan_suspects, recorded_instance, tagged_pod,
 };
 use vk_eci_core::status::{event_key, last_change, pod_status, status_patch, unreported_events};
 use vk_eci_core::translate::tags;
 
 use super::create::annotations_of;
+use super::groups::{self, IDS_PER_CALL};
 use super::{Error, PodController, writes};
-use crate::context::FIELD_MANAGER;
+use crate::liveness::Beat;
 
-/// A full pass (every group, not only the changed ones) runs this often.
-const FULL_EVERY: Duration = Duration::from_secs(60);
+/// How often a full pass (every group, not only the changed ones) runs, by default.
+pub const FULL_EVERY: Duration = Duration::from_secs(60);
 /// The incremental window: must exceed the slowest pause between passes.
 const SINCE_SECONDS: i64 = 60;
-const IDS_PER_CALL: usize = 20;
 const STATUS_PAGE: i64 = 200;
 /// Pods whose status and events are written at once.
 const APPLY_CONCURRENCY: usize = 20;
+/// One pass may take this long (its calls can hang); then it is abandoned and retried.
+const PASS_TIMEOUT: Duration = Duration::from_secs(120);
+/// A standby's sync loop still beats this often.
+const STANDBY_BEAT: Duration = Duration::from_secs(10);
+/// The liveness bound of the sync loop: a pass and a pause, with room to spare.
+pub const STUCK_AFTER: Duration = Duration::from_secs(300);
 
 /// Groups being stopped for deleted pods; the sync removes each pod once its group is gone.
 #[derive(Debug, Default)]
@@ -98,12 +114,12 @@ fn transitioning(eci_status: &str) -> bool {
     )
 }
 
-fn tag<'a>(group: &'a ContainerGroup, key: &str) -> Option<&'a str> {
-    group
-        .tags
-        .iter()
-        .find(|t| t.key == key)
-        .map(|t| t.value.as_str())
+/// How the status sync runs, from the operator's settings.
+pub struct StatusSyncConfig {
+    /// How often a full pass runs ([`FULL_EVERY`] by default).
+    pub full_every: Duration,
+    /// Beats for the liveness probe.
+    pub beat: Beat,
 }
 
 pub struct StatusSync {
@@ -112,16 +128,25 @@ pub struct StatusSync {
     /// ECI event counts already mirrored, by pod UID.
     reported: Mutex<HashMap<String, HashMap<String, i64>>>,
     last_full: Option<Instant>,
+    full_every: Duration,
+    /// Groups the last full pass found no cached pod for: deleted only if the next full pass
+    /// finds none either (and the API server confirms).
+    orphan_suspects: HashSet<String>,
     pacing: SyncPacing,
+    beat: Beat,
 }
 
 impl StatusSync {
-    pub fn new(controller: Arc<PodController>) -> Self {
+    pub fn new(controller: Arc<PodController>, config: StatusSyncConfig) -> Self {
+        let StatusSyncConfig { full_every, beat } = config;
         Self {
             controller,
             seen: HashMap::new(),
             reported: Mutex::default(),
             last_full: None,
+            full_every,
+            orphan_suspects: HashSet::new(),
+            beat,
             // Even steady pods are polled every second: a spot notice must reach the pod
             // within about a second (two cheap calls, far below ECI's 10,000 per minute).
             pacing: SyncPacing {
@@ -131,20 +156,36 @@ impl StatusSync {
         }
     }
 
-    /// Syncs while this replica leads; a new leader starts with a full pass.
+    /// Syncs while this replica leads; a new leader starts with a full pass once the pod
+    /// cache has synced.
     pub async fn run(mut self) {
         let ctx = self.controller.ctx.clone();
         let mut leadership = ctx.leadership.clone();
         loop {
+            self.beat.beat();
             if !leadership.is_leader() {
-                leadership.acquired().await;
+                tokio::select! {
+                    () = leadership.acquired() => {}
+                    () = tokio::time::sleep(STANDBY_BEAT) => continue,
+                }
                 self.last_full = None;
+                self.orphan_suspects.clear();
+                if ctx.pods.wait_until_ready().await.is_err() {
+                    return;
+                }
+                continue;
             }
             let started = Instant::now();
-            let pause = match self.pass().await {
-                Ok(pause) => pause,
-                Err(error) => {
+            let pass = tokio::time::timeout(PASS_TIMEOUT, self.pass());
+            let pause = match leadership.fenced(pass).await {
+                None => continue,
+                Some(Ok(Ok(pause))) => pause,
+                Some(Ok(Err(error))) => {
                     warn!(%error, "status sync pass failed");
+                    Duration::from_secs(2)
+                }
+                Some(Err(_)) => {
+                    warn!(timeout = ?PASS_TIMEOUT, "status sync pass did not finish in time");
                     Duration::from_secs(2)
                 }
             };
@@ -170,7 +211,9 @@ impl StatusSync {
     /// One pass; returns the pause before the next.
     async fn pass(&mut self) -> Result<Duration, Error> {
         let ctx = self.controller.ctx.clone();
-        let full = self.last_full.is_none_or(|at| at.elapsed() >= FULL_EVERY);
+        let full = self
+            .last_full
+            .is_none_or(|at| at.elapsed() >= self.full_every);
         let filter = DescribeContainerGroupStatusRequest {
             tag: self.filter_tags(),
             since_second: (!full).then_some(SINCE_SECONDS),
@@ -223,7 +266,7 @@ impl StatusSync {
             self.seen.retain(|id, _| present.contains(id.as_str()));
         }
 
-        self.finish_terminating().await?;
+        self.finish_terminating().await;
 
         // Unchanged records are applied already: remember them now; changed ones once applied.
         for (id, next) in pending.iter() {
@@ -261,6 +304,7 @@ impl StatusSync {
         }
 
         if full {
+            self.verify_recorded_instances(&records).await?;
             self.collect_orphans(&records).await?;
             self.forget_gone_pods();
             self.last_full = Some(Instant::now());
@@ -301,32 +345,18 @@ impl StatusSync {
     }
 
     async fn fetch(&self, ids: &[String]) -> Result<Vec<ContainerGroup>, Error> {
-        let ctx = &self.controller.ctx;
-        let result = ctx
-            .eci
-            .call(&DescribeContainerGroupsRequest {
-                container_group_ids: Some(JsonList(ids.to_vec())),
-                with_event: Some(true),
-                limit: Some(IDS_PER_CALL as i64),
-                ..DescribeContainerGroupsRequest::default()
-            })
-            .await;
-        ctx.observe_eci(&result);
-        Ok(result?.container_groups)
+        groups::describe(&self.controller.ctx, ids).await
     }
 
-    /// The live pod a group belongs to.
+    /// The cached pod a group belongs to.
     fn pod_of(&self, group: &ContainerGroup) -> Option<Arc<Pod>> {
-        let (namespace, name, uid) = (
-            tag(group, tags::NAMESPACE)?,
-            tag(group, tags::NAME)?,
-            tag(group, tags::UID)?,
-        );
+        let settings = &self.controller.ctx.settings;
+        let tagged = tagged_pod(group, &settings.cluster_id, &settings.node_name)?;
         self.controller
             .ctx
             .pods
-            .get(&ObjectRef::new(name).within(namespace))
-            .filter(|pod| pod.uid().as_deref() == Some(uid))
+            .get(&ObjectRef::new(tagged.name).within(tagged.namespace))
+            .filter(|pod| pod.uid().as_deref() == Some(tagged.uid))
     }
 
     /// Mirrors one group onto its pod.
@@ -401,20 +431,11 @@ impl StatusSync {
 
     /// Replaces a group that could not be scheduled: delete it, clear the pod's instance id
     /// and count the reschedule (the next create then uses a new ClientToken).
+    /// If this is interrupted after the delete, the full pass finds the pod's group lost and
+    /// finishes the job ([`LostInstance::Recreate`]).
     async fn reschedule(&self, pod: &Pod, group: &ContainerGroup) -> Result<(), Error> {
         let ctx = &self.controller.ctx;
-        let deleted = ctx
-            .eci
-            .call(&DeleteContainerGroupRequest {
-                container_group_id: group.container_group_id.clone(),
-                ..DeleteContainerGroupRequest::default()
-            })
-            .await;
-        match deleted {
-            Ok(_) => {}
-            Err(error) if error.is_not_found() => {}
-            Err(error) => return Err(error.into()),
-        }
+        groups::delete(ctx, &group.container_group_id).await?;
         let retry = CreateRetry::of(pod.annotations()).failed(true, Utc::now());
         let why = group
             .events
@@ -435,108 +456,207 @@ impl StatusSync {
             ),
         )
         .await;
-        let patch = json!({
-            "metadata": {
-                "uid": pod.uid(),
-                "annotations": {
-                    INSTANCE_ID: null,
-                    CREATE_RETRY: retry.render(),
-                },
-            }
-        });
-        Api::<Pod>::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default())
-            .patch(
-                &pod.name_any(),
-                &PatchParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..PatchParams::default()
-                },
-                &Patch::Merge(&patch),
-            )
-            .await?;
-        Ok(())
+        writes::clear_instance(ctx, pod, Some(&retry)).await
     }
 
-    /// Removes the pods whose terminating group is gone (or finished).
-    async fn finish_terminating(&self) -> Result<(), Error> {
+    /// Removes the pods whose terminating group is gone (or finished). One pod that cannot
+    /// be removed, or one ECI call that fails, holds up nobody else: they are retried next
+    /// pass.
+    async fn finish_terminating(&self) {
         let ctx = &self.controller.ctx;
         let tracked = self.controller.terminating.snapshot();
         for chunk in tracked.chunks(IDS_PER_CALL) {
             let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
-            let still: HashMap<String, String> = ctx
+            let still = ctx
                 .eci
                 .call(&DescribeContainerGroupStatusRequest {
                     container_group_ids: Some(JsonList(ids)),
                     limit: Some(STATUS_PAGE),
                     ..DescribeContainerGroupStatusRequest::default()
                 })
-                .await?
-                .data
-                .into_iter()
-                .map(|g| (g.container_group_id, g.status))
-                .collect();
+                .await;
+            let still: HashMap<String, String> = match still {
+                Ok(found) => found
+                    .data
+                    .into_iter()
+                    .map(|g| (g.container_group_id, g.status))
+                    .collect(),
+                Err(error) => {
+                    warn!(%error, "cannot check terminating container groups; retried next pass");
+                    continue;
+                }
+            };
             for (id, key) in chunk {
                 if still.get(id).is_some_and(|s| s == status::TERMINATING) {
                     continue;
                 }
-                if let Some(pod) = ctx.pods.get(key) {
-                    writes::remove(ctx, &pod).await?;
+                if let Some(pod) = ctx.pods.get(key)
+                    && let Err(error) = writes::remove(ctx, &pod).await
+                {
+                    warn!(pod = %key, %error, "cannot remove a deleted pod; retried next pass");
+                    continue;
                 }
                 self.controller.terminating.forget(id);
             }
         }
-        Ok(())
     }
 
-    /// Deletes groups of this node that no pod owns. Candidates are groups no pod's
-    /// annotation names; each is confirmed by its UID tag against the live pods, so a group
-    /// whose annotation write is still in flight is kept.
-    async fn collect_orphans(
-        &self,
-        records: &[eci_client::types::ContainerGroupStatus],
-    ) -> Result<(), Error> {
-        let ctx = &self.controller.ctx;
+    /// Deletes groups of this node whose pod is gone. Suspects are groups no cached pod's
+    /// annotation or UID claims; one is deleted only when the previous full pass suspected it
+    /// too and the API server answers that its pod (by the namespace and name in its tags)
+    /// does not exist or is another pod (a different UID).
+    async fn collect_orphans(&mut self, records: &[ContainerGroupStatus]) -> Result<(), Error> {
+        let ctx = self.controller.ctx.clone();
         let pods = ctx.pods.state();
         let claimed: HashSet<&str> = pods
             .iter()
             .filter_map(|p| p.annotations().get(INSTANCE_ID).map(String::as_str))
             .collect();
-        let candidates: Vec<String> = records
+        let unclaimed: Vec<String> = records
             .iter()
             .map(|r| r.container_group_id.clone())
             .filter(|id| !claimed.contains(id.as_str()))
             .collect();
-        if candidates.is_empty() {
+        let cached: HashSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
+        let mut suspects = HashSet::new();
+        for chunk in unclaimed.chunks(IDS_PER_CALL) {
+            let groups = self.fetch(chunk).await?;
+            let settings = &ctx.settings;
+            for group in
+                orphan_suspects(&groups, &settings.cluster_id, &settings.node_name, &cached)
+            {
+                let id = &group.container_group_id;
+                suspects.insert(id.clone());
+                if !self.orphan_suspects.contains(id) {
+                    debug!(%id, "container group without a pod in the cache; checked again next full pass");
+                    continue;
+                }
+                if let Err(error) = self.delete_if_orphan(group).await {
+                    warn!(%id, %error, "cannot collect a container group that looks orphaned");
+                }
+            }
+        }
+        self.orphan_suspects = suspects;
+        Ok(())
+    }
+
+    async fn delete_if_orphan(&self, group: &ContainerGroup) -> Result<(), Error> {
+        let ctx = &self.controller.ctx;
+        let settings = &ctx.settings;
+        let Some(tagged) = tagged_pod(group, &settings.cluster_id, &settings.node_name) else {
+            return Ok(());
+        };
+        let live = Api::<Pod>::namespaced(ctx.client.clone(), tagged.namespace)
+            .get_opt(tagged.name)
+            .await?;
+        let live_uid = live.as_ref().and_then(|p| p.metadata.uid.as_deref());
+        if !confirmed_orphan(&tagged, live_uid) {
+            debug!(id = %group.container_group_id, pod = %tagged.name, "the API server still has the pod; not an orphan");
             return Ok(());
         }
-        let live: HashSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
-        for chunk in candidates.chunks(IDS_PER_CALL) {
-            let groups = self.fetch(chunk).await?;
-            for orphan in orphans(
-                &groups,
-                &ctx.settings.cluster_id,
-                &ctx.settings.node_name,
-                &live,
-            ) {
-                let id = &orphan.container_group_id;
-                let result = ctx
-                    .eci
-                    .call(&DeleteContainerGroupRequest {
-                        container_group_id: id.clone(),
-                        ..DeleteContainerGroupRequest::default()
-                    })
-                    .await;
-                match result {
-                    Ok(_) => {
-                        info!(%id, name = %orphan.container_group_name, "deleted an orphaned container group");
-                        ctx.metrics.orphans_deleted.inc();
-                    }
-                    Err(error) if error.is_not_found() => {}
-                    Err(error) => warn!(%id, %error, "cannot delete an orphaned container group"),
+        groups::delete(ctx, &group.container_group_id).await?;
+        info!(id = %group.container_group_id, name = %group.container_group_name, pod = %tagged.name, "deleted an orphaned container group");
+        ctx.metrics.orphans_deleted.inc();
+        Ok(())
+    }
+
+    /// Checks, by a describe by id, the recorded group of every live pod that the listing
+    /// did not show: one that vanished fails its pod (or, if nothing of it ever ran, makes
+    /// the pod get another); one that is not the pod's (by its tags) is forgotten, so the
+    /// pod gets its own.
+    async fn verify_recorded_instances(
+        &self,
+        records: &[ContainerGroupStatus],
+    ) -> Result<(), Error> {
+        let ctx = &self.controller.ctx;
+        let listed: HashSet<&str> = records
+            .iter()
+            .map(|r| r.container_group_id.as_str())
+            .collect();
+        let unlisted: Vec<(String, Arc<Pod>)> = ctx
+            .pods
+            .state()
+            .into_iter()
+            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+            .filter(|pod| {
+                let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+                !matches!(phase, Some("Succeeded" | "Failed"))
+            })
+            .filter_map(|pod| {
+                let id = pod.annotations().get(INSTANCE_ID)?.clone();
+                (!listed.contains(id.as_str())).then_some((id, pod))
+            })
+            .collect();
+        for chunk in unlisted.chunks(IDS_PER_CALL) {
+            let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
+            let found = self.fetch(&ids).await?;
+            for (id, pod) in chunk {
+                let group = found.iter().find(|g| &g.container_group_id == id);
+                let uid = pod.uid().unwrap_or_default();
+                let settings = &ctx.settings;
+                let verdict =
+                    recorded_instance(group, &settings.cluster_id, &settings.node_name, &uid);
+                let outcome = match verdict {
+                    RecordedInstance::Present => Ok(()),
+                    RecordedInstance::Lost => self.instance_lost(pod, id).await,
+                    RecordedInstance::Foreign => self.instance_foreign(pod, id).await,
+                };
+                if let Err(error) = outcome {
+                    warn!(pod = %pod.name_any(), %id, ?verdict, %error, "cannot act on the pod's recorded container group; retried next full pass");
                 }
             }
         }
         Ok(())
+    }
+
+    async fn instance_lost(&self, pod: &Pod, id: &str) -> Result<(), Error> {
+        let ctx = &self.controller.ctx;
+        match lost_instance(pod, &annotations_of(pod)) {
+            LostInstance::Recreate => {
+                let retry = CreateRetry::of(pod.annotations()).failed(true, Utc::now());
+                info!(pod = %pod.name_any(), %id, "container group vanished before it ran; creating another");
+                writes::event(
+                    ctx,
+                    pod,
+                    EventType::Warning,
+                    CONTAINER_INSTANCE_LOST,
+                    format!("ECI container group {id} no longer exists; creating another"),
+                )
+                .await;
+                writes::clear_instance(ctx, pod, Some(&retry)).await
+            }
+            LostInstance::Fail => {
+                let message = format!(
+                    "ECI container group {id} no longer exists: the pod's containers are gone"
+                );
+                warn!(pod = %pod.name_any(), %id, "container group vanished; the pod fails");
+                writes::event(
+                    ctx,
+                    pod,
+                    EventType::Warning,
+                    CONTAINER_INSTANCE_LOST,
+                    message.clone(),
+                )
+                .await;
+                writes::lost(ctx, pod, CONTAINER_INSTANCE_LOST, &message).await
+            }
+        }
+    }
+
+    async fn instance_foreign(&self, pod: &Pod, id: &str) -> Result<(), Error> {
+        let ctx = &self.controller.ctx;
+        warn!(pod = %pod.name_any(), %id, "the pod's instance-id annotation names a container group that is not its own; ignoring it");
+        writes::event(
+            ctx,
+            pod,
+            EventType::Warning,
+            "ForeignInstanceId",
+            format!(
+                "{INSTANCE_ID} names container group {id}, which vk-eci did not create for this pod; the annotation is dropped and the pod gets its own"
+            ),
+        )
+        .await;
+        writes::clear_instance(ctx, pod, None).await
     }
 
     /// Drops event bookkeeping of pods that no longer exist.

@@ -13,6 +13,7 @@ use vk_eci_core::annotations::INSTANCE_ID;
 use vk_eci_core::lifecycle::{CREATE_RETRY, CreateRetry};
 use vk_eci_core::status::{CONTAINER_INSTANCE_CREATED, condition};
 
+use super::Error;
 use crate::context::{Context, FIELD_MANAGER};
 
 fn api(ctx: &Context, pod: &Pod) -> Api<Pod> {
@@ -81,12 +82,8 @@ pub async fn patch_status(
 }
 
 /// Marks the pod Failed with `reason`, as the kubelet does for a pod it rejects.
-pub async fn fail(
-    ctx: &Context,
-    pod: &Pod,
-    reason: &str,
-    message: &str,
-) -> Result<(), kube::Error> {
+pub async fn fail(ctx: &Context, pod: &Pod, reason: &str, message: &str) -> Result<(), Error> {
+    ctx.leadership.ensure()?;
     let conditions = with_condition(pod, CONTAINER_INSTANCE_CREATED, false, reason, message);
     patch_status(
         ctx,
@@ -98,7 +95,75 @@ pub async fn fail(
             "conditions": conditions,
         }),
     )
-    .await
+    .await?;
+    Ok(())
+}
+
+/// Fails a pod whose container group vanished: its processes are gone, so it must stop
+/// counting as Ready (Services route away) and its controller must replace it.
+pub async fn lost(ctx: &Context, pod: &Pod, reason: &str, message: &str) -> Result<(), Error> {
+    ctx.leadership.ensure()?;
+    let mut conditions = with_condition(pod, CONTAINER_INSTANCE_CREATED, false, reason, message);
+    for kind in ["Ready", "ContainersReady"] {
+        let previous = conditions.clone();
+        conditions.retain(|c| c.type_ != kind);
+        conditions.push(condition(
+            &previous,
+            kind,
+            false,
+            Some(reason),
+            Some(message.to_string()),
+            Utc::now(),
+        ));
+    }
+    let containers: Vec<serde_json::Value> = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let mut c = c.clone();
+            c.ready = false;
+            c.started = Some(false);
+            serde_json::to_value(c).unwrap_or_default()
+        })
+        .collect();
+    let mut status = json!({
+        "phase": "Failed",
+        "reason": reason,
+        "message": message,
+        "conditions": conditions,
+    });
+    if !containers.is_empty() {
+        status["containerStatuses"] = json!(containers);
+    }
+    patch_status(ctx, pod, status).await?;
+    Ok(())
+}
+
+/// Forgets the pod's recorded container group, so the create runs again; `retry` (when the
+/// next create must use a new ClientToken) is recorded with it.
+pub async fn clear_instance(
+    ctx: &Context,
+    pod: &Pod,
+    retry: Option<&CreateRetry>,
+) -> Result<(), Error> {
+    ctx.leadership.ensure()?;
+    let mut annotations = json!({ INSTANCE_ID: null });
+    if let Some(retry) = retry {
+        annotations[CREATE_RETRY] = json!(retry.render());
+    }
+    let patch = json!({
+        "metadata": {
+            "uid": pod.uid(),
+            "annotations": annotations,
+        }
+    });
+    api(ctx, pod)
+        .patch(&pod.name_any(), &params(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
 }
 
 /// Sets `ContainerInstanceCreated=False` with why, leaving the pod Pending.
@@ -151,7 +216,8 @@ fn with_condition(
 }
 
 /// Removes the pod object for good (grace 0), only if it is still this pod.
-pub async fn remove(ctx: &Context, pod: &Pod) -> Result<(), kube::Error> {
+pub async fn remove(ctx: &Context, pod: &Pod) -> Result<(), Error> {
+    ctx.leadership.ensure()?;
     let params = DeleteParams {
         grace_period_seconds: Some(0),
         preconditions: Some(Preconditions {
@@ -163,7 +229,7 @@ pub async fn remove(ctx: &Context, pod: &Pod) -> Result<(), kube::Error> {
     match api(ctx, pod).delete(&pod.name_any(), &params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
-        Err(error) => Err(error),
+        Err(error) => Err(error.into()),
     }
 }
 

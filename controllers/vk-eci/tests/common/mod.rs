@@ -22,6 +22,8 @@ use vk_eci_core::settings::{RawSettings, Settings};
 
 pub const NODE: &str = "virtual-kubelet";
 pub const CLUSTER: &str = "c-test";
+/// The operators' full status pass: short, so the checks it makes show within a test.
+pub const FULL_SYNC_EVERY: Duration = Duration::from_secs(2);
 
 pub struct World {
     pub sandbox: RunningSandbox,
@@ -145,6 +147,7 @@ impl World {
                 renew_deadline: Duration::from_secs(2),
                 retry_period: Duration::from_millis(500),
             },
+            full_sync_every: FULL_SYNC_EVERY,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(operator.run(async move {
