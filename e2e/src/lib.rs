@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod disruption;
+pub mod faults;
 pub mod patch;
 pub mod resources;
 pub mod schema;
@@ -13,4 +14,5 @@ pub mod server;
 pub mod stack;
 pub mod store;
 
+pub use faults::{Effect, Fault, FaultId, FaultSpec, Faults, InjectedFault};
 pub use server::{Access, RunningSandbox, Sandbox, kubeconfig};

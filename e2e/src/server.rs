@@ -10,13 +10,16 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use chrono::Utc;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::faults::{
+    Answer, Fault, FaultId, FaultSpec, FaultView, Faults, InjectedError, ResourceRequest,
+};
 use crate::resources::ResourceType;
 use crate::selector::Selector;
 use crate::store::{ApiError, DeleteOptions, PatchKind, Store};
@@ -26,6 +29,7 @@ use crate::store::{ApiError, DeleteOptions, PatchKind, Store};
 pub struct Sandbox {
     store: Arc<Mutex<Store>>,
     accesses: Arc<Mutex<std::collections::BTreeSet<Access>>>,
+    faults: Faults,
 }
 
 /// One kind of request a client made, as RBAC sees it: what an audit log would show.
@@ -79,6 +83,39 @@ struct Target {
     subresource: Option<String>,
 }
 
+/// The request as RBAC sees it: the one resolution both the Access log and faults use.
+fn resource_request(
+    method: &Method,
+    query: &HashMap<String, String>,
+    target: &Target,
+) -> ResourceRequest {
+    let verb = match (method.as_str(), target.name.is_some()) {
+        ("GET", _) if is_watch(query) => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        (other, _) => other,
+    };
+    let resource = match &target.subresource {
+        Some(sub) => format!("{}/{sub}", target.rt.plural),
+        None => target.rt.plural.clone(),
+    };
+    ResourceRequest {
+        verb: verb.to_lowercase(),
+        resource,
+        namespace: target.namespace.clone(),
+        name: target.name.clone(),
+    }
+}
+
+fn is_watch(query: &HashMap<String, String>) -> bool {
+    query.get("watch").is_some_and(|w| w == "true" || w == "1")
+}
+
 impl Sandbox {
     pub fn new() -> Self {
         Self::with_history(200_000)
@@ -90,7 +127,13 @@ impl Sandbox {
         Self {
             store: Arc::new(Mutex::new(Store::new(changes))),
             accesses: Arc::default(),
+            faults: Faults::default(),
         }
+    }
+
+    /// The fault registry every request to this sandbox (and its clones) goes through.
+    pub fn faults(&self) -> Faults {
+        self.faults.clone()
     }
 
     /// Every kind of request served so far (resolved to a resource), for RBAC checks.
@@ -101,38 +144,17 @@ impl Sandbox {
         }
     }
 
-    fn record(
-        &self,
-        method: &Method,
-        query: &HashMap<String, String>,
-        headers: &HeaderMap,
-        target: &Target,
-    ) {
-        let verb = match (method.as_str(), target.name.is_some()) {
-            ("GET", _) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => "watch",
-            ("GET", true) => "get",
-            ("GET", false) => "list",
-            ("POST", _) => "create",
-            ("PUT", _) => "update",
-            ("PATCH", _) => "patch",
-            ("DELETE", true) => "delete",
-            ("DELETE", false) => "deletecollection",
-            (other, _) => other,
-        };
-        let resource = match &target.subresource {
-            Some(sub) => format!("{}/{sub}", target.rt.plural),
-            None => target.rt.plural.clone(),
-        };
+    fn record(&self, request: &ResourceRequest, headers: &HeaderMap, target: &Target) {
         let access = Access {
             user_agent: headers
                 .get(axum::http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string(),
-            verb: verb.to_lowercase(),
+            verb: request.verb.clone(),
             group: target.rt.group.clone(),
-            resource,
-            namespace: target.namespace.clone(),
+            resource: request.resource.clone(),
+            namespace: request.namespace.clone(),
         };
         if let Ok(mut set) = self.accesses.lock() {
             set.insert(access);
@@ -155,6 +177,11 @@ impl Sandbox {
             .route("/apis", get(api_groups))
             .route("/openapi/v3", get(openapi_index))
             .route("/openapi/v3/{*group_version}", get(openapi_document))
+            .route(
+                "/_sandbox/faults",
+                get(list_faults).post(add_fault).delete(clear_faults),
+            )
+            .route("/_sandbox/faults/{id}", delete(remove_fault))
             .fallback(handle)
             .with_state(self.clone())
     }
@@ -311,6 +338,40 @@ pub fn kubeconfig(url: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: sandbox\n  cluster:\n    server: {url}\nusers:\n- name: sandbox\n  user: {{}}\ncontexts:\n- name: sandbox\n  context:\n    cluster: sandbox\n    user: sandbox\n    namespace: default\ncurrent-context: sandbox\n"
     )
+}
+
+async fn list_faults(State(sandbox): State<Sandbox>) -> Response {
+    let faults: Vec<FaultView> = sandbox.faults.list().iter().map(FaultView::from).collect();
+    json_response(200, &json!({ "faults": faults }))
+}
+
+async fn add_fault(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
+    let fault = serde_json::from_slice::<FaultSpec>(&body)
+        .map_err(|e| format!("the body is not a fault: {e}"))
+        .and_then(|spec| Fault::try_from(spec).map_err(|e| e.to_string()));
+    match fault {
+        Ok(fault) => json_response(201, &json!({ "id": sandbox.faults.inject(fault) })),
+        Err(message) => error_response(&ApiError::bad_request(message)),
+    }
+}
+
+async fn clear_faults(State(sandbox): State<Sandbox>) -> StatusCode {
+    sandbox.faults.clear();
+    StatusCode::NO_CONTENT
+}
+
+async fn remove_fault(
+    State(sandbox): State<Sandbox>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Ok(id) = id.parse().map(FaultId) else {
+        return error_response(&ApiError::bad_request(format!("{id:?} is not a fault id")));
+    };
+    if sandbox.faults.remove(id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error_response(&ApiError::new(404, "NotFound", format!("no fault {id}")))
+    }
 }
 
 async fn version() -> Response {
@@ -516,20 +577,66 @@ async fn handle(
         Ok(None) => return sandbox.resource_list(&path),
         Err(error) => return error_response(&error),
     };
-    sandbox.record(&method, &query, &headers, &target);
+    let request = resource_request(&method, &query, &target);
+    sandbox.record(&request, &headers, &target);
+    let plan = sandbox.faults.plan(&request);
+    if !plan.delay.is_zero() {
+        tokio::time::sleep(plan.delay).await;
+    }
+    match plan.answer {
+        Answer::Serve => {}
+        Answer::Error(error) => return injected_error_response(&error),
+        Answer::Hang => return std::future::pending().await,
+    }
     match serve(&sandbox, &method, &headers, &query, &body, target) {
         Ok(Served::Object(code, value)) => json_response(code, &value),
-        Ok(Served::Watch(stream)) => Response::builder()
-            .header("content-type", "application/json")
-            .body(Body::from_stream(stream))
-            .unwrap_or_else(|_| {
-                error_response(&ApiError::new(500, "InternalError", "cannot stream"))
-            }),
+        Ok(Served::Watch(stream)) => {
+            let stream = match plan.drop_watch_after {
+                Some(after) => cut_after(stream, after),
+                None => stream,
+            };
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from_stream(stream))
+                .unwrap_or_else(|_| {
+                    error_response(&ApiError::new(500, "InternalError", "cannot stream"))
+                })
+        }
         Err(error) => error_response(&error),
     }
 }
 
-type WatchStream = futures::stream::BoxStream<'static, Result<Bytes, std::convert::Infallible>>;
+fn injected_error_response(error: &InjectedError) -> Response {
+    let mut status = ApiError::new(error.code, error.reason, error.message.clone()).status();
+    let retry_after = error.retry_after.map(|d| d.as_secs());
+    if let Some(seconds) = retry_after {
+        status["details"] = json!({"retryAfterSeconds": seconds});
+    }
+    let mut response = json_response(error.code, &status);
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, seconds.into());
+    }
+    response
+}
+
+/// Ends a watch after `after` with a broken connection rather than a clean end of the
+/// chunked body, so the client sees what an API server restart looks like.
+fn cut_after(stream: WatchStream, after: Duration) -> WatchStream {
+    let cut = futures::stream::once(async {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "watch dropped by an injected fault",
+        ))
+    });
+    stream
+        .take_until(tokio::time::sleep(after))
+        .chain(cut)
+        .boxed()
+}
+
+type WatchStream = futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>;
 
 enum Served {
     Object(u16, Value),
@@ -553,7 +660,7 @@ fn serve(
     let ns = namespace.as_deref();
     let now = Utc::now();
     match (method.as_str(), name.as_deref(), subresource.as_deref()) {
-        ("GET", None, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+        ("GET", None, None) if is_watch(query) => {
             watch(sandbox, &rt, namespace, query).map(Served::Watch)
         }
         ("GET", None, None) => {
@@ -792,12 +899,12 @@ fn watch(
         }
     };
     let line = |kind: &str, object: &Value| {
-        Ok::<_, std::convert::Infallible>(Bytes::from(format!(
+        Ok::<_, std::io::Error>(Bytes::from(format!(
             "{}\n",
             json!({"type": kind, "object": object})
         )))
     };
-    let mut initial: Vec<Result<Bytes, std::convert::Infallible>> = Vec::new();
+    let mut initial: Vec<Result<Bytes, std::io::Error>> = Vec::new();
     let receiver = match from {
         // No version: the current state as ADDED, then changes (as a real server does).
         None => {
