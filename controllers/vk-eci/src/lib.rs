@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod operator;
 pub mod pods;
 pub mod profile;
+pub mod reconcile;
 pub mod spot;

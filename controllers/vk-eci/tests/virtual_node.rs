@@ -6,60 +6,16 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{CLUSTER, NODE, World, condition, eventually};
+use common::{CLUSTER, NODE, World, condition, eventually, is_ready, phase, wait_for_event};
 use eci_client::types::{CreateContainerGroupRequest, Tag};
 use eci_sim::{FaultConfig, MillisRange};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 use vk_eci_core::annotations::INSTANCE_ID;
 use vk_eci_core::translate::tags;
-
-fn phase(pod: &Pod) -> Option<&str> {
-    pod.status.as_ref()?.phase.as_deref()
-}
-
-fn is_ready(pod: Option<&Pod>) -> bool {
-    pod.and_then(|p| condition(p, "Ready"))
-        .is_some_and(|c| c.status == "True")
-}
-
-/// Events about `pod`: the mirrored ECI ones (core/v1) and vk-eci's own (events.k8s.io/v1;
-/// one store on a real API server, two in the sandbox).
-async fn events_of(world: &World, pod: &str) -> Vec<(String, String)> {
-    let core: Api<Event> = Api::all(world.client.clone());
-    let modern: Api<k8s_openapi::api::events::v1::Event> = Api::all(world.client.clone());
-    let mirrored = core
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.involved_object.name.as_deref() == Some(pod))
-        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()));
-    let own = modern
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod))
-        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()));
-    mirrored.chain(own).collect()
-}
-
-async fn wait_for_event(world: &World, pod: &str, reason: &str) {
-    eventually(&format!("a {reason} event on {pod}"), || async {
-        events_of(world, pod)
-            .await
-            .iter()
-            .any(|(r, _)| r == reason)
-            .then_some(())
-    })
-    .await;
-}
 
 async fn node_ready(world: &World) -> Node {
     let nodes: Api<Node> = Api::all(world.client.clone());

@@ -15,15 +15,12 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::controller::{Action, Config, Controller};
-use tokio::time::Instant;
 use tracing::warn;
 use vk_eci_core::annotations::INSTANCE_ID;
 
 use crate::context::Context;
 
 const CONTROLLER: &str = "pods";
-/// One reconcile may take this long (its calls can hang); then it is retried.
-const RECONCILE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -35,8 +32,8 @@ pub enum Error {
     NotYetRecorded,
     #[error(transparent)]
     NotLeader(#[from] crate::leader::NotLeader),
-    #[error("gave up after {0:?} without an answer")]
-    Timeout(Duration),
+    #[error(transparent)]
+    Timeout(#[from] crate::reconcile::ReconcileTimeout),
 }
 
 pub struct PodController {
@@ -67,21 +64,8 @@ impl PodController {
 }
 
 async fn reconcile(pod: Arc<Pod>, controller: Arc<PodController>) -> Result<Action, Error> {
-    if !controller.ctx.leadership.is_leader() {
-        return Ok(Action::await_change());
-    }
-    let started = Instant::now();
-    let work = tokio::time::timeout(RECONCILE_TIMEOUT, controller.reconcile_pod(&pod));
-    let result = match controller.ctx.leadership.fenced(work).await {
-        None => return Ok(Action::await_change()),
-        Some(Ok(result)) => result,
-        Some(Err(_)) => Err(Error::Timeout(RECONCILE_TIMEOUT)),
-    };
-    controller
-        .ctx
-        .metrics
-        .reconciled(CONTROLLER, result.is_ok(), started.elapsed());
-    result
+    let ctx = controller.ctx.clone();
+    crate::reconcile::as_leader(&ctx, CONTROLLER, controller.reconcile_pod(&pod)).await
 }
 
 fn error_policy(pod: Arc<Pod>, error: &Error, _controller: Arc<PodController>) -> Action {

@@ -132,6 +132,9 @@ pub struct StatusSync {
     /// Groups the last full pass found no cached pod for: deleted only if the next full pass
     /// finds none either (and the API server confirms).
     orphan_suspects: HashSet<String>,
+    /// The pod UID (hashed) each group's tags name, as last fetched: a pod whose annotation
+    /// names a group of another pod is found without describing every group each pass.
+    owners: HashMap<String, u64>,
     pacing: SyncPacing,
     beat: Beat,
 }
@@ -146,6 +149,7 @@ impl StatusSync {
             last_full: None,
             full_every,
             orphan_suspects: HashSet::new(),
+            owners: HashMap::new(),
             beat,
             // Even steady pods are polled every second: a spot notice must reach the pod
             // within about a second (two cheap calls, far below ECI's 10,000 per minute).
@@ -264,6 +268,7 @@ impl StatusSync {
                 .map(|r| r.container_group_id.as_str())
                 .collect();
             self.seen.retain(|id, _| present.contains(id.as_str()));
+            self.owners.retain(|id, _| present.contains(id.as_str()));
         }
 
         self.finish_terminating().await;
@@ -278,6 +283,7 @@ impl StatusSync {
         let mut fetched_any_transitioning = false;
         for chunk in ids.chunks(IDS_PER_CALL) {
             let groups = self.fetch(chunk).await?;
+            self.note_owners(&groups);
             fetched_any_transitioning |= groups.iter().any(|g| transitioning(&g.status));
             // Pods are independent: their writes go out together, not one after another.
             let this = &*self;
@@ -346,6 +352,16 @@ impl StatusSync {
 
     async fn fetch(&self, ids: &[String]) -> Result<Vec<ContainerGroup>, Error> {
         groups::describe(&self.controller.ctx, ids).await
+    }
+
+    fn note_owners(&mut self, groups: &[ContainerGroup]) {
+        let settings = &self.controller.ctx.settings;
+        for group in groups {
+            if let Some(tagged) = tagged_pod(group, &settings.cluster_id, &settings.node_name) {
+                self.owners
+                    .insert(group.container_group_id.clone(), fingerprint(&tagged.uid));
+            }
+        }
     }
 
     /// The cached pod a group belongs to.
@@ -561,19 +577,19 @@ impl StatusSync {
     }
 
     /// Checks, by a describe by id, the recorded group of every live pod that the listing
-    /// did not show: one that vanished fails its pod (or, if nothing of it ever ran, makes
-    /// the pod get another); one that is not the pod's (by its tags) is forgotten, so the
-    /// pod gets its own.
+    /// did not show or whose tags (as last fetched) name another pod: one that vanished
+    /// fails its pod (or, if nothing of it ever ran, makes the pod get another); one that is
+    /// not the pod's is forgotten, so the pod gets its own.
     async fn verify_recorded_instances(
-        &self,
+        &mut self,
         records: &[ContainerGroupStatus],
     ) -> Result<(), Error> {
-        let ctx = &self.controller.ctx;
+        let ctx = self.controller.ctx.clone();
         let listed: HashSet<&str> = records
             .iter()
             .map(|r| r.container_group_id.as_str())
             .collect();
-        let unlisted: Vec<(String, Arc<Pod>)> = ctx
+        let doubtful: Vec<(String, Arc<Pod>)> = ctx
             .pods
             .state()
             .into_iter()
@@ -584,12 +600,16 @@ impl StatusSync {
             })
             .filter_map(|pod| {
                 let id = pod.annotations().get(INSTANCE_ID)?.clone();
-                (!listed.contains(id.as_str())).then_some((id, pod))
+                let owner = pod.uid().map(|uid| fingerprint(&uid.as_str()));
+                let doubtful =
+                    !listed.contains(id.as_str()) || self.owners.get(&id) != owner.as_ref();
+                doubtful.then_some((id, pod))
             })
             .collect();
-        for chunk in unlisted.chunks(IDS_PER_CALL) {
+        for chunk in doubtful.chunks(IDS_PER_CALL) {
             let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
             let found = self.fetch(&ids).await?;
+            self.note_owners(&found);
             for (id, pod) in chunk {
                 let group = found.iter().find(|g| &g.container_group_id == id);
                 let uid = pod.uid().unwrap_or_default();

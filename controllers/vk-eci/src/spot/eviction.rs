@@ -114,6 +114,7 @@ async fn evict(spot: &SpotContext, rotation: &SpotRotation) -> Result<Action, Er
                     ..DeleteOptions::default()
                 }),
             };
+            ctx.leadership.ensure()?;
             let result = pods
                 .create_subresource::<_, Status>(
                     "eviction",
@@ -206,6 +207,7 @@ async fn evict(spot: &SpotContext, rotation: &SpotRotation) -> Result<Action, Er
                 }),
                 ..DeleteParams::default()
             };
+            ctx.leadership.ensure()?;
             match pods.delete(&pod.name_any(), &params).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(error)) if error.code == 404 || error.code == 409 => {
@@ -314,15 +316,7 @@ async fn note(spot: &SpotContext, pod: &Pod, kind: EventType, reason: &str, mess
 }
 
 async fn reconcile(rotation: Arc<SpotRotation>, spot: Arc<SpotContext>) -> Result<Action, Error> {
-    if !spot.ctx.leadership.is_leader() {
-        return Ok(Action::await_change());
-    }
-    let started = tokio::time::Instant::now();
-    let result = evict(&spot, &rotation).await;
-    spot.ctx
-        .metrics
-        .reconciled(CONTROLLER, result.is_ok(), started.elapsed());
-    result
+    crate::reconcile::as_leader(&spot.ctx, CONTROLLER, evict(&spot, &rotation)).await
 }
 
 fn error_policy(rotation: Arc<SpotRotation>, error: &Error, _spot: Arc<SpotContext>) -> Action {

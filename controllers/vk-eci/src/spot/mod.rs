@@ -35,6 +35,10 @@ pub const POLICY_LABEL: &str = "spot.vk-eci.io/policy";
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error(transparent)]
+    NotLeader(#[from] crate::leader::NotLeader),
+    #[error(transparent)]
+    Timeout(#[from] crate::reconcile::ReconcileTimeout),
 }
 
 /// What the spot reconcilers share.

@@ -27,11 +27,16 @@ use super::{Error, POLICY_LABEL, SpotContext, workload};
 const CONTROLLER: &str = "spot-notice";
 
 async fn reconcile(pod: Arc<Pod>, spot: Arc<SpotContext>) -> Result<Action, Error> {
+    crate::reconcile::as_leader(&spot.ctx, CONTROLLER, notice(&pod, &spot)).await
+}
+
+/// Gives a pod ECI will reclaim its `SpotRotation`, if a policy or its annotation asks.
+async fn notice(pod: &Pod, spot: &SpotContext) -> Result<Action, Error> {
     let ctx = &spot.ctx;
-    if !ctx.leadership.is_leader() || pod.metadata.deletion_timestamp.is_some() {
+    if pod.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let Some((noticed_at, release_at)) = pod_notice(&pod) else {
+    let Some((noticed_at, release_at)) = pod_notice(pod) else {
         return Ok(Action::await_change());
     };
     let uid = pod.uid().unwrap_or_default();
@@ -44,8 +49,7 @@ async fn reconcile(pod: Arc<Pod>, spot: Arc<SpotContext>) -> Result<Action, Erro
     {
         return Ok(Action::await_change());
     }
-    let started = tokio::time::Instant::now();
-    let workload = workload::of_pod(&ctx.client, &pod).await?;
+    let workload = workload::of_pod(&ctx.client, pod).await?;
     let policy = spot
         .policies
         .state()
@@ -134,7 +138,6 @@ async fn reconcile(pod: Arc<Pod>, spot: Arc<SpotContext>) -> Result<Action, Erro
         Err(kube::Error::Api(status)) if status.code == 409 => {}
         Err(error) => return Err(error.into()),
     }
-    ctx.metrics.reconciled(CONTROLLER, true, started.elapsed());
     Ok(Action::await_change())
 }
 

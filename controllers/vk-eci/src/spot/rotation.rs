@@ -738,15 +738,8 @@ async fn reconcile(
     rotation: Arc<SpotRotation>,
     rotations: Arc<Rotations>,
 ) -> Result<Action, Error> {
-    let ctx = &rotations.spot.ctx;
-    if !ctx.leadership.is_leader() {
-        return Ok(Action::await_change());
-    }
-    let started = tokio::time::Instant::now();
-    let result = rotations.reconcile(&rotation).await;
-    ctx.metrics
-        .reconciled(CONTROLLER, result.is_ok(), started.elapsed());
-    result
+    let ctx = rotations.spot.ctx.clone();
+    crate::reconcile::as_leader(&ctx, CONTROLLER, rotations.reconcile(&rotation)).await
 }
 
 fn error_policy(rotation: Arc<SpotRotation>, error: &Error, _rotations: Arc<Rotations>) -> Action {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use eci_client::{Credentials, EciClientConfig};
 use eci_sim::{RunningSimulator, SimConfig, Simulator};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::wait::{Condition, await_condition};
 use kube::{Client, Config};
 use kube_sandbox::{RunningSandbox, Sandbox};
@@ -290,4 +290,48 @@ pub fn condition<'a>(
         .as_ref()?
         .iter()
         .find(|c| c.type_ == kind)
+}
+
+pub fn phase(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref()?.phase.as_deref()
+}
+
+pub fn is_ready(pod: Option<&Pod>) -> bool {
+    pod.and_then(|p| condition(p, "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
+/// Events about `pod`: the mirrored ECI ones (core/v1) and vk-eci's own (events.k8s.io/v1;
+/// one store on a real API server, two in the sandbox).
+pub async fn events_of(world: &World, pod: &str) -> Vec<(String, String)> {
+    let core: Api<Event> = Api::all(world.client.clone());
+    let modern: Api<k8s_openapi::api::events::v1::Event> = Api::all(world.client.clone());
+    let mirrored = core
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(pod))
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()));
+    let own = modern
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()));
+    mirrored.chain(own).collect()
+}
+
+pub async fn wait_for_event(world: &World, pod: &str, reason: &str) {
+    eventually(&format!("a {reason} event on {pod}"), || async {
+        events_of(world, pod)
+            .await
+            .iter()
+            .any(|(r, _)| r == reason)
+            .then_some(())
+    })
+    .await;
 }
