@@ -89,6 +89,15 @@ fn env_names(deployment: &Value) -> Vec<String> {
         .collect()
 }
 
+fn env_value<'a>(deployment: &'a Value, name: &str) -> Option<&'a str> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str())
+}
+
 #[test]
 fn the_chart_lints_and_renders_for_production_and_for_the_simulator() {
     let Some(python) = python() else { return };
@@ -116,6 +125,7 @@ fn the_chart_lints_and_renders_for_production_and_for_the_simulator() {
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["resources"]["requests"]["memory"], "64Mi");
     assert!(env_names(deployment).contains(&"ECI_ACCESS_KEY".to_string()));
+    assert!(!env_names(deployment).contains(&"ECI_SIMULATOR".to_string()));
     assert_eq!(kind(&objects, "Secret").len(), 1);
     assert_eq!(kind(&objects, "PodDisruptionBudget").len(), 1);
     assert_eq!(kind(&objects, "Service").len(), 1);
@@ -137,18 +147,54 @@ fn the_chart_lints_and_renders_for_production_and_for_the_simulator() {
     let (_, objects) = render(&python, &simulator).unwrap();
     let deployment = kind(&objects, "Deployment")[0];
     assert!(!env_names(deployment).contains(&"ECI_ACCESS_KEY".to_string()));
+    assert_eq!(env_value(deployment, "ECI_SIMULATOR"), Some("true"));
+    assert_eq!(deployment["spec"]["replicas"], 1);
     assert!(
         kind(&objects, "Secret").is_empty(),
         "no AccessKey, no Secret"
     );
+    assert!(
+        kind(&objects, "PodDisruptionBudget").is_empty(),
+        "minAvailable 1 of 1 replica would block every drain"
+    );
 
     let refused = render(&python, "eci:\n  clusterId: c1\n  region: cn-beijing\n").unwrap_err();
     assert!(refused.contains("simulator: true"), "{refused}");
+    let refused = render(
+        &python,
+        &format!("{simulator}  existingSecret: vk-eci-accesskey\n"),
+    )
+    .unwrap_err();
+    assert!(
+        refused.contains("simulator: true") && refused.contains("AccessKey"),
+        "{refused}"
+    );
     let refused = render(&python, "eci:\n  region: Beijing\n").unwrap_err();
     assert!(
         refused.contains("region"),
         "the schema names the value: {refused}"
     );
+}
+
+#[test]
+fn simulator_mode_runs_one_replica_unless_the_simulator_is_shared() {
+    let Some(python) = python() else { return };
+    let simulator =
+        std::fs::read_to_string(root().join("charts/vk-eci/values-simulator.yaml")).unwrap();
+    let (_, objects) = render(&python, &format!("{simulator}replicaCount: 3\n")).unwrap();
+    assert_eq!(kind(&objects, "Deployment")[0]["spec"]["replicas"], 1);
+    assert!(kind(&objects, "PodDisruptionBudget").is_empty());
+
+    // Replicas of an external simulator (eci.endpoint) share it: HA as configured.
+    let (_, objects) = render(
+        &python,
+        &format!("{simulator}  endpoint: http://eci-sim:18080\nreplicaCount: 2\n"),
+    )
+    .unwrap();
+    let deployment = kind(&objects, "Deployment")[0];
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(env_value(deployment, "ECI_SIMULATOR"), Some("true"));
+    assert_eq!(kind(&objects, "PodDisruptionBudget").len(), 1);
 }
 
 /// What the rendered roles grant: (namespace or None for cluster-wide, group, resource, verb).

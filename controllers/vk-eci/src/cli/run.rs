@@ -1,5 +1,13 @@
 //! `vk-eci run`: the operator. Flags fall back to the environment variables of Alibaba's own
 //! virtual node, so an existing deployment's settings carry over unchanged.
+//!
+//! Where pods run is an explicit choice, never a fallback:
+//! - an AccessKey (`ECI_ACCESS_KEY` + `ECI_SECRET_KEY`): Alibaba Cloud (or `ECI_ENDPOINT`);
+//! - `--simulator` / `ECI_SIMULATOR=true` without an AccessKey: the ECI simulator at
+//!   `ECI_ENDPOINT`, or one started in-process; the Node is marked `vk-eci.io/simulated`;
+//! - neither, or both: refused at start (exit code 2), naming both settings. Both is refused
+//!   rather than resolved either way: one of them is a mistake, and guessing wrong either runs
+//!   production pods nowhere or spends real money on a tryout.
 
 use std::net::SocketAddr;
 
@@ -10,7 +18,7 @@ use eci_sim::{RunningSimulator, SimConfig, Simulator};
 use tracing::warn;
 use vk_eci::leader::Timing;
 use vk_eci::operator::Operator;
-use vk_eci_core::settings::{RawSettings, Settings};
+use vk_eci_core::settings::{RawSettings, SettingError, Settings, env};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -41,6 +49,10 @@ pub struct RunArgs {
     /// ECI OpenAPI endpoint (default `https://eci.<region>.aliyuncs.com`).
     #[arg(long, env = "ECI_ENDPOINT")]
     endpoint: Option<String>,
+    /// Simulator mode, instead of an AccessKey: pods run in the ECI simulator at ECI_ENDPOINT,
+    /// or one started in-process, never on Alibaba Cloud.
+    #[arg(long, env = "ECI_SIMULATOR")]
+    simulator: bool,
     #[arg(
         long,
         env = "VKUBELET_TAINT_KEY",
@@ -83,7 +95,7 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    fn settings(&self) -> Result<Settings, vk_eci_core::settings::SettingError> {
+    fn settings(&self) -> Result<Settings, SettingError> {
         RawSettings {
             node_name: self.node_name.clone(),
             cluster_id: self.cluster_id.clone(),
@@ -102,7 +114,8 @@ impl RunArgs {
             pod_ip: self.pod_ip.clone(),
             cluster_dns: self.cluster_dns.clone(),
             cluster_domain: self.cluster_domain.clone(),
-            has_access_key: self.access_key_id.is_some(),
+            has_access_key: self.access_key_id.is_some() || self.access_key_secret.is_some(),
+            simulator: self.simulator,
         }
         .validate()
     }
@@ -117,7 +130,8 @@ impl RunArgs {
     }
 }
 
-/// Where ECI is: the configured endpoint with the configured AccessKey, or the simulator.
+/// Where ECI is: the configured endpoint with the configured AccessKey, or (in simulator
+/// mode, which [`Settings::simulated`] says was chosen with no AccessKey) a simulator.
 async fn eci_config(
     args: &RunArgs,
     settings: &Settings,
@@ -132,9 +146,8 @@ async fn eci_config(
             config.endpoint = args.endpoint.clone();
             Ok((config, None))
         }
-        (Some(_), None) | (None, Some(_)) => {
-            anyhow::bail!("invalid ECI_ACCESS_KEY/ECI_SECRET_KEY: both must be set, or neither")
-        }
+        (Some(_), None) => Err(half_an_access_key(env::SECRET_KEY, env::ACCESS_KEY).into()),
+        (None, Some(_)) => Err(half_an_access_key(env::ACCESS_KEY, env::SECRET_KEY).into()),
         (None, None) => {
             let credentials = Credentials::new(
                 eci_sim::DEFAULT_ACCESS_KEY_ID,
@@ -142,7 +155,7 @@ async fn eci_config(
             );
             let mut config = EciClientConfig::new(&settings.region, credentials);
             if let Some(endpoint) = &args.endpoint {
-                warn!(%endpoint, "NO ECI ACCESSKEY: using the ECI simulator at ECI_ENDPOINT; pods will not run on Alibaba Cloud");
+                warn!(%endpoint, "SIMULATOR MODE: using the ECI simulator at ECI_ENDPOINT; pods will not run on Alibaba Cloud");
                 config.endpoint = Some(endpoint.clone());
                 return Ok((config, None));
             }
@@ -153,11 +166,18 @@ async fn eci_config(
                 .context("cannot start the built-in ECI simulator")?;
             warn!(
                 endpoint = %simulator.endpoint(),
-                "NO ECI ACCESSKEY: started the built-in ECI simulator; pods will not run on Alibaba Cloud. Set ECI_ACCESS_KEY/ECI_SECRET_KEY for real capacity"
+                "SIMULATOR MODE: started the built-in ECI simulator; pods will not run on Alibaba Cloud"
             );
             config.endpoint = Some(simulator.endpoint());
             Ok((config, Some(simulator)))
         }
+    }
+}
+
+fn half_an_access_key(missing: &'static str, given: &str) -> SettingError {
+    SettingError {
+        setting: missing,
+        problem: format!("not set while {given} is: an AccessKey needs both"),
     }
 }
 
