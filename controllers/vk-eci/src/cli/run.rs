@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use clap::Args;
-use eci_client::{Credentials, EciClientConfig};
+use eci_client::{Credentials, EciClientConfig, Secret};
 use eci_sim::{RunningSimulator, SimConfig, Simulator};
 use tracing::warn;
 use vk_eci::leader::Timing;
@@ -41,11 +41,11 @@ pub struct RunArgs {
     resource_group: Option<String>,
     #[arg(long, env = "ECI_ACCESS_KEY")]
     access_key_id: Option<String>,
-    #[arg(long, env = "ECI_SECRET_KEY", hide_env_values = true)]
-    access_key_secret: Option<String>,
+    #[arg(long, env = "ECI_SECRET_KEY", hide_env_values = true, value_parser = super::secret)]
+    access_key_secret: Option<Secret>,
     /// STS token, for temporary credentials.
-    #[arg(long, env = "ECI_SECURITY_TOKEN", hide_env_values = true)]
-    security_token: Option<String>,
+    #[arg(long, env = "ECI_SECURITY_TOKEN", hide_env_values = true, value_parser = super::secret)]
+    security_token: Option<Secret>,
     /// ECI OpenAPI endpoint (default `https://eci.<region>.aliyuncs.com`).
     #[arg(long, env = "ECI_ENDPOINT")]
     endpoint: Option<String>,
@@ -138,9 +138,9 @@ async fn eci_config(
 ) -> anyhow::Result<(EciClientConfig, Option<RunningSimulator>)> {
     match (&args.access_key_id, &args.access_key_secret) {
         (Some(id), Some(secret)) => {
-            let mut credentials = Credentials::new(id, secret);
+            let mut credentials = Credentials::new(id, secret.expose());
             if let Some(token) = &args.security_token {
-                credentials = credentials.with_security_token(token);
+                credentials = credentials.with_security_token(token.expose());
             }
             let mut config = EciClientConfig::new(&settings.region, credentials);
             config.endpoint = args.endpoint.clone();
@@ -213,4 +213,39 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     operator.run(super::shutdown_signal()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn debug_of_the_arguments_redacts_the_secret_and_the_token() {
+        let parsed = Command::try_parse_from([
+            "vk-eci",
+            "--access-key-id",
+            "LTAI-visible-id",
+            "--access-key-secret",
+            "hunter2-secret",
+            "--security-token",
+            "sts-token-value",
+        ])
+        .unwrap();
+        let debug = format!("{:?}", parsed.run);
+        assert!(debug.contains("LTAI-visible-id"), "{debug}");
+        assert!(!debug.contains("hunter2-secret"), "{debug}");
+        assert!(!debug.contains("sts-token-value"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+        let settings = format!("{:?}", parsed.run.settings());
+        assert!(!settings.contains("hunter2-secret") && !settings.contains("sts-token-value"));
+    }
 }
