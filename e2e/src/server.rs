@@ -39,6 +39,9 @@ pub struct Access {
     /// `pods`, or `pods/status` for a subresource.
     pub resource: String,
     pub namespace: Option<String>,
+    /// The object's name, from the path or, for a list or watch, from a `metadata.name=` field
+    /// selector: what RBAC's `resourceNames` are checked against.
+    pub name: Option<String>,
 }
 
 impl Default for Sandbox {
@@ -133,6 +136,15 @@ impl Sandbox {
             group: target.rt.group.clone(),
             resource,
             namespace: target.namespace.clone(),
+            name: target.name.clone().or_else(|| {
+                if !matches!(verb, "list" | "watch") {
+                    return None;
+                }
+                let selector = Selector::parse(query.get("fieldSelector")?).ok()?;
+                selector
+                    .requires_exact_match("metadata.name")
+                    .map(str::to_string)
+            }),
         };
         if let Ok(mut set) = self.accesses.lock() {
             set.insert(access);

@@ -32,3 +32,7 @@ own, so a failover would find none of the pods' instances); as configured otherw
 {{- .Values.replicaCount -}}
 {{- end -}}
 {{- end -}}
+
+{{- define "vk-eci.electionLease" -}}
+{{- printf "vk-eci-%s" .Values.nodeName -}}
+{{- end -}}
