@@ -103,6 +103,15 @@ impl Selector {
         })
     }
 
+    /// The value `key` must equal for anything to match (`key=value` or `key==value`), as
+    /// Kubernetes' `RequiresExactMatch`.
+    pub fn requires_exact_match(&self, key: &str) -> Option<&str> {
+        self.0.iter().find_map(|r| match r {
+            Requirement::Equals(k, v) if k == key => Some(v.as_str()),
+            _ => None,
+        })
+    }
+
     pub fn matches_labels(&self, object: &Value) -> bool {
         self.matches(|key| {
             object["metadata"]["labels"][key]
@@ -207,6 +216,21 @@ mod tests {
             Selector::parse("spec.nodeName=")
                 .unwrap()
                 .matches_fields(&unscheduled)
+        );
+    }
+
+    #[test]
+    fn an_exact_match_is_read_from_any_term() {
+        let selector = Selector::parse("spec.nodeName=vk,metadata.name==eci-profile").unwrap();
+        assert_eq!(
+            selector.requires_exact_match("metadata.name"),
+            Some("eci-profile")
+        );
+        assert_eq!(
+            Selector::parse("metadata.name!=x")
+                .unwrap()
+                .requires_exact_match("metadata.name"),
+            None
         );
     }
 

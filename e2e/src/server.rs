@@ -43,6 +43,9 @@ pub struct Access {
     /// `pods`, or `pods/status` for a subresource.
     pub resource: String,
     pub namespace: Option<String>,
+    /// The object's name, from the path or, for a list or watch, from a `metadata.name=` field
+    /// selector: what RBAC's `resourceNames` are checked against.
+    pub name: Option<String>,
 }
 
 impl Default for Sandbox {
@@ -104,11 +107,22 @@ fn resource_request(
         Some(sub) => format!("{}/{sub}", target.rt.plural),
         None => target.rt.plural.clone(),
     };
+    // RBAC authorizes a list or watch narrowed to one name by a `metadata.name=` field
+    // selector against that name, as it does a get.
+    let name = target.name.clone().or_else(|| {
+        if !matches!(verb, "list" | "watch") {
+            return None;
+        }
+        let selector = Selector::parse(query.get("fieldSelector")?).ok()?;
+        selector
+            .requires_exact_match("metadata.name")
+            .map(str::to_string)
+    });
     ResourceRequest {
         verb: verb.to_lowercase(),
         resource,
         namespace: target.namespace.clone(),
-        name: target.name.clone(),
+        name,
     }
 }
 
@@ -155,6 +169,7 @@ impl Sandbox {
             group: target.rt.group.clone(),
             resource: request.resource.clone(),
             namespace: request.namespace.clone(),
+            name: request.name.clone(),
         };
         if let Ok(mut set) = self.accesses.lock() {
             set.insert(access);

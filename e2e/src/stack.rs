@@ -148,7 +148,7 @@ impl Stack {
         })
     }
 
-    /// Starts a `vk-eci run` replica (no AccessKey: it uses the simulator at ECI_ENDPOINT).
+    /// Starts a `vk-eci run` replica in simulator mode, on the simulator at ECI_ENDPOINT.
     pub fn operator(&self, identity: &str) -> Result<Process, StackError> {
         let log = std::fs::File::create(self.dir.join(format!("{identity}.log")))
             .map_err(io(format!("cannot create {identity}.log")))?;
@@ -156,6 +156,7 @@ impl Stack {
         let child = Command::new(&self.vk_eci)
             .args([
                 "run",
+                "--simulator",
                 "--cluster-id",
                 &self.cluster_id,
                 "--region",

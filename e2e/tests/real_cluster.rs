@@ -45,7 +45,7 @@ fn rendered() -> Vec<Value> {
     std::fs::write(
         &values,
         format!(
-            "simulator: true\nreplicaCount: 2\nnodeName: {NODE}\nimage: {{repository: {repository}, tag: \"{tag}\", pullPolicy: IfNotPresent}}\neci: {{clusterId: e2e, region: cn-hangzhou}}\n"
+            "simulator: true\nnodeName: {NODE}\nimage: {{repository: {repository}, tag: \"{tag}\", pullPolicy: IfNotPresent}}\neci: {{clusterId: e2e, region: cn-hangzhou}}\n"
         ),
     )
     .unwrap();

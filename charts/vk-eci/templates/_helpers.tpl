@@ -22,3 +22,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "vk-eci.secretName" -}}
 {{- default (printf "%s-accesskey" (include "vk-eci.fullname" .)) .Values.eci.existingSecret -}}
 {{- end -}}
+
+{{- /* Replicas: one in simulator mode with the built-in simulator (each replica would run its
+own, so a failover would find none of the pods' instances); as configured otherwise. */ -}}
+{{- define "vk-eci.replicas" -}}
+{{- if and .Values.simulator (not .Values.eci.endpoint) -}}
+1
+{{- else -}}
+{{- .Values.replicaCount -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "vk-eci.electionLease" -}}
+{{- printf "vk-eci-%s" .Values.nodeName -}}
+{{- end -}}

@@ -65,7 +65,7 @@ pub fn node_metadata(settings: &Settings, version: &str) -> (ObjectMeta, NodeSpe
         labels.insert(SIMULATED_LABEL.to_string(), "true".to_string());
         annotations.insert(
             SIMULATED_ANNOTATION.to_string(),
-            "No AccessKey configured: pods run in vk-eci's built-in ECI simulator, not on real capacity".to_string(),
+            "Simulator mode (--simulator / ECI_SIMULATOR=true): pods run in an ECI simulator, not on real capacity".to_string(),
         );
     }
     let taints = settings.taint.as_ref().map(|t| {
@@ -255,6 +255,7 @@ mod tests {
             vswitches: Some("vsw-a".into()),
             pod_ip: Some("10.0.0.5".into()),
             has_access_key: !simulated,
+            simulator: simulated,
             ..RawSettings::default()
         }
         .validate()

@@ -19,6 +19,7 @@ pub mod env {
     pub const SECRET_KEY: &str = "ECI_SECRET_KEY";
     pub const SECURITY_TOKEN: &str = "ECI_SECURITY_TOKEN";
     pub const ENDPOINT: &str = "ECI_ENDPOINT";
+    pub const SIMULATOR: &str = "ECI_SIMULATOR";
     pub const TAINT_KEY: &str = "VKUBELET_TAINT_KEY";
     pub const TAINT_VALUE: &str = "VKUBELET_TAINT_VALUE";
     pub const TAINT_EFFECT: &str = "VKUBELET_TAINT_EFFECT";
@@ -46,8 +47,8 @@ fn invalid(setting: &'static str, problem: impl Into<String>) -> SettingError {
     }
 }
 
-/// Settings as given (flags or environment), before validation. Secrets are not here: they
-/// go straight into the ECI client's credentials.
+/// Settings as given (flags or environment), before validation. Secrets are not here (so
+/// `Debug` cannot show them): they go straight into the ECI client's credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawSettings {
     pub node_name: String,
@@ -67,8 +68,12 @@ pub struct RawSettings {
     pub pod_ip: Option<String>,
     pub cluster_dns: Option<String>,
     pub cluster_domain: String,
-    /// Whether an AccessKey was configured; without one the simulator stands in for ECI.
+    /// Whether any part of an AccessKey (id or secret) was configured.
     pub has_access_key: bool,
+    /// Simulator mode was chosen (`--simulator`, `ECI_SIMULATOR=true`): pods run in an ECI
+    /// simulator, never on Alibaba Cloud. Only this choice, never a missing AccessKey, selects
+    /// the simulator.
+    pub simulator: bool,
 }
 
 impl Default for RawSettings {
@@ -93,6 +98,7 @@ impl Default for RawSettings {
             cluster_dns: None,
             cluster_domain: "cluster.local".into(),
             has_access_key: false,
+            simulator: false,
         }
     }
 }
@@ -124,7 +130,8 @@ pub struct Settings {
     pub pod_ip: Option<IpAddr>,
     pub cluster_dns: Option<IpAddr>,
     pub cluster_domain: String,
-    /// No AccessKey: the built-in ECI simulator runs in-process.
+    /// Simulator mode: pods run in an ECI simulator (built in, or the one at `ECI_ENDPOINT`),
+    /// and the Node says so.
     pub simulated: bool,
 }
 
@@ -180,8 +187,37 @@ fn ip(setting: &'static str, text: Option<&str>) -> Result<Option<IpAddr>, Setti
     }
 }
 
+/// Exactly one of an AccessKey (real capacity) and simulator mode, so that a Secret that failed
+/// to mount can never turn a production node into one whose pods run nowhere.
+fn capacity_choice(has_access_key: bool, simulator: bool) -> Result<(), SettingError> {
+    match (has_access_key, simulator) {
+        (true, false) | (false, true) => Ok(()),
+        (false, false) => Err(invalid(
+            env::ACCESS_KEY,
+            format!(
+                "not set: pods can only run on Alibaba Cloud with an AccessKey ({} / --access-key-id \
+                 and {} / --access-key-secret); to run them in the ECI simulator instead, choose \
+                 simulator mode explicitly with {}=true / --simulator",
+                env::ACCESS_KEY,
+                env::SECRET_KEY,
+                env::SIMULATOR
+            ),
+        )),
+        (true, true) => Err(invalid(
+            env::SIMULATOR,
+            format!(
+                "{}=true / --simulator and an AccessKey ({} / --access-key-id) are both set: \
+                 simulator mode never uses Alibaba Cloud, so one of them is a mistake; remove one",
+                env::SIMULATOR,
+                env::ACCESS_KEY
+            ),
+        )),
+    }
+}
+
 impl RawSettings {
     pub fn validate(self) -> Result<Settings, SettingError> {
+        capacity_choice(self.has_access_key, self.simulator)?;
         if !dns_label_ok(&self.node_name) {
             return Err(invalid(
                 env::NODE_NAME,
@@ -224,7 +260,7 @@ impl RawSettings {
         }
         let vswitches = id_list(env::VSWITCH, self.vswitches.as_deref(), "vsw-", 10)?;
         // The simulator makes vSwitches on demand; real ECI needs to be told which to join.
-        if vswitches.is_empty() && self.has_access_key {
+        if vswitches.is_empty() && !self.simulator {
             return Err(invalid(
                 env::VSWITCH,
                 "required with a real AccessKey: the vSwitch(es) ECI instances join",
@@ -296,7 +332,7 @@ impl RawSettings {
             pod_ip: ip(env::POD_IP, self.pod_ip.as_deref())?,
             cluster_dns: ip(env::CLUSTER_DNS, self.cluster_dns.as_deref())?,
             cluster_domain: self.cluster_domain,
-            simulated: !self.has_access_key,
+            simulated: self.simulator,
         })
     }
 }
@@ -336,10 +372,11 @@ mod tests {
     }
 
     #[test]
-    fn without_an_access_key_the_simulator_needs_no_vswitch() {
+    fn simulator_mode_needs_no_vswitch_and_marks_the_settings_simulated() {
         let settings = RawSettings {
             vswitches: None,
             has_access_key: false,
+            simulator: true,
             ..raw()
         }
         .validate()
@@ -352,6 +389,42 @@ mod tests {
         .validate()
         .unwrap_err();
         assert_eq!(real.setting, env::VSWITCH);
+    }
+
+    #[test]
+    fn without_an_access_key_or_the_simulator_choice_nothing_starts() {
+        let error = RawSettings {
+            has_access_key: false,
+            ..raw()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(error.setting, env::ACCESS_KEY);
+        let message = error.to_string();
+        for named in [
+            "ECI_ACCESS_KEY",
+            "--access-key-id",
+            "ECI_SIMULATOR=true",
+            "--simulator",
+        ] {
+            assert!(message.contains(named), "{named} in: {message}");
+        }
+    }
+
+    #[test]
+    fn the_simulator_choice_and_an_access_key_exclude_each_other() {
+        let error = RawSettings {
+            simulator: true,
+            ..raw()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(error.setting, env::SIMULATOR);
+        let message = error.to_string();
+        assert!(
+            message.contains("--simulator") && message.contains("ECI_ACCESS_KEY"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -52,7 +52,16 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("vk-eci: {error:#}");
-            std::process::ExitCode::FAILURE
+            // Settings that cannot work exit 2, like clap's usage errors: "fix the configuration",
+            // told apart from a failure while running.
+            if error
+                .downcast_ref::<vk_eci_core::settings::SettingError>()
+                .is_some()
+            {
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

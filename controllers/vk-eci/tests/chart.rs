@@ -1,7 +1,7 @@
 //! The Helm chart, rendered and linted by Helm's own Go SDK (helm-python-sdk; no helm binary):
 //! its defaults and the simulator values render what we promise, the manifests apply to the
 //! sandbox, and its RBAC grants every request the operator makes in a scenario that walks
-//! through all controllers, and nothing it never makes.
+//! through all controllers (in that namespace, on that object), and nothing it never makes.
 //!
 //! Needs the SDK (`hack/sdk-venv.sh`, `VK_ECI_SDK_PYTHON`); skips without it, except under CI.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -89,6 +89,15 @@ fn env_names(deployment: &Value) -> Vec<String> {
         .collect()
 }
 
+fn env_value<'a>(deployment: &'a Value, name: &str) -> Option<&'a str> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str())
+}
+
 #[test]
 fn the_chart_lints_and_renders_for_production_and_for_the_simulator() {
     let Some(python) = python() else { return };
@@ -116,6 +125,7 @@ fn the_chart_lints_and_renders_for_production_and_for_the_simulator() {
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["resources"]["requests"]["memory"], "64Mi");
     assert!(env_names(deployment).contains(&"ECI_ACCESS_KEY".to_string()));
+    assert!(!env_names(deployment).contains(&"ECI_SIMULATOR".to_string()));
     assert_eq!(kind(&objects, "Secret").len(), 1);
     assert_eq!(kind(&objects, "PodDisruptionBudget").len(), 1);
     assert_eq!(kind(&objects, "Service").len(), 1);
@@ -137,13 +147,28 @@ fn the_chart_lints_and_renders_for_production_and_for_the_simulator() {
     let (_, objects) = render(&python, &simulator).unwrap();
     let deployment = kind(&objects, "Deployment")[0];
     assert!(!env_names(deployment).contains(&"ECI_ACCESS_KEY".to_string()));
+    assert_eq!(env_value(deployment, "ECI_SIMULATOR"), Some("true"));
+    assert_eq!(deployment["spec"]["replicas"], 1);
     assert!(
         kind(&objects, "Secret").is_empty(),
         "no AccessKey, no Secret"
     );
+    assert!(
+        kind(&objects, "PodDisruptionBudget").is_empty(),
+        "minAvailable 1 of 1 replica would block every drain"
+    );
 
     let refused = render(&python, "eci:\n  clusterId: c1\n  region: cn-beijing\n").unwrap_err();
     assert!(refused.contains("simulator: true"), "{refused}");
+    let refused = render(
+        &python,
+        &format!("{simulator}  existingSecret: vk-eci-accesskey\n"),
+    )
+    .unwrap_err();
+    assert!(
+        refused.contains("simulator: true") && refused.contains("AccessKey"),
+        "{refused}"
+    );
     let refused = render(&python, "eci:\n  region: Beijing\n").unwrap_err();
     assert!(
         refused.contains("region"),
@@ -151,8 +176,60 @@ fn the_chart_lints_and_renders_for_production_and_for_the_simulator() {
     );
 }
 
-/// What the rendered roles grant: (namespace or None for cluster-wide, group, resource, verb).
-fn grants(objects: &[Value]) -> BTreeSet<(Option<String>, String, String, String)> {
+#[test]
+fn simulator_mode_runs_one_replica_unless_the_simulator_is_shared() {
+    let Some(python) = python() else { return };
+    let simulator =
+        std::fs::read_to_string(root().join("charts/vk-eci/values-simulator.yaml")).unwrap();
+    let (_, objects) = render(&python, &format!("{simulator}replicaCount: 3\n")).unwrap();
+    assert_eq!(kind(&objects, "Deployment")[0]["spec"]["replicas"], 1);
+    assert!(kind(&objects, "PodDisruptionBudget").is_empty());
+
+    // Replicas of an external simulator (eci.endpoint) share it: HA as configured.
+    let (_, objects) = render(
+        &python,
+        &format!("{simulator}  endpoint: http://eci-sim:18080\nreplicaCount: 2\n"),
+    )
+    .unwrap();
+    let deployment = kind(&objects, "Deployment")[0];
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(env_value(deployment, "ECI_SIMULATOR"), Some("true"));
+    assert_eq!(kind(&objects, "PodDisruptionBudget").len(), 1);
+}
+
+/// One rule for one verb on one resource, as RBAC evaluates it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Grant {
+    /// `None`: a ClusterRole's, for every namespace and cluster-scoped objects.
+    namespace: Option<String>,
+    group: String,
+    resource: String,
+    verb: String,
+    /// The `resourceNames` it is limited to; empty: any name.
+    names: BTreeSet<String>,
+}
+
+impl Grant {
+    fn allows(&self, access: &kube_sandbox::Access) -> bool {
+        self.group == access.group
+            && self.resource == access.resource
+            && self.verb == access.verb
+            && (self.namespace.is_none() || self.namespace == access.namespace)
+            && (self.names.is_empty()
+                || access.name.as_ref().is_some_and(|n| self.names.contains(n)))
+    }
+}
+
+/// What the rendered roles grant.
+fn grants(objects: &[Value]) -> BTreeSet<Grant> {
+    let strings = |value: &Value| -> Vec<String> {
+        value
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
     let mut granted = BTreeSet::new();
     for role in objects
         .iter()
@@ -160,21 +237,61 @@ fn grants(objects: &[Value]) -> BTreeSet<(Option<String>, String, String, String
     {
         let namespace = role["metadata"]["namespace"].as_str().map(str::to_string);
         for rule in role["rules"].as_array().unwrap() {
-            for group in rule["apiGroups"].as_array().unwrap() {
-                for resource in rule["resources"].as_array().unwrap() {
-                    for verb in rule["verbs"].as_array().unwrap() {
-                        granted.insert((
-                            namespace.clone(),
-                            group.as_str().unwrap().to_string(),
-                            resource.as_str().unwrap().to_string(),
-                            verb.as_str().unwrap().to_string(),
-                        ));
+            let names: BTreeSet<String> = strings(&rule["resourceNames"]).into_iter().collect();
+            for group in strings(&rule["apiGroups"]) {
+                for resource in strings(&rule["resources"]) {
+                    for verb in strings(&rule["verbs"]) {
+                        granted.insert(Grant {
+                            namespace: namespace.clone(),
+                            group: group.clone(),
+                            resource: resource.clone(),
+                            verb,
+                            names: names.clone(),
+                        });
                     }
                 }
             }
         }
     }
     granted
+}
+
+fn grants_on<'a>(granted: &'a BTreeSet<Grant>, resource: &str) -> Vec<&'a Grant> {
+    granted.iter().filter(|g| g.resource == resource).collect()
+}
+
+#[test]
+fn the_rbac_names_the_node_its_leases_and_the_profile() {
+    let Some(python) = python() else { return };
+    let (_, objects) = render(&python, &format!("nodeName: vk-b\n{PRODUCTION}")).unwrap();
+    let granted = grants(&objects);
+    let only = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+    for grant in grants_on(&granted, "nodes")
+        .into_iter()
+        .chain(grants_on(&granted, "nodes/status"))
+    {
+        assert_eq!(grant.names, only(&["vk-b"]), "{grant:?}");
+    }
+    let leases = grants_on(&granted, "leases");
+    assert!(!leases.is_empty());
+    for grant in leases {
+        match grant.namespace.as_deref() {
+            Some("kube-node-lease") => assert_eq!(grant.names, only(&["vk-b"]), "{grant:?}"),
+            // The election Lease's first create is a POST, which carries no name.
+            Some("vk-eci") if grant.verb == "create" => assert!(grant.names.is_empty()),
+            Some("vk-eci") => assert_eq!(grant.names, only(&["vk-eci-vk-b"]), "{grant:?}"),
+            _ => panic!("a Lease grant outside kube-node-lease and the release: {grant:?}"),
+        }
+    }
+    let profile: Vec<&Grant> = grants_on(&granted, "configmaps")
+        .into_iter()
+        .filter(|g| g.verb == "list" || g.verb == "watch")
+        .collect();
+    assert_eq!(profile.len(), 2);
+    for grant in profile {
+        assert_eq!(grant.namespace.as_deref(), Some("kube-system"));
+        assert_eq!(grant.names, only(&["eci-profile"]), "{grant:?}");
+    }
 }
 
 async fn apply(world: &World, objects: &[Value]) {
@@ -204,27 +321,17 @@ async fn the_rbac_grants_exactly_what_the_controllers_use() {
     operator.stop().await;
 
     let granted = grants(&objects);
-    let used: BTreeSet<(Option<String>, String, String, String)> = world
+    let used: BTreeSet<kube_sandbox::Access> = world
         .sandbox
         .sandbox
         .accesses()
         .into_iter()
         .filter(|a| a.user_agent.starts_with("vk-eci/"))
-        .map(|a| (a.namespace, a.group, a.resource, a.verb))
         .collect();
-    let allowed =
-        |(namespace, group, resource, verb): &(Option<String>, String, String, String)| {
-            granted.contains(&(None, group.clone(), resource.clone(), verb.clone()))
-                || namespace.as_ref().is_some_and(|ns| {
-                    granted.contains(&(
-                        Some(ns.clone()),
-                        group.clone(),
-                        resource.clone(),
-                        verb.clone(),
-                    ))
-                })
-        };
-    let missing: Vec<_> = used.iter().filter(|u| !allowed(u)).collect();
+    let missing: Vec<_> = used
+        .iter()
+        .filter(|access| !granted.iter().any(|g| g.allows(access)))
+        .collect();
     assert!(
         missing.is_empty(),
         "requests the chart does not grant: {missing:#?}"
@@ -246,14 +353,13 @@ async fn the_rbac_grants_exactly_what_the_controllers_use() {
     .collect();
     let unused: Vec<_> = granted
         .iter()
-        .filter(|(namespace, group, resource, verb)| {
-            !used.iter().any(|(ns, g, r, v)| {
-                g == group && r == resource && v == verb && (namespace.is_none() || ns == namespace)
-            }) && !unexercised_by_design.contains(&(
-                group.as_str(),
-                resource.as_str(),
-                verb.as_str(),
-            ))
+        .filter(|grant| {
+            !used.iter().any(|access| grant.allows(access))
+                && !unexercised_by_design.contains(&(
+                    grant.group.as_str(),
+                    grant.resource.as_str(),
+                    grant.verb.as_str(),
+                ))
         })
         .collect();
     assert!(unused.is_empty(), "grants no controller used: {unused:#?}");

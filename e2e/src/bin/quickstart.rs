@@ -60,7 +60,7 @@ async fn run(args: Args) -> Result<(), StackError> {
     };
     progress.say("starting the Kubernetes API sandbox and the ECI simulator (vk-eci sim)");
     let stack = Stack::start(&vk_eci, &args.dir, &[]).await?;
-    progress.say("starting vk-eci run: no AccessKey, so it drives the simulator");
+    progress.say("starting vk-eci run --simulator: it drives that simulator, not Alibaba Cloud");
     let operator = stack.operator("quickstart")?;
 
     let nodes: Api<Node> = Api::all(stack.client.clone());

@@ -3,6 +3,12 @@ pub mod run;
 pub mod sim;
 pub mod sim_ctl;
 
+/// Parses a secret flag or variable into a [`eci_client::Secret`], so that `Debug` of the
+/// arguments never shows it.
+pub fn secret(text: &str) -> Result<eci_client::Secret, std::convert::Infallible> {
+    Ok(eci_client::Secret::new(text))
+}
+
 /// Logs to stderr; `RUST_LOG` filters (default `info`), `VK_ECI_LOG_FORMAT=json` for JSON lines.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -1,16 +1,24 @@
 //! `vk-eci run`: the operator. Flags fall back to the environment variables of Alibaba's own
 //! virtual node, so an existing deployment's settings carry over unchanged.
+//!
+//! Where pods run is an explicit choice, never a fallback:
+//! - an AccessKey (`ECI_ACCESS_KEY` + `ECI_SECRET_KEY`): Alibaba Cloud (or `ECI_ENDPOINT`);
+//! - `--simulator` / `ECI_SIMULATOR=true` without an AccessKey: the ECI simulator at
+//!   `ECI_ENDPOINT`, or one started in-process; the Node is marked `vk-eci.io/simulated`;
+//! - neither, or both: refused at start (exit code 2), naming both settings. Both is refused
+//!   rather than resolved either way: one of them is a mistake, and guessing wrong either runs
+//!   production pods nowhere or spends real money on a tryout.
 
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use clap::Args;
-use eci_client::{Credentials, EciClientConfig};
+use eci_client::{Credentials, EciClientConfig, Secret};
 use eci_sim::{RunningSimulator, SimConfig, Simulator};
 use tracing::warn;
 use vk_eci::leader::Timing;
 use vk_eci::operator::Operator;
-use vk_eci_core::settings::{RawSettings, Settings};
+use vk_eci_core::settings::{RawSettings, SettingError, Settings, env};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -33,14 +41,18 @@ pub struct RunArgs {
     resource_group: Option<String>,
     #[arg(long, env = "ECI_ACCESS_KEY")]
     access_key_id: Option<String>,
-    #[arg(long, env = "ECI_SECRET_KEY", hide_env_values = true)]
-    access_key_secret: Option<String>,
+    #[arg(long, env = "ECI_SECRET_KEY", hide_env_values = true, value_parser = super::secret)]
+    access_key_secret: Option<Secret>,
     /// STS token, for temporary credentials.
-    #[arg(long, env = "ECI_SECURITY_TOKEN", hide_env_values = true)]
-    security_token: Option<String>,
+    #[arg(long, env = "ECI_SECURITY_TOKEN", hide_env_values = true, value_parser = super::secret)]
+    security_token: Option<Secret>,
     /// ECI OpenAPI endpoint (default `https://eci.<region>.aliyuncs.com`).
     #[arg(long, env = "ECI_ENDPOINT")]
     endpoint: Option<String>,
+    /// Simulator mode, instead of an AccessKey: pods run in the ECI simulator at ECI_ENDPOINT,
+    /// or one started in-process, never on Alibaba Cloud.
+    #[arg(long, env = "ECI_SIMULATOR")]
+    simulator: bool,
     #[arg(
         long,
         env = "VKUBELET_TAINT_KEY",
@@ -83,7 +95,7 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    fn settings(&self) -> Result<Settings, vk_eci_core::settings::SettingError> {
+    fn settings(&self) -> Result<Settings, SettingError> {
         RawSettings {
             node_name: self.node_name.clone(),
             cluster_id: self.cluster_id.clone(),
@@ -102,7 +114,8 @@ impl RunArgs {
             pod_ip: self.pod_ip.clone(),
             cluster_dns: self.cluster_dns.clone(),
             cluster_domain: self.cluster_domain.clone(),
-            has_access_key: self.access_key_id.is_some(),
+            has_access_key: self.access_key_id.is_some() || self.access_key_secret.is_some(),
+            simulator: self.simulator,
         }
         .validate()
     }
@@ -117,24 +130,24 @@ impl RunArgs {
     }
 }
 
-/// Where ECI is: the configured endpoint with the configured AccessKey, or the simulator.
+/// Where ECI is: the configured endpoint with the configured AccessKey, or (in simulator
+/// mode, which [`Settings::simulated`] says was chosen with no AccessKey) a simulator.
 async fn eci_config(
     args: &RunArgs,
     settings: &Settings,
 ) -> anyhow::Result<(EciClientConfig, Option<RunningSimulator>)> {
     match (&args.access_key_id, &args.access_key_secret) {
         (Some(id), Some(secret)) => {
-            let mut credentials = Credentials::new(id, secret);
+            let mut credentials = Credentials::new(id, secret.expose());
             if let Some(token) = &args.security_token {
-                credentials = credentials.with_security_token(token);
+                credentials = credentials.with_security_token(token.expose());
             }
             let mut config = EciClientConfig::new(&settings.region, credentials);
             config.endpoint = args.endpoint.clone();
             Ok((config, None))
         }
-        (Some(_), None) | (None, Some(_)) => {
-            anyhow::bail!("invalid ECI_ACCESS_KEY/ECI_SECRET_KEY: both must be set, or neither")
-        }
+        (Some(_), None) => Err(half_an_access_key(env::SECRET_KEY, env::ACCESS_KEY).into()),
+        (None, Some(_)) => Err(half_an_access_key(env::ACCESS_KEY, env::SECRET_KEY).into()),
         (None, None) => {
             let credentials = Credentials::new(
                 eci_sim::DEFAULT_ACCESS_KEY_ID,
@@ -142,7 +155,7 @@ async fn eci_config(
             );
             let mut config = EciClientConfig::new(&settings.region, credentials);
             if let Some(endpoint) = &args.endpoint {
-                warn!(%endpoint, "NO ECI ACCESSKEY: using the ECI simulator at ECI_ENDPOINT; pods will not run on Alibaba Cloud");
+                warn!(%endpoint, "SIMULATOR MODE: using the ECI simulator at ECI_ENDPOINT; pods will not run on Alibaba Cloud");
                 config.endpoint = Some(endpoint.clone());
                 return Ok((config, None));
             }
@@ -153,11 +166,18 @@ async fn eci_config(
                 .context("cannot start the built-in ECI simulator")?;
             warn!(
                 endpoint = %simulator.endpoint(),
-                "NO ECI ACCESSKEY: started the built-in ECI simulator; pods will not run on Alibaba Cloud. Set ECI_ACCESS_KEY/ECI_SECRET_KEY for real capacity"
+                "SIMULATOR MODE: started the built-in ECI simulator; pods will not run on Alibaba Cloud"
             );
             config.endpoint = Some(simulator.endpoint());
             Ok((config, Some(simulator)))
         }
+    }
+}
+
+fn half_an_access_key(missing: &'static str, given: &str) -> SettingError {
+    SettingError {
+        setting: missing,
+        problem: format!("not set while {given} is: an AccessKey needs both"),
     }
 }
 
@@ -194,4 +214,39 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     operator.run(super::shutdown_signal()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn debug_of_the_arguments_redacts_the_secret_and_the_token() {
+        let parsed = Command::try_parse_from([
+            "vk-eci",
+            "--access-key-id",
+            "LTAI-visible-id",
+            "--access-key-secret",
+            "hunter2-secret",
+            "--security-token",
+            "sts-token-value",
+        ])
+        .unwrap();
+        let debug = format!("{:?}", parsed.run);
+        assert!(debug.contains("LTAI-visible-id"), "{debug}");
+        assert!(!debug.contains("hunter2-secret"), "{debug}");
+        assert!(!debug.contains("sts-token-value"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+        let settings = format!("{:?}", parsed.run.settings());
+        assert!(!settings.contains("hunter2-secret") && !settings.contains("sts-token-value"));
+    }
 }

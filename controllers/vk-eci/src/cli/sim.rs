@@ -26,8 +26,8 @@ pub struct SimArgs {
     #[arg(long, env = "ECI_ACCESS_KEY")]
     access_key_id: Option<String>,
     /// Its secret.
-    #[arg(long, env = "ECI_SECRET_KEY", hide_env_values = true)]
-    access_key_secret: Option<String>,
+    #[arg(long, env = "ECI_SECRET_KEY", hide_env_values = true, value_parser = super::secret)]
+    access_key_secret: Option<eci_client::Secret>,
 }
 
 pub fn load_config(args: &SimArgs) -> anyhow::Result<SimConfig> {
@@ -54,7 +54,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     let credentials = match (&args.access_key_id, &args.access_key_secret) {
         (Some(id), Some(secret)) => vec![CredentialConfig {
             access_key_id: id.clone(),
-            access_key_secret: secret.clone(),
+            access_key_secret: secret.expose().to_string(),
             security_token: None,
         }],
         (None, None) => Vec::new(),
@@ -79,4 +79,35 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         .context("simulator server failed")?;
     info!("ECI simulator stopped");
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    #[test]
+    fn debug_of_the_arguments_redacts_the_secret() {
+        let parsed = Command::try_parse_from([
+            "vk-eci",
+            "--access-key-id",
+            "sim-id",
+            "--access-key-secret",
+            "hunter2-secret",
+        ])
+        .unwrap();
+        let debug = format!("{:?}", parsed.sim);
+        assert!(
+            debug.contains("sim-id") && !debug.contains("hunter2-secret"),
+            "{debug}"
+        );
+    }
 }

@@ -60,6 +60,7 @@ pub fn settings() -> Settings {
     RawSettings {
         cluster_id: Some(CLUSTER.into()),
         region: Some("cn-hangzhou".into()),
+        simulator: true,
         ..RawSettings::default()
     }
     .validate()
