@@ -1,5 +1,6 @@
 //! Structural schemas of custom resources: defaulting, and validation of types, required
-//! fields and enums (CEL rules are not evaluated here; see e2e/README.md).
+//! fields, enums, string patterns and lengths, and numeric bounds (CEL rules are not
+//! evaluated here; see e2e/README.md).
 
 use serde_json::Value;
 
@@ -70,6 +71,7 @@ pub fn validate(schema: &Value, value: &Value, path: &str) -> Result<(), String>
             options.join("\", \"")
         ));
     }
+    bounds(schema, value, path)?;
     if let Some(object) = value.as_object() {
         for required in schema["required"]
             .as_array()
@@ -97,6 +99,53 @@ pub fn validate(schema: &Value, value: &Value, path: &str) -> Result<(), String>
     Ok(())
 }
 
+/// `pattern`, `minLength`/`maxLength` and `minimum`/`maximum`, with the API server's messages.
+fn bounds(schema: &Value, value: &Value, path: &str) -> Result<(), String> {
+    let field = path.trim_start_matches('.');
+    if let Some(text) = value.as_str() {
+        let length = text.len() as u64;
+        if let Some(max) = schema["maxLength"].as_u64()
+            && length > max
+        {
+            return Err(format!(
+                "{path}: Too long: may not be more than {max} bytes"
+            ));
+        }
+        if let Some(min) = schema["minLength"].as_u64()
+            && length < min
+        {
+            return Err(format!(
+                "{path}: Invalid value: \"{text}\": {field} in body should be at least {min} chars long"
+            ));
+        }
+        if let Some(pattern) = schema["pattern"].as_str()
+            && let Ok(regex) = regex::Regex::new(pattern)
+            && !regex.is_match(text)
+        {
+            return Err(format!(
+                "{path}: Invalid value: \"{text}\": {field} in body should match '{pattern}'"
+            ));
+        }
+    }
+    if let Some(number) = value.as_f64().filter(|_| value.is_number()) {
+        if let Some(max) = schema["maximum"].as_f64()
+            && number > max
+        {
+            return Err(format!(
+                "{path}: Invalid value: {value}: {field} in body should be less than or equal to {max}"
+            ));
+        }
+        if let Some(min) = schema["minimum"].as_f64()
+            && number < min
+        {
+            return Err(format!(
+                "{path}: Invalid value: {value}: {field} in body should be greater than or equal to {min}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn value_text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
@@ -114,7 +163,8 @@ mod tests {
         json!({"type": "object", "properties": {"spec": {"type": "object", "required": ["name"], "properties": {
             "name": {"type": "string"},
             "strategy": {"type": "string", "enum": ["Surge", "Evict"], "default": "Surge"},
-            "count": {"type": "integer"},
+            "count": {"type": "integer", "minimum": 1.0, "maximum": 1000.0},
+            "wait": {"type": "string", "pattern": "^[0-9]{1,3}s$", "maxLength": 4, "minLength": 2},
             "surge": {"x-kubernetes-int-or-string": true},
             "items": {"type": "array", "items": {"type": "object", "properties": {"mode": {"type": "string", "default": "a"}}}},
         }}}})
@@ -133,7 +183,7 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let ok = json!({"spec": {"name": "x", "strategy": "Evict", "count": 3, "surge": "25%"}});
+        let ok = json!({"spec": {"name": "x", "strategy": "Evict", "count": 3, "surge": "25%", "wait": "30s"}});
         assert_eq!(validate(&schema(), &ok, ""), Ok(()));
         for (bad, expected) in [
             (json!({"spec": {}}), ".spec.name: Required value"),
@@ -148,6 +198,26 @@ mod tests {
             (
                 json!({"spec": {"name": "x", "surge": true}}),
                 ".spec.surge: Invalid value",
+            ),
+            (
+                json!({"spec": {"name": "x", "count": 1001}}),
+                ".spec.count: Invalid value: 1001: spec.count in body should be less than or equal to 1000",
+            ),
+            (
+                json!({"spec": {"name": "x", "count": 0}}),
+                ".spec.count: Invalid value: 0: spec.count in body should be greater than or equal to 1",
+            ),
+            (
+                json!({"spec": {"name": "x", "wait": "9999999s"}}),
+                ".spec.wait: Too long: may not be more than 4 bytes",
+            ),
+            (
+                json!({"spec": {"name": "x", "wait": "1m"}}),
+                ".spec.wait: Invalid value: \"1m\": spec.wait in body should match '^[0-9]{1,3}s$'",
+            ),
+            (
+                json!({"spec": {"name": "x", "wait": "s"}}),
+                ".spec.wait: Invalid value: \"s\": spec.wait in body should be at least 2 chars long",
             ),
         ] {
             let error = validate(&schema(), &bad, "").unwrap_err();

@@ -12,6 +12,7 @@ use crate::credentials::Credentials;
 use crate::error::EciError;
 use crate::params::to_params;
 use crate::ratelimit::{RateLimiter, RateLimits};
+use crate::redact::Redactions;
 use crate::sign::{self, V3Request};
 use crate::types::*;
 
@@ -199,12 +200,13 @@ impl EciClient {
         if !params.iter().any(|(name, _)| name == "RegionId") {
             params.push(("RegionId".to_string(), self.inner.config.region.clone()));
         }
+        let redactions = Redactions::new(&self.inner.config.credentials, &params);
         let started = tokio::time::Instant::now();
         let rate_limited = self.inner.limiter.bucket(A::NAME).acquire().await;
         let policy = &self.inner.config.retry;
         let mut attempt = 1;
         let result = loop {
-            let result = self.send::<A>(&params).await;
+            let result = self.send::<A>(&params, &redactions).await;
             match result {
                 Err(error) if error.is_retryable() && attempt < policy.max_attempts => {
                     let retry_after = match &error {
@@ -233,7 +235,12 @@ impl EciClient {
         result
     }
 
-    async fn send<A: Action>(&self, params: &[(String, String)]) -> Result<A::Response, EciError> {
+    /// One attempt. Every error it returns has been scrubbed with `redactions`.
+    async fn send<A: Action>(
+        &self,
+        params: &[(String, String)],
+        redactions: &Redactions,
+    ) -> Result<A::Response, EciError> {
         let inner = &self.inner;
         let credentials = &inner.config.credentials;
         let timestamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
@@ -338,18 +345,23 @@ impl EciClient {
             return serde_json::from_slice(&body).map_err(|e| EciError::Decode {
                 action: A::NAME,
                 http_status: status,
-                reason: e.to_string(),
+                reason: redactions.scrub(&e.to_string()),
             });
         }
         let error: ErrorBody = serde_json::from_slice(&body).unwrap_or_else(|_| ErrorBody {
             code: format!("Http{status}"),
-            message: credentials.scrub(&String::from_utf8_lossy(&body[..body.len().min(512)])),
+            // Scrubbed before it is cut short, so no secret survives in part.
+            message: redactions
+                .scrub(&String::from_utf8_lossy(&body))
+                .chars()
+                .take(512)
+                .collect(),
             ..ErrorBody::default()
         });
         Err(EciError::Api {
             action: A::NAME,
             code: error.code,
-            message: credentials.scrub(&error.message),
+            message: redactions.scrub(&error.message),
             request_id: error.request_id,
             http_status: status,
             retry_after,

@@ -51,25 +51,6 @@ impl Credentials {
         self.security_token = Some(Secret::new(token));
         self
     }
-
-    /// Removes every rendering of the secret parts (raw, percent-encoded once and twice, as in
-    /// the gateway's "server string to sign is: ..." messages) from `text`.
-    pub fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        let secrets = std::iter::once(&self.access_key_secret).chain(self.security_token.as_ref());
-        for secret in secrets {
-            let raw = secret.expose();
-            if raw.is_empty() {
-                continue;
-            }
-            let once = crate::sign::percent_encode(raw);
-            let twice = crate::sign::percent_encode(&once);
-            for form in [twice, once, raw.to_string()] {
-                out = out.replace(&form, "<redacted>");
-            }
-        }
-        out
-    }
 }
 
 #[cfg(test)]
@@ -84,14 +65,5 @@ mod tests {
         assert!(shown.contains("LTAIid"));
         assert!(!shown.contains("top-secret-value"));
         assert!(!shown.contains("sts/tok+en="));
-    }
-
-    #[test]
-    fn scrub_removes_encoded_forms() {
-        let credentials =
-            Credentials::new("id", "sec-ret-value").with_security_token("sts/tok+en=");
-        let message = "server string to sign is:POST&%2F&SecurityToken%3Dsts%252Ftok%252Ben%253D and sts/tok+en= and sts%2Ftok%2Ben%3D";
-        let scrubbed = credentials.scrub(message);
-        assert!(!scrubbed.contains("tok"), "{scrubbed}");
     }
 }

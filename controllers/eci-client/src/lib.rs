@@ -5,12 +5,14 @@
 //! - [`types`]: typed requests and responses of every action vk-eci uses.
 //! - [`EciClient`]: signing, per-action rate limits, retries with jittered back-off, typed
 //!   errors ([`EciError`]). Secrets never reach `Debug` output, errors or logs.
+//! - [`redact`]: what an error may not repeat of its request (secrets, env values, files).
 
 pub mod client;
 pub mod credentials;
 pub mod error;
 pub mod params;
 pub mod ratelimit;
+pub mod redact;
 pub mod sign;
 pub mod spec;
 pub mod types;

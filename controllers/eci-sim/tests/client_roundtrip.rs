@@ -218,6 +218,45 @@ async fn sts_credentials_work_and_a_wrong_secret_is_typed_and_scrubbed() {
     );
 }
 
+/// A V1 signature mismatch quotes the server's string to sign, which carries every request
+/// parameter (encoded twice): the secrets among them never reach the error.
+#[tokio::test]
+async fn a_signature_mismatch_never_repeats_env_values_or_registry_passwords() {
+    let sim = start(SimConfig::fast()).await;
+    let mut config = client_config(&sim, SignatureVersion::V1);
+    config.credentials = Credentials::new(KEY_ID, "wrong-secret-value");
+    let mut request = group_request("leaky", Vec::new());
+    request.container[0].environment_var.push(EnvironmentVar {
+        key: "DB_PASSWORD".into(),
+        value: Some("s3cret db/pass+word".into()),
+        field_ref: None,
+    });
+    request.image_registry_credential = vec![ImageRegistryCredential {
+        server: "registry.example.com".into(),
+        user_name: "robot".into(),
+        password: "registry-pass-123".into(),
+    }];
+    let error = EciClient::new(config)
+        .unwrap()
+        .call(&request)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some("SignatureDoesNotMatch"));
+    let shown = format!("{error} {error:?}");
+    assert!(shown.contains("string to sign is:POST"), "{shown}");
+    assert!(
+        shown.contains("ContainerGroupName"),
+        "the rest stays: {shown}"
+    );
+    for secret in ["s3cret db/pass+word", "registry-pass-123", "b c+d*e~f"] {
+        let once = eci_client::sign::percent_encode(secret);
+        let twice = eci_client::sign::percent_encode(&once);
+        for form in [secret.to_string(), once, twice] {
+            assert!(!shown.contains(&form), "{form} in {shown}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn injected_faults_are_retried_and_typed_when_retries_run_out() {
     let sim = start(SimConfig::fast()).await;

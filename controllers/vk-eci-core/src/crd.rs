@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 
 pub const GROUP: &str = "spot.vk-eci.io";
 
-/// A Go-style duration such as `90s`, `2m` or `1m30s`.
-const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+/// A Go-style duration such as `90s`, `2m` or `1m30s`: at most four parts of at most seven
+/// digits (enough for an hour in milliseconds), so no value overflows anything; the upper
+/// bound itself ([`crate::spot::MAX_POLICY_DURATION`]) is a CEL rule on each field.
+const DURATION_PATTERN: &str = r"^([0-9]{1,7}(\.[0-9]{1,9})?(ms|s|m|h)){1,4}$";
+const DURATION_MAX_LENGTH: u32 = 76;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Strategy {
@@ -84,26 +87,28 @@ pub struct SpotRotationPolicySpec {
     /// Extra replicas the workload may run during rotations: a count or a percentage of its
     /// replicas (default 25%).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : self.matches('^[0-9]+%$')").message("maxSurge is a count (0 or more) or a percentage such as 25%"))]
+    #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 && self <= 10000 : self.matches('^(100|[1-9]?[0-9])%$')").message("maxSurge is a count from 0 to 10000 or a percentage from 0% to 100%"))]
     pub max_surge: Option<IntOrString>,
-    /// Rotations of this policy that may surge at once (default 10).
+    /// Rotations of this policy that may surge at once (default 10, 1 to 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::spot::MAX_CONCURRENT))]
     pub max_concurrent: Option<i32>,
     /// How long a replacement may take to become Ready (default: as long as the release
-    /// window allows).
+    /// window allows; at most 1h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('1h')").message("readinessTimeout is at most 1h"))]
     pub readiness_timeout: Option<String>,
-    /// Safety margin before the announced release (default 15s).
+    /// Safety margin before the announced release (default 15s, at most 1h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('1h')").message("deadlineMargin is at most 1h"))]
     pub deadline_margin: Option<String>,
     #[serde(default)]
     pub on_deadline: OnDeadline,
-    /// Finished rotations kept per policy (default 20).
+    /// Finished rotations kept per policy (default 20, 0 to 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 1000))]
+    #[schemars(range(min = 0, max = crate::spot::MAX_HISTORY_LIMIT))]
     pub history_limit: Option<i32>,
 }
 
@@ -266,6 +271,35 @@ mod tests {
         assert!(text.contains("set exactly one of targetRef and selector"));
         assert!(text.contains("StatefulSets cannot surge"));
         assert!(text.contains(r#""enum":["Surge","Evict"]"#), "{text}");
+        let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        for field in ["deadlineMargin", "readinessTimeout"] {
+            assert_eq!(spec[field]["pattern"], DURATION_PATTERN);
+            assert_eq!(spec[field]["maxLength"], DURATION_MAX_LENGTH);
+            assert_eq!(
+                spec[field]["x-kubernetes-validations"][0]["rule"],
+                format!(
+                    "duration(self) <= duration('{}')",
+                    crate::spot::MAX_POLICY_DURATION_TEXT
+                )
+            );
+        }
+        let bound = |field: &str, which: &str| spec[field][which].as_f64().unwrap();
+        assert_eq!(bound("maxConcurrent", "minimum"), 1.0);
+        assert_eq!(
+            bound("maxConcurrent", "maximum"),
+            f64::from(crate::spot::MAX_CONCURRENT)
+        );
+        assert_eq!(
+            bound("historyLimit", "maximum"),
+            f64::from(crate::spot::MAX_HISTORY_LIMIT)
+        );
+        let surge_rule = spec["maxSurge"]["x-kubernetes-validations"][0]["rule"]
+            .as_str()
+            .unwrap();
+        assert!(
+            surge_rule.contains(&format!("self <= {}", crate::spot::MAX_SURGE_COUNT)),
+            "{surge_rule}"
+        );
 
         let rotation = serde_json::to_value(SpotRotation::crd()).unwrap();
         assert_eq!(rotation["spec"]["names"]["plural"], "spotrotations");

@@ -14,6 +14,7 @@
 //! - [`profile`]: the `eci-profile` ConfigMap: network defaults, selectors, effects.
 //! - [`settings`]: the settings of `vk-eci run`, validated, with the reference names.
 //! - [`quantity`]: Kubernetes quantities as numbers.
+//! - [`time`]: time arithmetic that saturates instead of panicking (user input meets it).
 
 pub mod annotations;
 pub mod cache;
@@ -26,4 +27,5 @@ pub mod quantity;
 pub mod settings;
 pub mod spot;
 pub mod status;
+pub mod time;
 pub mod translate;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use eci_client::EciError;
 use eci_client::types::{ContainerGroup, Event as EciEvent, status};
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
@@ -110,7 +110,7 @@ impl CreateRetry {
     pub fn failed(&self, definitive: bool, at: DateTime<Utc>) -> Self {
         Self {
             attempts: self.attempts.saturating_add(1),
-            token: self.token + u32::from(definitive),
+            token: self.token.saturating_add(u32::from(definitive)),
             at: Some(at),
         }
     }
@@ -118,8 +118,11 @@ impl CreateRetry {
     /// How long to wait before the next create, if at all.
     pub fn wait(&self, now: DateTime<Utc>) -> Option<Duration> {
         let at = self.at?;
-        let due = at + TimeDelta::from_std(create_backoff(self.attempts)).ok()?;
-        (due > now).then(|| (due - now).to_std().unwrap_or_default())
+        let backoff = create_backoff(self.attempts);
+        let due = crate::time::add(at, crate::time::from_std(backoff));
+        // A failure time in the future (another replica's clock, an edited annotation) never
+        // holds the create back longer than the back-off itself.
+        (due > now).then(|| crate::time::to_std(due - now).min(backoff))
     }
 }
 
@@ -240,6 +243,7 @@ pub fn pod_event(pod: &Pod, event: &EciEvent, node: &str, now: DateTime<Utc>) ->
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeDelta;
     use eci_client::types::Tag;
 
     use crate::translate::tags;
@@ -387,5 +391,20 @@ mod tests {
         assert_eq!(CreateRetry::of(&annotations), timeout);
         let garbage = BTreeMap::from([(CREATE_RETRY.to_string(), "{".to_string())]);
         assert_eq!(CreateRetry::of(&garbage), CreateRetry::default());
+    }
+
+    #[test]
+    fn create_retry_from_an_extreme_annotation_never_panics() {
+        let extreme = CreateRetry {
+            attempts: u32::MAX,
+            token: u32::MAX,
+            at: Some(DateTime::<Utc>::MAX_UTC),
+        };
+        let annotations = BTreeMap::from([(CREATE_RETRY.to_string(), extreme.render())]);
+        let read = CreateRetry::of(&annotations);
+        assert_eq!(read, extreme);
+        let next = read.failed(true, Utc::now());
+        assert_eq!((next.attempts, next.token), (u32::MAX, u32::MAX));
+        assert_eq!(read.wait(Utc::now()), Some(create_backoff(u32::MAX)));
     }
 }

@@ -8,6 +8,10 @@
 //! under a running process.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::crd::SpotRotationPolicySpec;
+use crate::time;
 
 /// Default safety margin before the announced release.
 pub const DEFAULT_MARGIN: TimeDelta = TimeDelta::seconds(15);
@@ -34,13 +38,15 @@ impl Deadlines {
         margin: TimeDelta,
         grace_seconds: i64,
     ) -> Self {
-        let deadline = release_at - margin.max(TimeDelta::zero());
-        let window = (deadline - noticed_at).max(TimeDelta::zero());
-        let grace = TimeDelta::seconds(grace_seconds.max(0)).min(window);
+        let deadline = time::sub(release_at, margin.max(TimeDelta::zero()));
+        let window = deadline
+            .signed_duration_since(noticed_at)
+            .max(TimeDelta::zero());
+        let grace = time::seconds(grace_seconds.max(0)).min(window);
         Self {
             release_at,
             deadline,
-            escalate_at: deadline - grace,
+            escalate_at: time::sub(deadline, grace),
         }
     }
 
@@ -93,7 +99,7 @@ pub fn eviction_step(
     match last_refusal {
         None => EvictionStep::Evict,
         Some(refused_at) => {
-            let next = refused_at + backoff;
+            let next = time::add(refused_at, backoff);
             if next <= now {
                 EvictionStep::Evict
             } else {
@@ -104,7 +110,8 @@ pub fn eviction_step(
     }
 }
 
-/// Parses a Go-style duration (`90s`, `2m`, `1m30s`, `500ms`, `1h`).
+/// Parses a Go-style duration (`90s`, `2m`, `1m30s`, `500ms`, `1h`); an absurd one saturates
+/// at [`TimeDelta::MAX`] (callers bound it).
 pub fn parse_duration(text: &str) -> Option<TimeDelta> {
     let mut rest = text.trim();
     if rest.is_empty() {
@@ -129,7 +136,7 @@ pub fn parse_duration(text: &str) -> Option<TimeDelta> {
             return None;
         };
         rest = &rest[unit_len..];
-        total += TimeDelta::milliseconds((value * unit_ms).round() as i64);
+        total = time::sum(total, time::milliseconds(value * unit_ms));
     }
     Some(total)
 }
@@ -186,6 +193,124 @@ impl MaxSurge {
     }
 }
 
+/// `maxSurge` when a policy does not say.
+pub const DEFAULT_MAX_SURGE: MaxSurge = MaxSurge::Percent(25);
+/// `maxConcurrent` when a policy does not say.
+pub const DEFAULT_MAX_CONCURRENT: i32 = 10;
+/// `historyLimit` when a policy does not say.
+pub const DEFAULT_HISTORY_LIMIT: i32 = 20;
+/// The longest `deadlineMargin` and `readinessTimeout`, as the CRD schema states it. ECI
+/// announces a release minutes ahead, so nothing longer can mean anything else: a margin of
+/// an hour already escalates at once, a readiness timeout of an hour already waits for the
+/// whole window.
+pub const MAX_POLICY_DURATION: TimeDelta = TimeDelta::hours(1);
+/// [`MAX_POLICY_DURATION`] as the policy spells it.
+pub const MAX_POLICY_DURATION_TEXT: &str = "1h";
+/// The largest `maxConcurrent`.
+pub const MAX_CONCURRENT: i32 = 1000;
+/// The largest `historyLimit`.
+pub const MAX_HISTORY_LIMIT: i32 = 1000;
+/// The largest `maxSurge` count.
+pub const MAX_SURGE_COUNT: i32 = 10_000;
+
+/// A `SpotRotationPolicy` spec with its defaults filled in and every value within the bounds
+/// its CRD schema states. Values that reach vk-eci out of bounds anyway (an object stored
+/// under an older CRD, a value the schema cannot express) are clamped or, when unreadable,
+/// replaced by the default; `problems` says which and why, for the controllers to report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicySettings {
+    pub margin: TimeDelta,
+    pub readiness_timeout: Option<TimeDelta>,
+    pub max_surge: MaxSurge,
+    pub max_concurrent: i32,
+    pub history_limit: i32,
+    pub problems: Vec<String>,
+}
+
+impl PolicySettings {
+    pub fn of(spec: &SpotRotationPolicySpec) -> Self {
+        let mut problems = Vec::new();
+        let mut duration = |field: &str, text: Option<&str>| {
+            let text = text?;
+            let Some(value) = parse_duration(text) else {
+                problems.push(format!(
+                    "{field} `{text}` is not a duration such as 90s; using the default"
+                ));
+                return None;
+            };
+            if value > MAX_POLICY_DURATION {
+                problems.push(format!(
+                    "{field} `{text}` is above the maximum {MAX_POLICY_DURATION_TEXT}; using {MAX_POLICY_DURATION_TEXT}"
+                ));
+                return Some(MAX_POLICY_DURATION);
+            }
+            Some(value)
+        };
+        let margin =
+            duration("deadlineMargin", spec.deadline_margin.as_deref()).unwrap_or(DEFAULT_MARGIN);
+        let readiness_timeout = duration("readinessTimeout", spec.readiness_timeout.as_deref());
+        let max_surge = match &spec.max_surge {
+            None => DEFAULT_MAX_SURGE,
+            Some(IntOrString::Int(count)) => {
+                let bounded = (*count).clamp(0, MAX_SURGE_COUNT);
+                if bounded != *count {
+                    problems.push(format!(
+                        "maxSurge {count} is outside 0 to {MAX_SURGE_COUNT}; using {bounded}"
+                    ));
+                }
+                MaxSurge::Count(bounded)
+            }
+            Some(IntOrString::String(text)) => match MaxSurge::parse(text) {
+                Some(MaxSurge::Count(count)) if count > MAX_SURGE_COUNT => {
+                    problems.push(format!(
+                        "maxSurge {count} is above {MAX_SURGE_COUNT}; using {MAX_SURGE_COUNT}"
+                    ));
+                    MaxSurge::Count(MAX_SURGE_COUNT)
+                }
+                Some(value) => value,
+                None => {
+                    problems.push(format!(
+                        "maxSurge `{text}` is neither a count nor a percentage from 0% to 100%; using 25%"
+                    ));
+                    DEFAULT_MAX_SURGE
+                }
+            },
+        };
+        let mut count = |field: &str, value: Option<i32>, default: i32, min: i32, max: i32| {
+            let value = value.unwrap_or(default);
+            let bounded = value.clamp(min, max);
+            if bounded != value {
+                problems.push(format!(
+                    "{field} {value} is outside {min} to {max}; using {bounded}"
+                ));
+            }
+            bounded
+        };
+        let max_concurrent = count(
+            "maxConcurrent",
+            spec.max_concurrent,
+            DEFAULT_MAX_CONCURRENT,
+            1,
+            MAX_CONCURRENT,
+        );
+        let history_limit = count(
+            "historyLimit",
+            spec.history_limit,
+            DEFAULT_HISTORY_LIMIT,
+            0,
+            MAX_HISTORY_LIMIT,
+        );
+        Self {
+            margin,
+            readiness_timeout,
+            max_surge,
+            max_concurrent,
+            history_limit,
+            problems,
+        }
+    }
+}
+
 /// A pod under a spot notice, waiting for a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Doomed {
@@ -229,7 +354,7 @@ pub fn plan_storm(
     doomed
         .into_iter()
         .map(|pod| {
-            let in_time = now + expected_ready <= pod.deadlines.escalate_at;
+            let in_time = time::add(now, expected_ready) <= pod.deadlines.escalate_at;
             let plan = match &pod.workload {
                 Some(workload) if in_time => {
                     let taken = used.entry(workload.clone()).or_insert(0);
@@ -562,6 +687,264 @@ mod tests {
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("s"), None);
         assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn the_extreme_values_of_issue_11_never_panic() {
+        let huge = parse_duration("3000000000h").unwrap();
+        let d = Deadlines::new(t(0), t(180), huge, 30);
+        assert_eq!(d.deadline, DateTime::<Utc>::MIN_UTC);
+        assert_eq!(d.escalate_at, d.deadline);
+        assert_eq!(
+            eviction_step(&d, t(0), None, TimeDelta::zero(), OnDeadline::Delete),
+            EvictionStep::Escalate { grace_seconds: 0 }
+        );
+        assert_eq!(
+            parse_duration("9223372036854775807ms1ms"),
+            Some(TimeDelta::MAX)
+        );
+        let d = Deadlines::new(t(0), t(180), TimeDelta::seconds(15), i64::MAX);
+        assert_eq!(d.escalate_at, t(0));
+        let d = Deadlines::new(t(0), t(180), TimeDelta::MIN, 30);
+        assert_eq!(d.deadline, t(180), "a negative margin is no margin");
+        let refused = eviction_step(
+            &Deadlines::new(t(0), t(180), TimeDelta::seconds(15), 30),
+            t(10),
+            Some(t(5)),
+            TimeDelta::MAX,
+            OnDeadline::Delete,
+        );
+        assert_eq!(refused, EvictionStep::RetryAt(t(135)));
+        let plans = plan_storm(
+            vec![Doomed {
+                pod: "a".into(),
+                workload: Some("w".into()),
+                deadlines: Deadlines::new(t(0), t(180), TimeDelta::zero(), 30),
+            }],
+            t(0),
+            TimeDelta::MAX,
+            |_| 1,
+            1,
+        );
+        assert_eq!(plans[0].1, Plan::Evict);
+    }
+
+    #[test]
+    fn policy_settings_bound_what_the_schema_bounds_and_say_so() {
+        let spec = |value: serde_json::Value| -> SpotRotationPolicySpec {
+            serde_json::from_value(value).unwrap()
+        };
+        let fine = PolicySettings::of(&spec(serde_json::json!({
+            "selector": {}, "deadlineMargin": "30s", "readinessTimeout": "2m",
+            "maxSurge": "50%", "maxConcurrent": 3, "historyLimit": 5,
+        })));
+        assert_eq!(
+            fine,
+            PolicySettings {
+                margin: TimeDelta::seconds(30),
+                readiness_timeout: Some(TimeDelta::minutes(2)),
+                max_surge: MaxSurge::Percent(50),
+                max_concurrent: 3,
+                history_limit: 5,
+                problems: Vec::new(),
+            }
+        );
+        let defaults = PolicySettings::of(&spec(serde_json::json!({"selector": {}})));
+        assert_eq!(
+            (
+                defaults.margin,
+                defaults.readiness_timeout,
+                defaults.max_surge
+            ),
+            (DEFAULT_MARGIN, None, DEFAULT_MAX_SURGE)
+        );
+        assert_eq!(
+            (defaults.max_concurrent, defaults.history_limit),
+            (DEFAULT_MAX_CONCURRENT, DEFAULT_HISTORY_LIMIT)
+        );
+        assert!(defaults.problems.is_empty());
+
+        let absurd = PolicySettings::of(&spec(serde_json::json!({
+            "selector": {}, "deadlineMargin": "3000000000h",
+            "readinessTimeout": "9223372036854775807ms1ms", "maxSurge": 2147483647,
+            "maxConcurrent": -4, "historyLimit": 2147483647,
+        })));
+        assert_eq!(absurd.margin, MAX_POLICY_DURATION);
+        assert_eq!(absurd.readiness_timeout, Some(MAX_POLICY_DURATION));
+        assert_eq!(absurd.max_surge, MaxSurge::Count(MAX_SURGE_COUNT));
+        assert_eq!(absurd.max_concurrent, 1);
+        assert_eq!(absurd.history_limit, MAX_HISTORY_LIMIT);
+        assert_eq!(absurd.problems.len(), 5, "{:?}", absurd.problems);
+        assert!(
+            absurd.problems[0]
+                .contains("deadlineMargin `3000000000h` is above the maximum 1h; using 1h"),
+            "{:?}",
+            absurd.problems
+        );
+
+        let unreadable = PolicySettings::of(&spec(serde_json::json!({
+            "selector": {}, "deadlineMargin": "soon", "maxSurge": "150%",
+        })));
+        assert_eq!(unreadable.margin, DEFAULT_MARGIN);
+        assert_eq!(unreadable.max_surge, DEFAULT_MAX_SURGE);
+        assert_eq!(unreadable.problems.len(), 2, "{:?}", unreadable.problems);
+    }
+
+    mod extremes {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// Any time a Kubernetes object can carry (years 0001 to 9999).
+        fn kube_time() -> impl Strategy<Value = DateTime<Utc>> {
+            (-62_135_596_800i64..=253_402_300_799)
+                .prop_map(|s| DateTime::from_timestamp(s, 0).unwrap_or_default())
+        }
+
+        fn any_delta() -> impl Strategy<Value = TimeDelta> {
+            prop_oneof![
+                Just(TimeDelta::MAX),
+                Just(TimeDelta::MIN),
+                any::<i64>().prop_map(time::seconds),
+                (-1_000_000i64..1_000_000).prop_map(time::seconds),
+                any::<f64>().prop_map(time::milliseconds),
+            ]
+        }
+
+        fn any_grace() -> impl Strategy<Value = i64> {
+            prop_oneof![any::<i64>(), -10i64..100_000]
+        }
+
+        fn deadlines() -> impl Strategy<Value = Deadlines> {
+            (kube_time(), kube_time(), any_delta(), any_grace()).prop_map(
+                |(notice, release, margin, grace)| Deadlines::new(notice, release, margin, grace),
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn deadlines_are_ordered(
+                noticed in kube_time(),
+                release in kube_time(),
+                margin in any_delta(),
+                grace in any_grace(),
+            ) {
+                let d = Deadlines::new(noticed, release, margin, grace);
+                prop_assert!(d.escalate_at <= d.deadline);
+                prop_assert!(d.deadline <= d.release_at);
+                prop_assert!(d.escalate_at >= noticed.min(d.deadline));
+            }
+
+            #[test]
+            fn eviction_never_waits_past_escalation_and_sigterm_fits(
+                d in deadlines(),
+                now in kube_time(),
+                refused in proptest::option::of(kube_time()),
+                backoff in any_delta(),
+                leave in any::<bool>(),
+            ) {
+                let policy = if leave { OnDeadline::Leave } else { OnDeadline::Delete };
+                match eviction_step(&d, now, refused, backoff, policy) {
+                    EvictionStep::RetryAt(at) => {
+                        prop_assert!(now < at && at <= d.escalate_at);
+                    }
+                    EvictionStep::Escalate { grace_seconds } => {
+                        prop_assert!(now >= d.escalate_at && grace_seconds >= 0);
+                        prop_assert!(time::add(now, time::seconds(grace_seconds)) <= d.deadline.max(now));
+                    }
+                    EvictionStep::Evict => prop_assert!(now < d.escalate_at),
+                    EvictionStep::Leave => prop_assert!(leave && now >= d.escalate_at),
+                }
+            }
+
+            #[test]
+            fn storms_are_planned_in_deadline_order(
+                all in proptest::collection::vec(deadlines(), 0..8),
+                now in kube_time(),
+                expected_ready in any_delta(),
+                budget in any::<i32>(),
+                max_concurrent in any::<usize>(),
+            ) {
+                let doomed = all
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, deadlines)| Doomed {
+                        pod: format!("p{i}"),
+                        workload: (i % 2 == 0).then(|| "w".to_string()),
+                        deadlines,
+                    })
+                    .collect();
+                let plans = plan_storm(doomed, now, expected_ready, |_| budget, max_concurrent);
+                prop_assert!(plans
+                    .windows(2)
+                    .all(|w| w[0].0.deadlines.escalate_at <= w[1].0.deadlines.escalate_at));
+                let surging = plans.iter().filter(|(_, p)| *p == Plan::Surge).count();
+                prop_assert!(surging <= max_concurrent);
+            }
+
+            #[test]
+            fn any_text_parses_without_panic(text in "\\PC{0,40}") {
+                if let Some(value) = parse_duration(&text) {
+                    prop_assert!(value >= TimeDelta::zero());
+                }
+            }
+
+            #[test]
+            fn durations_the_schema_admits_parse(
+                parts in proptest::collection::vec(
+                    (0u64..10_000_000, proptest::option::of(0u32..1_000_000_000), 0usize..4),
+                    1..5,
+                ),
+            ) {
+                let text: String = parts
+                    .iter()
+                    .map(|(whole, fraction, unit)| {
+                        let fraction = fraction.map(|f| format!(".{f}")).unwrap_or_default();
+                        format!("{whole}{fraction}{}", ["ms", "s", "m", "h"][*unit])
+                    })
+                    .collect();
+                let value = parse_duration(&text);
+                prop_assert!(value.is_some_and(|v| v >= TimeDelta::zero()), "{}", text);
+            }
+
+            #[test]
+            fn policy_settings_are_always_within_bounds(
+                margin in proptest::option::of("\\PC{0,30}|[0-9]{1,25}(ms|s|m|h)"),
+                timeout in proptest::option::of("[0-9]{1,25}(\\.[0-9]{1,5})?(ms|s|m|h)"),
+                surge in proptest::option::of(prop_oneof![
+                    any::<i32>().prop_map(IntOrString::Int),
+                    "\\PC{0,6}%?".prop_map(IntOrString::String),
+                ]),
+                max_concurrent in proptest::option::of(any::<i32>()),
+                history_limit in proptest::option::of(any::<i32>()),
+            ) {
+                let spec = SpotRotationPolicySpec {
+                    target_ref: None,
+                    selector: Some(Default::default()),
+                    strategy: Default::default(),
+                    max_surge: surge,
+                    max_concurrent,
+                    readiness_timeout: timeout,
+                    deadline_margin: margin,
+                    on_deadline: Default::default(),
+                    history_limit,
+                };
+                let settings = PolicySettings::of(&spec);
+                prop_assert!(settings.margin >= TimeDelta::zero() && settings.margin <= MAX_POLICY_DURATION);
+                prop_assert!(settings
+                    .readiness_timeout
+                    .is_none_or(|t| t >= TimeDelta::zero() && t <= MAX_POLICY_DURATION));
+                prop_assert!((1..=MAX_CONCURRENT).contains(&settings.max_concurrent));
+                prop_assert!((0..=MAX_HISTORY_LIMIT).contains(&settings.history_limit));
+                match settings.max_surge {
+                    MaxSurge::Count(c) => prop_assert!((0..=MAX_SURGE_COUNT).contains(&c)),
+                    MaxSurge::Percent(p) => prop_assert!((0..=100).contains(&p)),
+                }
+                for replicas in [0, 1, 7, i32::MAX] {
+                    prop_assert!(resolve_max_surge(&settings.max_surge, replicas) >= 0);
+                }
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Pure: the pod-to-ECI controller lists groups in batches, calls [`pod_status`] for each pod
 //! and patches only pods whose status differs.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use eci_client::types::{
     ContainerGroup, ContainerInfo, ContainerState as EciContainerState, Event, InitContainerInfo,
     status,
@@ -25,6 +25,10 @@ pub const BID_FAILED: &str = "BidFailed";
 pub const SPOT_TO_BE_RELEASED: &str = "SpotToBeReleased";
 /// Minutes of warning when a notice does not say (the documented default).
 pub const DEFAULT_NOTICE_MINUTES: f64 = 3.0;
+/// The longest warning a notice is believed to give. ECI gives minutes; a message announcing
+/// more is garbled, and the default (an earlier deadline, so a rotation that is early rather
+/// than late) is taken instead.
+pub const MAX_NOTICE_MINUTES: f64 = 60.0;
 
 /// ECI status → pod phase (design §4). `ScheduleFailed` maps to Failed here; whether the
 /// controller retries instead is its decision (`pod-fail-on-create-err`).
@@ -65,12 +69,14 @@ pub fn spot_notice(events: &[Event]) -> Option<SpotNotice> {
                 .skip_while(|w| *w != "in")
                 .nth(1)
                 .and_then(|n| n.parse::<f64>().ok())
-                .filter(|m| m.is_finite() && *m >= 0.0)
+                .filter(|m| (0.0..=MAX_NOTICE_MINUTES).contains(m))
                 .unwrap_or(DEFAULT_NOTICE_MINUTES);
             Some(SpotNotice {
                 noticed_at,
-                release_at: noticed_at
-                    + TimeDelta::milliseconds((minutes * 60_000.0).round() as i64),
+                release_at: crate::time::add(
+                    noticed_at,
+                    crate::time::milliseconds(minutes * 60_000.0),
+                ),
                 message: e.message.clone(),
             })
         })
@@ -104,10 +110,12 @@ pub fn pod_notice(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(DateTime<Utc
 /// A Kubernetes `Time`, in whole seconds as the API server stores it (so a status that
 /// round-trips compares equal).
 pub fn kube_time(at: DateTime<Utc>) -> Time {
-    Time(
-        k8s_openapi::jiff::Timestamp::from_second(at.timestamp())
-            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
-    )
+    use k8s_openapi::jiff::Timestamp;
+    // Beyond Kubernetes' range (years 0001-9999, give or take) the nearest end, never 1970.
+    let seconds = at
+        .timestamp()
+        .clamp(Timestamp::MIN.as_second(), Timestamp::MAX.as_second());
+    Time(Timestamp::from_second(seconds).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
 fn time(text: &str) -> Option<Time> {
@@ -493,6 +501,7 @@ pub fn unreported_events<'a>(
 mod tests {
     use std::collections::HashMap;
 
+    use chrono::TimeDelta;
     use serde_json::json;
 
     use super::*;
@@ -703,6 +712,64 @@ mod tests {
             spot_notice(&g.events).unwrap().release_at,
             parse_time("2026-11-23T10:03:30Z").unwrap()
         );
+    }
+
+    fn notice_saying(message: &str) -> Event {
+        Event {
+            count: 1,
+            r#type: "Warning".into(),
+            reason: SPOT_TO_BE_RELEASED.into(),
+            message: message.into(),
+            first_timestamp: "2026-11-23T10:00:30Z".into(),
+            last_timestamp: "2026-11-23T10:00:30Z".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn absurd_notice_minutes_take_the_default_instead_of_panicking() {
+        for minutes in [
+            "9223372036854775807",
+            "1e300",
+            "99999999999999999999999",
+            "61",
+            "-5",
+            "NaN",
+            "inf",
+        ] {
+            let notice =
+                spot_notice(&[notice_saying(&format!("released in {minutes} minutes"))]).unwrap();
+            assert_eq!(
+                notice.release_at,
+                parse_time("2026-11-23T10:03:30Z").unwrap(),
+                "{minutes}"
+            );
+        }
+        let hour = spot_notice(&[notice_saying("released in 60 minutes")]).unwrap();
+        assert_eq!(hour.release_at, parse_time("2026-11-23T11:00:30Z").unwrap());
+    }
+
+    #[test]
+    fn kube_time_clamps_to_the_kubernetes_range() {
+        use k8s_openapi::jiff::Timestamp;
+        let far = kube_time(DateTime::<Utc>::MAX_UTC).0;
+        assert_eq!(far.as_second(), Timestamp::MAX.as_second());
+        let early = kube_time(DateTime::<Utc>::MIN_UTC).0;
+        assert_eq!(early.as_second(), Timestamp::MIN.as_second());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_notice_message_gives_a_release_within_the_hour(
+            number in proptest::prelude::any::<f64>(),
+            words in "[ -~]{0,40}",
+        ) {
+            for message in [format!("released in {number} minutes"), words.clone()] {
+                let notice = spot_notice(&[notice_saying(&message)]).unwrap();
+                let lead = notice.release_at - notice.noticed_at;
+                proptest::prop_assert!(lead >= TimeDelta::zero() && lead <= TimeDelta::minutes(60));
+            }
+        }
     }
 
     #[test]

@@ -184,7 +184,9 @@ impl Elector {
         let now = MicroTime(now_timestamp());
         LeaseSpec {
             holder_identity: Some(self.identity.clone()),
-            lease_duration_seconds: Some(self.timing.lease_duration.as_secs() as i32),
+            lease_duration_seconds: Some(
+                i32::try_from(self.timing.lease_duration.as_secs()).unwrap_or(i32::MAX),
+            ),
             acquire_time: acquire.then(|| now.clone()),
             renew_time: Some(now),
             lease_transitions: Some(transitions),
@@ -261,7 +263,10 @@ impl Elector {
         if !ours && !expired {
             return Ok(false);
         }
-        let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
+        let transitions = spec
+            .lease_transitions
+            .unwrap_or(0)
+            .saturating_add(i32::from(!ours));
         let mut next = current.clone();
         next.spec = Some(LeaseSpec {
             acquire_time: if ours {

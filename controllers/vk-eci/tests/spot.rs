@@ -364,3 +364,137 @@ async fn a_refused_eviction_goes_through_once_the_budget_allows_it() {
         .count();
     assert_eq!(for_pod, 1, "every notice of the pod lands on one rotation");
 }
+
+fn policy(name: &str, spec: serde_json::Value) -> SpotRotationPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "spot.vk-eci.io/v1alpha1", "kind": "SpotRotationPolicy",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// The policy CRD as an older release installed it: durations and counts without bounds.
+async fn install_unbounded_policy_crd(world: &World) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(world.client.clone());
+    let name = "spotrotationpolicies.spot.vk-eci.io";
+    let mut crd = serde_json::to_value(crds.get(name).await.unwrap()).unwrap();
+    let spec = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    for field in [
+        "deadlineMargin",
+        "readinessTimeout",
+        "maxConcurrent",
+        "historyLimit",
+    ] {
+        let property = spec[field].as_object_mut().unwrap();
+        for bound in [
+            "pattern",
+            "maxLength",
+            "maximum",
+            "x-kubernetes-validations",
+        ] {
+            property.remove(bound);
+        }
+    }
+    crds.replace(
+        name,
+        &PostParams::default(),
+        &serde_json::from_value(crd).unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_bounds_are_enforced_and_an_older_crd_cannot_crash_the_operator() {
+    let world = World::new().await;
+    let policies: Api<SpotRotationPolicy> = Api::namespaced(world.client.clone(), "default");
+    for (spec, field) in [
+        (
+            json!({"selector": {}, "deadlineMargin": "3000000000h"}),
+            "spec.deadlineMargin",
+        ),
+        (
+            json!({"selector": {}, "readinessTimeout": "9223372036854775807ms1ms"}),
+            "spec.readinessTimeout",
+        ),
+        (
+            json!({"selector": {}, "maxConcurrent": 5000}),
+            "spec.maxConcurrent",
+        ),
+        (
+            json!({"selector": {}, "historyLimit": 100000}),
+            "spec.historyLimit",
+        ),
+    ] {
+        match policies
+            .create(&PostParams::default(), &policy("bounded", spec.clone()))
+            .await
+        {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{spec}");
+                assert!(status.message.contains(field), "{}", status.message);
+            }
+            other => panic!("{spec} was accepted: {other:?}"),
+        }
+    }
+
+    // Under an older CRD the same values are stored, and reach the operator.
+    install_unbounded_policy_crd(&world).await;
+    create(
+        &world,
+        policy(
+            "loose",
+            json!({
+                "targetRef": {"kind": "Deployment", "name": "loose"},
+                "deadlineMargin": "3000000000h",
+                "readinessTimeout": "9223372036854775807ms1ms",
+                "maxConcurrent": 2147483647,
+                "historyLimit": 2147483647,
+            }),
+        ),
+    )
+    .await;
+    let _operator = world.operator("replica-a").await;
+    create(
+        &world,
+        deployment("loose", 1, spot_annotations(), json!([])),
+    )
+    .await;
+    let pods = running(&world, "loose", 1, true).await;
+    let doomed = pods[0].clone();
+    release(&world, &doomed, 60.0);
+    let rotation = rotation_until(&world, &doomed, "created", |_| true).await;
+    assert_eq!(
+        rotation.spec.release_at.0.as_second() - rotation.spec.deadline.0.as_second(),
+        3600,
+        "the margin is clamped to its maximum, 1h"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(world.client.clone());
+    let note = eventually("the policy to report its out-of-bounds values", || {
+        let events = events.clone();
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("SpotPolicyOutOfBounds")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("loose")
+                })
+                .and_then(|e| e.note)
+        }
+    })
+    .await;
+    assert!(
+        note.contains("deadlineMargin `3000000000h` is above the maximum 1h; using 1h"),
+        "{note}"
+    );
+    assert!(note.contains("maxConcurrent 2147483647"), "{note}");
+    // A margin of an hour leaves no window: the pod is let go at once, SIGTERM first.
+    world
+        .pod_gone(&doomed.name_any(), &doomed.uid().unwrap())
+        .await;
+}

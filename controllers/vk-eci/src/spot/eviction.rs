@@ -26,6 +26,7 @@ use tracing::{info, warn};
 use vk_eci_core::crd::{OnDeadline as PolicyOnDeadline, SpotRotation, Strategy};
 use vk_eci_core::spot::{EvictionStep, OnDeadline, Phase, eviction_step};
 use vk_eci_core::status::kube_time;
+use vk_eci_core::time;
 
 use super::{Error, SpotContext, to_chrono, until};
 use crate::context::FIELD_MANAGER;
@@ -52,8 +53,8 @@ fn evicting(
         Some(Phase::Degraded) => Ok(status.pod_gone_at.is_none()),
         Some(Phase::Draining) if rotation.spec.strategy == Strategy::Evict => Ok(true),
         Some(Phase::Draining) => match status.scaled_down_at.as_ref().map(to_chrono) {
-            Some(at) if now >= at + SCALE_DOWN_WAIT => Ok(true),
-            Some(at) => Err(at + SCALE_DOWN_WAIT),
+            Some(at) if now >= time::add(at, SCALE_DOWN_WAIT) => Ok(true),
+            Some(at) => Err(time::add(at, SCALE_DOWN_WAIT)),
             None => Ok(false),
         },
         _ => Ok(false),
@@ -93,7 +94,7 @@ async fn evict(spot: &SpotContext, rotation: &SpotRotation) -> Result<Action, Er
         &deadlines,
         now,
         status.last_refusal_at.as_ref().map(to_chrono),
-        backoff(refusals - 1),
+        backoff(refusals.saturating_sub(1)),
         on_deadline,
     );
     let namespace = pod.namespace().unwrap_or_default();
@@ -179,12 +180,12 @@ async fn evict(spot: &SpotContext, rotation: &SpotRotation) -> Result<Action, Er
                         rotation,
                         Guard::Version,
                         json!({
-                            "evictionRefusals": refusals + 1,
+                            "evictionRefusals": refusals.saturating_add(1),
                             "lastRefusalAt": kube_time(now),
                         }),
                     )
                     .await?;
-                    let retry = (now + backoff(refusals)).min(deadlines.escalate_at);
+                    let retry = time::add(now, backoff(refusals)).min(deadlines.escalate_at);
                     Ok(Action::requeue(until(retry, now)))
                 }
                 Err(kube::Error::Api(error)) if error.code == 404 || error.code == 409 => {
@@ -200,7 +201,7 @@ async fn evict(spot: &SpotContext, rotation: &SpotRotation) -> Result<Action, Er
         EvictionStep::RetryAt(at) => Ok(Action::requeue(until(at, now))),
         EvictionStep::Escalate { grace_seconds } => {
             let params = DeleteParams {
-                grace_period_seconds: Some(grace_seconds.max(0) as u32),
+                grace_period_seconds: Some(u32::try_from(grace_seconds.max(0)).unwrap_or(u32::MAX)),
                 preconditions: Some(kube::api::Preconditions {
                     uid: pod.uid(),
                     resource_version: None,

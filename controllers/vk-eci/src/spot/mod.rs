@@ -24,7 +24,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use vk_eci_core::crd::{SpotRotation, SpotRotationPolicy};
-use vk_eci_core::spot::{DEFAULT_GRACE_SECONDS, DEFAULT_MARGIN, Deadlines, parse_duration};
+use vk_eci_core::spot::{DEFAULT_GRACE_SECONDS, DEFAULT_MARGIN, Deadlines, PolicySettings};
+use vk_eci_core::time;
 
 use crate::context::Context;
 
@@ -68,8 +69,7 @@ impl SpotContext {
     fn deadlines(&self, rotation: &SpotRotation, pod: Option<&Pod>) -> Deadlines {
         let margin = self
             .policy_of(rotation)
-            .and_then(|p| p.spec.deadline_margin.as_deref().and_then(parse_duration))
-            .unwrap_or(DEFAULT_MARGIN);
+            .map_or(DEFAULT_MARGIN, |p| PolicySettings::of(&p.spec).margin);
         let grace = pod
             .and_then(|p| p.spec.as_ref())
             .and_then(|s| s.termination_grace_period_seconds)
@@ -98,8 +98,8 @@ pub(crate) fn to_chrono(
 
 /// A pause until `at` (at least a little, so a requeue never spins).
 fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> std::time::Duration {
-    (at - now)
-        .max(TimeDelta::milliseconds(200))
-        .to_std()
-        .unwrap_or_default()
+    time::to_std(
+        at.signed_duration_since(now)
+            .max(TimeDelta::milliseconds(200)),
+    )
 }

@@ -19,8 +19,9 @@ use vk_eci_core::annotations::{RELEASE_STRATEGY_API_EVICT, SPOT_RELEASE_STRATEGY
 use vk_eci_core::crd::{
     PodRef, SpotRotation, SpotRotationSpec, Strategy, WorkloadKind, rotation_name,
 };
-use vk_eci_core::spot::{DEFAULT_MARGIN, parse_duration, policy_covers};
+use vk_eci_core::spot::{DEFAULT_MARGIN, PolicySettings, policy_covers};
 use vk_eci_core::status::{kube_time, pod_notice};
+use vk_eci_core::time;
 
 use super::{Error, POLICY_LABEL, SpotContext, workload};
 
@@ -60,18 +61,11 @@ async fn notice(pod: &Pod, spot: &SpotContext) -> Result<Action, Error> {
         .annotations()
         .get(SPOT_RELEASE_STRATEGY)
         .is_some_and(|v| v.trim() == RELEASE_STRATEGY_API_EVICT);
-    let (strategy, margin) = match &policy {
-        Some(policy) => (
-            policy.spec.strategy,
-            policy
-                .spec
-                .deadline_margin
-                .as_deref()
-                .and_then(parse_duration)
-                .unwrap_or(DEFAULT_MARGIN),
-        ),
-        None if api_evict => (Strategy::Evict, DEFAULT_MARGIN),
-        None => return Ok(Action::await_change()),
+    let settings = policy.as_ref().map(|p| PolicySettings::of(&p.spec));
+    let (strategy, margin) = match (&policy, &settings) {
+        (Some(policy), Some(settings)) => (policy.spec.strategy, settings.margin),
+        _ if api_evict => (Strategy::Evict, DEFAULT_MARGIN),
+        _ => return Ok(Action::await_change()),
     };
     // Only Deployments and ReplicaSets can surge: a StatefulSet's pods have fixed identities.
     let surgeable = workload
@@ -109,7 +103,7 @@ async fn notice(pod: &Pod, spot: &SpotContext) -> Result<Action, Error> {
             strategy,
             noticed_at: kube_time(noticed_at),
             release_at: kube_time(release_at),
-            deadline: kube_time(release_at - margin),
+            deadline: kube_time(time::sub(release_at, margin)),
         },
         status: None,
     };
@@ -134,11 +128,43 @@ async fn notice(pod: &Pod, spot: &SpotContext) -> Result<Action, Error> {
             if let Err(error) = ctx.recorder.publish(&event, &pod.object_ref(&())).await {
                 warn!(%error, "cannot publish the rotation event");
             }
+            if let (Some(policy), Some(settings)) = (&policy, &settings)
+                && !settings.problems.is_empty()
+            {
+                report_out_of_bounds(spot, policy, &settings.problems).await;
+            }
         }
         Err(kube::Error::Api(status)) if status.code == 409 => {}
         Err(error) => return Err(error.into()),
     }
     Ok(Action::await_change())
+}
+
+/// Values of a policy outside the bounds its CRD states (stored under an older CRD, or not
+/// expressible in the schema) are clamped or defaulted; the policy says so in a Warning Event,
+/// once per rotation it starts.
+async fn report_out_of_bounds(
+    spot: &SpotContext,
+    policy: &vk_eci_core::crd::SpotRotationPolicy,
+    problems: &[String],
+) {
+    let message = problems.join("; ");
+    warn!(policy = %policy.name_any(), %message, "spot rotation policy out of bounds");
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "SpotPolicyOutOfBounds".into(),
+        note: Some(message),
+        action: "Validate".into(),
+        secondary: None,
+    };
+    if let Err(error) = spot
+        .ctx
+        .recorder
+        .publish(&event, &policy.object_ref(&()))
+        .await
+    {
+        warn!(%error, "cannot publish the policy event");
+    }
 }
 
 fn error_policy(pod: Arc<Pod>, error: &Error, _spot: Arc<SpotContext>) -> Action {

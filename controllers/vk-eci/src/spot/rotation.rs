@@ -17,7 +17,6 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
@@ -26,10 +25,10 @@ use serde_json::json;
 use tracing::{info, warn};
 use vk_eci_core::crd::{HpaHold, SpotRotation, SpotRotationPolicy, SpotRotationStatus, Strategy};
 use vk_eci_core::spot::{
-    Doomed, MaxSurge, Observation, Phase, Plan, next_phase, parse_duration, plan_storm,
-    resolve_max_surge,
+    Doomed, Observation, Phase, Plan, PolicySettings, next_phase, plan_storm, resolve_max_surge,
 };
 use vk_eci_core::status::{CONTAINER_INSTANCE_EXPIRED, kube_time};
+use vk_eci_core::time;
 
 use super::{Error, SpotContext, to_chrono, until, workload};
 use crate::context::FIELD_MANAGER;
@@ -41,9 +40,6 @@ const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 const DOOMED_COST: i32 = i32::MIN + 1;
 /// ...and the one being drained right now below them, so a scale-down removes exactly it.
 const DRAINING_COST: i32 = i32::MIN;
-const DEFAULT_MAX_SURGE: &str = "25%";
-const DEFAULT_MAX_CONCURRENT: i32 = 10;
-const DEFAULT_HISTORY: usize = 20;
 /// How long a replacement is expected to take to be Ready when the policy does not say:
 /// notices with less time than this left are evicted at once instead of surged.
 const EXPECTED_READY: TimeDelta = TimeDelta::seconds(20);
@@ -263,13 +259,13 @@ impl Rotations {
         status: &SpotRotationStatus,
         escalate_at: DateTime<Utc>,
     ) -> DateTime<Utc> {
-        let latest = escalate_at - EVICTION_WINDOW;
+        let latest = time::sub(escalate_at, EVICTION_WINDOW);
         let timeout = self
             .spot
             .policy_of(rotation)
-            .and_then(|p| p.spec.readiness_timeout.as_deref().and_then(parse_duration));
+            .and_then(|p| PolicySettings::of(&p.spec).readiness_timeout);
         match (status.surged_at.as_ref().map(to_chrono), timeout) {
-            (Some(surged), Some(timeout)) => (surged + timeout).min(latest),
+            (Some(surged), Some(timeout)) => time::add(surged, timeout).min(latest),
             _ => latest,
         }
     }
@@ -296,29 +292,14 @@ impl Rotations {
         let surging_here = same_policy
             .iter()
             .filter(|r| holding(r) && r.spec.workload.as_ref() == Some(target))
-            .count() as i32;
+            .count();
+        let surging_here = i32::try_from(surging_here).unwrap_or(i32::MAX);
         let replicas = workload::scale_by(&spot.ctx.client, &namespace, target, 0).await?;
-        let max_surge = match policy
-            .spec
-            .max_surge
-            .clone()
-            .unwrap_or(IntOrString::String(DEFAULT_MAX_SURGE.into()))
-        {
-            IntOrString::Int(count) => MaxSurge::Count(count),
-            IntOrString::String(text) => MaxSurge::parse(&text).unwrap_or(MaxSurge::Percent(25)),
-        };
-        let budget = resolve_max_surge(&max_surge, replicas - surging_here) - surging_here;
-        let max_concurrent = policy
-            .spec
-            .max_concurrent
-            .unwrap_or(DEFAULT_MAX_CONCURRENT)
-            .max(0) as usize;
-        let expected_ready = policy
-            .spec
-            .readiness_timeout
-            .as_deref()
-            .and_then(parse_duration)
-            .unwrap_or(EXPECTED_READY);
+        let settings = PolicySettings::of(&policy.spec);
+        let budget = resolve_max_surge(&settings.max_surge, replicas.saturating_sub(surging_here))
+            .saturating_sub(surging_here);
+        let max_concurrent = usize::try_from(settings.max_concurrent).unwrap_or(0);
+        let expected_ready = settings.readiness_timeout.unwrap_or(EXPECTED_READY);
         let pending: Vec<Doomed> = same_policy
             .iter()
             .filter(|r| phase_of(r) == Phase::Pending && !claimed.contains(&r.name_any()))
@@ -379,7 +360,7 @@ impl Rotations {
         if let Some(hpa) = &hpa {
             // The HPA would undo a surge above its own computation: hold its floor at the
             // surged size until the rotation takes the surge back.
-            workload::hold_hpa(client, &namespace, hpa, current + 1).await?;
+            workload::hold_hpa(client, &namespace, hpa, current.saturating_add(1)).await?;
         }
         let replicas = workload::scale_by(client, &namespace, target, 1).await?;
         info!(rotation = %rotation.name_any(), workload = %target.name, replicas, "surged");
@@ -538,7 +519,7 @@ impl Rotations {
         let since = status
             .surged_at
             .as_ref()
-            .map(|t| to_chrono(t) - TimeDelta::seconds(1));
+            .map(|t| time::sub(to_chrono(t), TimeDelta::seconds(1)));
         let mut taken: HashSet<String> = self
             .spot
             .rotations
@@ -709,10 +690,7 @@ impl Rotations {
             .patch_status(&policy.name_any(), &params(), &Patch::Merge(&patch))
             .await?;
 
-        let keep = policy
-            .spec
-            .history_limit
-            .map_or(DEFAULT_HISTORY, |h| h.max(0) as usize);
+        let keep = usize::try_from(PolicySettings::of(&policy.spec).history_limit).unwrap_or(0);
         let mut done: Vec<&Arc<SpotRotation>> = rotations.iter().filter(|r| finished(r)).collect();
         done.sort_by_key(|r| std::cmp::Reverse(to_chrono(&r.spec.noticed_at)));
         let api: Api<SpotRotation> = Api::namespaced(self.spot.ctx.client.clone(), &namespace);

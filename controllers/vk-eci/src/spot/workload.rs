@@ -108,7 +108,7 @@ where
     if delta == 0 {
         return Ok(current);
     }
-    let replicas = (current + delta).max(0);
+    let replicas = current.saturating_add(delta).max(0);
     spec.replicas = Some(replicas);
     api.replace_scale(name, &PostParams::default(), &scale)
         .await?;
