@@ -110,7 +110,9 @@ impl Tag {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A container's environment variable. Its value may come from a Secret, which the client
+/// cannot tell: `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct EnvironmentVar {
     pub key: String,
@@ -118,6 +120,19 @@ pub struct EnvironmentVar {
     pub value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field_ref: Option<FieldRef>,
+}
+
+impl std::fmt::Debug for EnvironmentVar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvironmentVar")
+            .field("key", &self.key)
+            .field(
+                "value",
+                &self.value.as_ref().map(|_| crate::redact::REDACTED),
+            )
+            .field("field_ref", &self.field_ref)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -466,7 +481,8 @@ pub struct NfsVolume {
     pub read_only: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A file of a config-file volume. Its content may be a Secret's: `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ConfigFileToPath {
     pub path: String,
@@ -478,6 +494,16 @@ pub struct ConfigFileToPath {
         skip_serializing_if = "Option::is_none"
     )]
     pub mode: Option<i64>,
+}
+
+impl std::fmt::Debug for ConfigFileToPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigFileToPath")
+            .field("path", &self.path)
+            .field("content", &crate::redact::REDACTED)
+            .field("mode", &self.mode)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -1179,11 +1205,21 @@ pub struct PortInfo {
     pub protocol: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// An environment variable as ECI reports it back: `Debug` never shows its value.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct EnvironmentVarInfo {
     pub key: String,
     pub value: String,
+}
+
+impl std::fmt::Debug for EnvironmentVarInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvironmentVarInfo")
+            .field("key", &self.key)
+            .field("value", &crate::redact::REDACTED)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -1501,6 +1537,52 @@ pub struct ErrorBody {
 mod tests {
     use super::*;
     use crate::params::{from_params, to_params};
+
+    #[test]
+    fn debug_output_never_shows_env_values_file_contents_or_passwords() {
+        let request = CreateContainerGroupRequest {
+            container: vec![Container {
+                name: "c".into(),
+                environment_var: vec![EnvironmentVar {
+                    key: "DB_PASSWORD".into(),
+                    value: Some("hunter2-from-a-secret".into()),
+                    field_ref: None,
+                }],
+                ..Container::default()
+            }],
+            volume: vec![Volume {
+                name: "cfg".into(),
+                config_file_volume: Some(ConfigFileVolume {
+                    config_file_to_path: vec![ConfigFileToPath {
+                        path: "token".into(),
+                        content: "c2VjcmV0LXRva2Vu".into(),
+                        mode: None,
+                    }],
+                    ..ConfigFileVolume::default()
+                }),
+                ..Volume::default()
+            }],
+            image_registry_credential: vec![ImageRegistryCredential {
+                server: "registry.example".into(),
+                user_name: "robot".into(),
+                password: "registry-pass".into(),
+            }],
+            ..CreateContainerGroupRequest::default()
+        };
+        let shown = format!("{request:?}");
+        for secret in ["hunter2-from-a-secret", "c2VjcmV0LXRva2Vu", "registry-pass"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("DB_PASSWORD") && shown.contains("robot"),
+            "{shown}"
+        );
+        let reported = EnvironmentVarInfo {
+            key: "K".into(),
+            value: "hunter2".into(),
+        };
+        assert!(!format!("{reported:?}").contains("hunter2"));
+    }
 
     #[test]
     fn create_request_uses_wire_names_and_round_trips() {

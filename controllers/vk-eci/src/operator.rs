@@ -169,7 +169,7 @@ impl Operator {
         if self.settings.simulated {
             tracing::warn!(
                 node = %node_name,
-                "NO ECI ACCESSKEY: pods on this node run in the built-in ECI SIMULATOR, not on Alibaba Cloud"
+                "SIMULATOR MODE (--simulator): pods on this node run in an ECI SIMULATOR, not on Alibaba Cloud"
             );
         }
 
