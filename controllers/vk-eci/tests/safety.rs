@@ -26,6 +26,33 @@ fn groups_of(world: &World, uid: &str) -> Vec<String> {
         .collect()
 }
 
+/// The service account `app`, whose tokens the `tokened` pod mounts.
+async fn create_service_account(world: &World) {
+    let accounts: Api<ServiceAccount> = Api::namespaced(world.client.clone(), "default");
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "app"}})).unwrap();
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+}
+
+/// A pod with a projected service account token: each create attempt mints a new token,
+/// so two attempts never send the same parameters.
+fn tokened_pod() -> serde_json::Value {
+    json!({
+        "metadata": {"name": "tokened"},
+        "spec": {
+            "nodeName": common::NODE,
+            "serviceAccountName": "app",
+            "containers": [{"name": "app", "image": "nginx:1.27",
+                "volumeMounts": [{"name": "token", "mountPath": "/var/run/token"}]}],
+            "volumes": [{"name": "token", "projected": {"sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}]}}],
+        },
+    })
+}
+
 #[tokio::test]
 async fn a_pod_whose_group_vanished_fails_and_stops_being_ready() {
     let world = World::new().await;
@@ -66,13 +93,7 @@ async fn a_pod_whose_group_vanished_fails_and_stops_being_ready() {
 #[tokio::test]
 async fn a_create_retried_after_a_lost_answer_adopts_its_group_and_never_fails_the_pod() {
     let world = World::new().await;
-    let accounts: Api<ServiceAccount> = Api::namespaced(world.client.clone(), "default");
-    let account: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "app"}})).unwrap();
-    accounts
-        .create(&PostParams::default(), &account)
-        .await
-        .unwrap();
+    create_service_account(&world).await;
     // ECI carries the creates out but every answer is lost: the client gives up and the
     // controller retries later, minting a new service account token for the same ClientToken.
     world.sim.simulator.set_faults(
@@ -83,19 +104,7 @@ async fn a_create_retried_after_a_lost_answer_adopts_its_group_and_never_fails_t
         },
     );
     let _operator = world.operator("replica-a").await;
-    let pod = world
-        .create_pod_from(json!({
-            "metadata": {"name": "tokened"},
-            "spec": {
-                "nodeName": common::NODE,
-                "serviceAccountName": "app",
-                "containers": [{"name": "app", "image": "nginx:1.27",
-                    "volumeMounts": [{"name": "token", "mountPath": "/var/run/token"}]}],
-                "volumes": [{"name": "token", "projected": {"sources": [
-                    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}]}}],
-            },
-        }))
-        .await;
+    let pod = world.create_pod_from(tokened_pod()).await;
     let uid = pod.uid().unwrap();
     let made = eventually("the first attempt's group", || async {
         groups_of(&world, &uid).first().cloned()
@@ -355,13 +364,7 @@ async fn a_pod_that_cannot_be_removed_holds_up_no_other_pod() {
 #[tokio::test]
 async fn a_create_whose_instance_id_write_failed_adopts_its_group_on_the_retry() {
     let world = World::new().await;
-    let accounts: Api<ServiceAccount> = Api::namespaced(world.client.clone(), "default");
-    let account: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "app"}})).unwrap();
-    accounts
-        .create(&PostParams::default(), &account)
-        .await
-        .unwrap();
+    create_service_account(&world).await;
     // The group is made, but recording its id on the pod fails once: the next attempt
     // (same ClientToken, a new token in its parameters) meets IdempotentParameterMismatch.
     let lost_write = world.sandbox.sandbox.faults().inject(
@@ -371,19 +374,7 @@ async fn a_create_whose_instance_id_write_failed_adopts_its_group_on_the_retry()
             .times(1),
     );
     let _operator = world.operator("replica-a").await;
-    world
-        .create_pod_from(json!({
-            "metadata": {"name": "tokened"},
-            "spec": {
-                "nodeName": common::NODE,
-                "serviceAccountName": "app",
-                "containers": [{"name": "app", "image": "nginx:1.27",
-                    "volumeMounts": [{"name": "token", "mountPath": "/var/run/token"}]}],
-                "volumes": [{"name": "token", "projected": {"sources": [
-                    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}]}}],
-            },
-        }))
-        .await;
+    world.create_pod_from(tokened_pod()).await;
     let pod = world
         .pod_until("tokened", "Ready", |p: Option<&Pod>| {
             assert_ne!(p.and_then(phase), Some("Failed"), "{p:#?}");
