@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod disruption;
 pub mod faults;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod schema;
 pub mod selector;

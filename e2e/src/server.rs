@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use crate::faults::{
     Answer, Fault, FaultId, FaultSpec, FaultView, Faults, InjectedError, ResourceRequest,
 };
+use crate::protobuf::ProtobufError;
 use crate::resources::ResourceType;
 use crate::selector::Selector;
 use crate::store::{ApiError, DeleteOptions, PatchKind, Store};
@@ -561,9 +562,19 @@ fn table(rt: &ResourceType, items: &[Value], resource_version: u64) -> Value {
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version.to_string()}, "columnDefinitions": columns, "rows": rows})
 }
 
+/// A request body as JSON: JSON, YAML, or the API server's protobuf (recognised by its magic,
+/// whatever the Content-Type says).
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
     if body.is_empty() {
         return Ok(Value::Null);
+    }
+    if body.starts_with(crate::protobuf::MAGIC) {
+        return crate::protobuf::decode(body).map_err(|error| match error {
+            ProtobufError::Unsupported { .. } => {
+                ApiError::new(415, "UnsupportedMediaType", error.to_string())
+            }
+            _ => ApiError::bad_request(error.to_string()),
+        });
     }
     serde_json::from_slice(body)
         .or_else(|_| serde_saphyr::from_slice::<Value>(body).map_err(|e| e.to_string()))
@@ -594,6 +605,17 @@ async fn handle(
     };
     let request = resource_request(&method, &query, &target);
     sandbox.record(&request, &headers, &target);
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if crate::protobuf::accepts_only_protobuf(accept) {
+        return error_response(&ApiError::new(
+            406,
+            "NotAcceptable",
+            "only the following media types are accepted: application/json, application/yaml",
+        ));
+    }
     let plan = sandbox.faults.plan(&request);
     if !plan.delay.is_zero() {
         tokio::time::sleep(plan.delay).await;
