@@ -14,6 +14,7 @@ pub mod selector;
 pub mod server;
 pub mod stack;
 pub mod store;
+pub mod tables;
 
 pub use faults::{Effect, Fault, FaultId, FaultSpec, Faults, InjectedFault};
 pub use server::{Access, RunningSandbox, Sandbox, kubeconfig};

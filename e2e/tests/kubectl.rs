@@ -316,3 +316,312 @@ async fn kubectl_create_generators_send_protobuf() {
     );
     assert_eq!(pod["spec"]["restartPolicy"], "Never");
 }
+
+/// Two nodes (one Ready worker, one NotReady and cordoned), three pods bound to the worker,
+/// a Lease and an HPA.
+const TABLE_OBJECTS: &str = "\
+apiVersion: v1
+kind: Node
+metadata: {name: worker, labels: {node-role.kubernetes.io/worker: ''}}
+status:
+  conditions: [{type: Ready, status: 'True'}]
+  addresses: [{type: InternalIP, address: 10.0.0.5}]
+  nodeInfo: {kubeletVersion: v1.33.1, osImage: Ubuntu 24.04, kernelVersion: 6.8.0, containerRuntimeVersion: 'containerd://1.7.24'}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: gone}
+spec: {unschedulable: true}
+status:
+  conditions: [{type: Ready, status: 'Unknown'}]
+  nodeInfo: {kubeletVersion: v1.33.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: half-ready}
+spec:
+  nodeName: worker
+  containers: [{name: app, image: 'app:1'}, {name: probe-fails, image: 'side:1'}]
+  readinessGates: [{conditionType: example.com/lb}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: crashing}
+spec: {nodeName: worker, containers: [{name: app, image: 'app:1'}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: leaving}
+spec: {nodeName: worker, containers: [{name: app, image: 'app:1'}]}
+---
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata: {name: vk-eci-leader}
+spec: {holderIdentity: vk-eci-0}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: web}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  minReplicas: 2
+  maxReplicas: 5
+  metrics: [{type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 80}}}]
+";
+
+fn header(out: &str) -> Vec<&str> {
+    out.lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect()
+}
+
+/// The row whose first column is `name`, split on whitespace.
+fn row<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
+    out.lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&name))
+        .unwrap_or_else(|| panic!("no row {name} in\n{out}"))
+}
+
+fn ago(seconds: i64) -> String {
+    (chrono::Utc::now() - chrono::TimeDelta::seconds(seconds))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// `kubectl get` shows the real API server's columns for the built-in kinds, with the
+/// printers' STATUS reasons for pods and nodes.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_get_shows_the_api_servers_columns() {
+    let Some(k) = Kubectl::start("tables").await else {
+        return;
+    };
+    let manifest = k.dir.join("objects.yaml");
+    std::fs::write(&manifest, TABLE_OBJECTS).unwrap();
+    k.ok(&[
+        "apply",
+        "--validate=false",
+        "-f",
+        manifest.to_str().unwrap(),
+    ]);
+    let status = |pod: &str, status: String| {
+        k.ok(&[
+            "patch",
+            "pod",
+            pod,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ]);
+    };
+    status(
+        "half-ready",
+        r#"{"status": {"phase": "Running", "podIP": "10.1.0.7", "podIPs": [{"ip": "10.1.0.7"}],
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [
+              {"name": "app", "ready": true, "restartCount": 0, "image": "app:1", "imageID": "", "state": {"running": {}}},
+              {"name": "probe-fails", "ready": false, "restartCount": 0, "image": "side:1", "imageID": "", "state": {"running": {}}}]}}"#
+            .to_string(),
+    );
+    status(
+        "crashing",
+        format!(
+            r#"{{"status": {{"phase": "Running", "containerStatuses": [
+              {{"name": "app", "ready": false, "restartCount": 4, "image": "app:1", "imageID": "",
+                "state": {{"waiting": {{"reason": "CrashLoopBackOff"}}}},
+                "lastState": {{"terminated": {{"exitCode": 1, "reason": "Error", "finishedAt": "{}"}}}}}}]}}}}"#,
+            ago(15 * 60 + 10)
+        ),
+    );
+    status(
+        "leaving",
+        r#"{"status": {"phase": "Running", "containerStatuses": [
+            {"name": "app", "ready": true, "restartCount": 0, "image": "app:1", "imageID": "", "state": {"running": {}}}]}}"#
+            .to_string(),
+    );
+    k.ok(&["delete", "pod", "leaving", "--wait=false"]);
+
+    let pods = k.ok(&["get", "pods"]);
+    assert_eq!(
+        header(&pods),
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    );
+    assert_eq!(row(&pods, "half-ready")[1..3], ["1/2", "Running"]);
+    assert_eq!(
+        row(&pods, "crashing")[1..6],
+        ["0/1", "CrashLoopBackOff", "4", "(15m", "ago)"]
+    );
+    assert_eq!(row(&pods, "leaving")[1..3], ["1/1", "Terminating"]);
+    let wide = k.ok(&["get", "pods", "-o", "wide"]);
+    assert_eq!(
+        header(&wide),
+        [
+            "NAME",
+            "READY",
+            "STATUS",
+            "RESTARTS",
+            "AGE",
+            "IP",
+            "NODE",
+            "NOMINATED",
+            "NODE",
+            "READINESS",
+            "GATES"
+        ]
+    );
+    let half_ready = row(&wide, "half-ready");
+    assert_eq!(half_ready[5..], ["10.1.0.7", "worker", "<none>", "0/1"]);
+
+    let nodes = k.ok(&["get", "nodes", "-o", "wide"]);
+    assert_eq!(
+        header(&nodes),
+        [
+            "NAME",
+            "STATUS",
+            "ROLES",
+            "AGE",
+            "VERSION",
+            "INTERNAL-IP",
+            "EXTERNAL-IP",
+            "OS-IMAGE",
+            "KERNEL-VERSION",
+            "CONTAINER-RUNTIME"
+        ]
+    );
+    let worker = row(&nodes, "worker");
+    assert_eq!(worker[1..3], ["Ready", "worker"]);
+    assert_eq!(
+        worker[4..],
+        [
+            "v1.33.1",
+            "10.0.0.5",
+            "<none>",
+            "Ubuntu",
+            "24.04",
+            "6.8.0",
+            "containerd://1.7.24"
+        ]
+    );
+    let gone = row(&nodes, "gone");
+    assert_eq!(gone[1..3], ["NotReady,SchedulingDisabled", "<none>"]);
+    assert_eq!(
+        gone[5..],
+        ["<none>", "<none>", "<unknown>", "<unknown>", "<unknown>"]
+    );
+
+    k.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.27",
+        "--replicas=2",
+    ]);
+    let deployments = k.ok(&["get", "deployments", "-o", "wide"]);
+    assert_eq!(
+        header(&deployments),
+        [
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ]
+    );
+    assert_eq!(row(&deployments, "web")[1], "0/2");
+    assert_eq!(
+        row(&deployments, "web")[5..],
+        ["nginx", "nginx:1.27", "app=web"]
+    );
+    let replica_sets = k.ok(&["get", "rs"]);
+    assert_eq!(
+        header(&replica_sets),
+        ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]
+    );
+    k.ok(&["create", "service", "nodeport", "web", "--tcp=80:8080"]);
+    let services = k.ok(&["get", "services", "-o", "wide"]);
+    assert_eq!(
+        header(&services),
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE",
+            "SELECTOR"
+        ]
+    );
+    assert_eq!(row(&services, "web")[1], "NodePort");
+    assert_eq!(row(&services, "web")[3], "<none>");
+    k.ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "--from-literal=a=1",
+        "--from-literal=b=2",
+    ]);
+    let config_maps = k.ok(&["get", "configmaps"]);
+    assert_eq!(header(&config_maps), ["NAME", "DATA", "AGE"]);
+    assert_eq!(row(&config_maps, "settings")[1], "2");
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "token",
+        "--from-literal=t=x",
+        "--type=Opaque",
+    ]);
+    let secrets = k.ok(&["get", "secrets"]);
+    assert_eq!(header(&secrets), ["NAME", "TYPE", "DATA", "AGE"]);
+    assert_eq!(row(&secrets, "token")[1..3], ["Opaque", "1"]);
+    let namespaces = k.ok(&["get", "namespaces"]);
+    assert_eq!(header(&namespaces), ["NAME", "STATUS", "AGE"]);
+    assert_eq!(row(&namespaces, "kube-system")[1], "Active");
+    let leases = k.ok(&["get", "leases"]);
+    assert_eq!(header(&leases), ["NAME", "HOLDER", "AGE"]);
+    assert_eq!(row(&leases, "vk-eci-leader")[1], "vk-eci-0");
+    k.ok(&[
+        "create",
+        "pdb",
+        "web",
+        "--selector=app=web",
+        "--max-unavailable=1",
+    ]);
+    let budgets = k.ok(&["get", "pdb"]);
+    assert_eq!(
+        header(&budgets),
+        [
+            "NAME",
+            "MIN",
+            "AVAILABLE",
+            "MAX",
+            "UNAVAILABLE",
+            "ALLOWED",
+            "DISRUPTIONS",
+            "AGE"
+        ]
+    );
+    assert_eq!(row(&budgets, "web")[1..3], ["N/A", "1"]);
+    let autoscalers = k.ok(&["get", "hpa"]);
+    assert_eq!(
+        header(&autoscalers),
+        [
+            "NAME",
+            "REFERENCE",
+            "TARGETS",
+            "MINPODS",
+            "MAXPODS",
+            "REPLICAS",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        row(&autoscalers, "web")[1..6],
+        ["Deployment/web", "cpu:", "<unknown>/80%", "2", "5"]
+    );
+}
