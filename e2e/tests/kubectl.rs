@@ -178,6 +178,7 @@ async fn kubectl_create_generators_send_protobuf() {
     k.ok(&["create", "secret", "generic", "s", "--from-literal=a=b"]);
     let secret = k.json(&["get", "secret", "s"]);
     assert_eq!(secret["data"]["a"], "Yg==");
+    assert_eq!(secret["type"], "Opaque");
     k.ok(&[
         "create",
         "secret",
@@ -557,7 +558,10 @@ async fn kubectl_get_shows_the_api_servers_columns() {
         ]
     );
     assert_eq!(row(&services, "web")[1], "NodePort");
-    assert_eq!(row(&services, "web")[3], "<none>");
+    let web = row(&services, "web");
+    assert!(web[2].starts_with("10.96."), "{services}");
+    assert_eq!(web[3..5], ["<none>", "80:30000/TCP"]);
+    assert_eq!(web[6], "app=web");
     k.ok(&[
         "create",
         "configmap",
@@ -568,14 +572,7 @@ async fn kubectl_get_shows_the_api_servers_columns() {
     let config_maps = k.ok(&["get", "configmaps"]);
     assert_eq!(header(&config_maps), ["NAME", "DATA", "AGE"]);
     assert_eq!(row(&config_maps, "settings")[1], "2");
-    k.ok(&[
-        "create",
-        "secret",
-        "generic",
-        "token",
-        "--from-literal=t=x",
-        "--type=Opaque",
-    ]);
+    k.ok(&["create", "secret", "generic", "token", "--from-literal=t=x"]);
     let secrets = k.ok(&["get", "secrets"]);
     assert_eq!(header(&secrets), ["NAME", "TYPE", "DATA", "AGE"]);
     assert_eq!(row(&secrets, "token")[1..3], ["Opaque", "1"]);
@@ -624,4 +621,63 @@ async fn kubectl_get_shows_the_api_servers_columns() {
         row(&autoscalers, "web")[1..6],
         ["Deployment/web", "cpu:", "<unknown>/80%", "2", "5"]
     );
+}
+
+/// Pods come back as a cluster hands them out: probes, pull policy, DNS and scheduler
+/// defaulted, and `kubectl describe` prints them.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_describe_shows_api_server_defaults() {
+    let Some(k) = Kubectl::start("defaults").await else {
+        return;
+    };
+    let manifest = k.dir.join("pod.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: probed}\nspec:\n  containers:\n  - name: web\n    image: nginx\n    \
+         readinessProbe: {httpGet: {port: 80}}\n    livenessProbe: {tcpSocket: {port: 80}, initialDelaySeconds: 5}\n",
+    )
+    .unwrap();
+    k.ok(&[
+        "apply",
+        "--validate=false",
+        "-f",
+        manifest.to_str().unwrap(),
+    ]);
+    let described = k.ok(&["describe", "pod", "probed"]);
+    let line = |label: &str| {
+        described
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {label} in\n{described}"))
+            .to_string()
+    };
+    assert_eq!(
+        line("Readiness:"),
+        "http-get http://:80/ delay=0s timeout=1s period=10s #success=1 #failure=3"
+    );
+    assert_eq!(
+        line("Liveness:"),
+        "tcp-socket :80 delay=5s timeout=1s period=10s #success=1 #failure=3"
+    );
+    assert_eq!(line("QoS Class:"), "BestEffort");
+    let pod = k.json(&["get", "pod", "probed"]);
+    let spec = &pod["spec"];
+    assert_eq!(spec["restartPolicy"], "Always");
+    assert_eq!(spec["dnsPolicy"], "ClusterFirst");
+    assert_eq!(spec["schedulerName"], "default-scheduler");
+    assert_eq!(spec["terminationGracePeriodSeconds"], 30);
+    assert_eq!(spec["containers"][0]["imagePullPolicy"], "Always");
+    assert_eq!(
+        spec["containers"][0]["terminationMessagePath"],
+        "/dev/termination-log"
+    );
+    k.ok(&["create", "deployment", "web", "--image=nginx:1.27"]);
+    let deployment = k.json(&["get", "deployment", "web"]);
+    assert_eq!(
+        deployment["spec"]["strategy"],
+        serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
+    );
+    assert_eq!(deployment["spec"]["progressDeadlineSeconds"], 600);
+    assert_eq!(deployment["spec"]["revisionHistoryLimit"], 10);
 }
