@@ -684,6 +684,9 @@ fn serve(
                 json!({"apiVersion": rt.api_version(), "kind": list_kind(&rt), "metadata": metadata, "items": items}),
             ))
         }
+        ("POST", None, None) if rt.group == "authorization.k8s.io" => {
+            review(&rt, parse_body(body)?).map(|v| Served::Object(201, v))
+        }
         ("POST", None, None) => {
             let object = parse_body(body)?;
             Ok(Served::Object(
@@ -828,6 +831,26 @@ fn serve(
             format!("{method} is not supported here"),
         )),
     }
+}
+
+/// A self-subject access or rules review, answered as allowed: the sandbox has no
+/// authorization, so every request a client can make is one it may make.
+fn review(rt: &ResourceType, mut review: Value) -> Result<Value, ApiError> {
+    if !review.is_object() {
+        return Err(ApiError::bad_request("the body is not an object"));
+    }
+    review["apiVersion"] = json!(rt.api_version());
+    review["kind"] = json!(rt.kind);
+    review["metadata"] = json!({"creationTimestamp": null});
+    review["status"] = match rt.kind.as_str() {
+        "SelfSubjectRulesReview" => json!({
+            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            "incomplete": false,
+        }),
+        _ => json!({"allowed": true, "reason": "the sandbox authorizes every request"}),
+    };
+    Ok(review)
 }
 
 fn scale(

@@ -681,3 +681,83 @@ async fn kubectl_describe_shows_api_server_defaults() {
     assert_eq!(deployment["spec"]["progressDeadlineSeconds"], 600);
     assert_eq!(deployment["spec"]["revisionHistoryLimit"], 10);
 }
+
+/// `auth can-i` answers yes, the controllers' events read as a cluster's, and `wait` and
+/// `rollout status` finish once the pods are Ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_auth_events_wait_and_rollout_status() {
+    let Some(k) = Kubectl::start("workflow").await else {
+        return;
+    };
+    assert_eq!(k.ok(&["auth", "can-i", "create", "pods"]).trim(), "yes");
+    assert_eq!(
+        k.ok(&["auth", "can-i", "delete", "nodes", "--all-namespaces"])
+            .trim(),
+        "yes"
+    );
+    assert!(k.ok(&["auth", "can-i", "--list"]).contains("*.*"));
+
+    k.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.27",
+        "--replicas=2",
+    ]);
+    let manifest = k.dir.join("node.yaml");
+    std::fs::write(&manifest, TABLE_OBJECTS.split("---").next().unwrap()).unwrap();
+    k.ok(&[
+        "apply",
+        "--validate=false",
+        "-f",
+        manifest.to_str().unwrap(),
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let events = loop {
+        let events = k.ok(&["get", "events"]);
+        if events.matches("Scheduled").count() >= 2 {
+            break events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both pods scheduled:\n{events}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        header(&events),
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    );
+    assert!(
+        events.contains("ScalingReplicaSet   deployment/web")
+            && events.contains("Scaled up replica set web-"),
+        "{events}"
+    );
+    assert!(
+        events.contains("SuccessfulCreate    replicaset/web-"),
+        "{events}"
+    );
+    assert!(
+        events.contains("Successfully assigned default/web-"),
+        "{events}"
+    );
+    assert!(events.contains("FailedScheduling"), "{events}");
+
+    let pods = k.ok(&["get", "pods", "-o", "name"]);
+    for pod in pods.lines() {
+        k.ok(&[
+            "patch", pod, "--subresource=status", "--type=merge", "-p",
+            r#"{"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+               "containerStatuses": [{"name": "nginx", "ready": true, "restartCount": 0, "image": "nginx:1.27", "imageID": "", "state": {"running": {}}}]}}"#,
+        ]);
+    }
+    let first = pods.lines().next().unwrap();
+    assert!(
+        k.ok(&["wait", "--for=condition=Ready", first, "--timeout=20s"])
+            .contains("condition met")
+    );
+    assert!(
+        k.ok(&["rollout", "status", "deployment/web", "--timeout=20s"])
+            .contains("successfully rolled out")
+    );
+}
