@@ -137,6 +137,19 @@ fn schedule(store: &mut Store, now: DateTime<Utc>) -> bool {
                 let mut bound = pod.clone();
                 bound["spec"]["nodeName"] = node["metadata"]["name"].clone();
                 if let Ok(bound) = store.update(&pods_type, Some(&namespace), &name, bound, None) {
+                    let message = format!(
+                        "Successfully assigned {namespace}/{name} to {}",
+                        node["metadata"]["name"].as_str().unwrap_or_default()
+                    );
+                    record_event(
+                        store,
+                        &bound,
+                        "Pod",
+                        false,
+                        ("default-scheduler", "Scheduled"),
+                        message,
+                        now,
+                    );
                     let mut scheduled = bound;
                     set_condition(
                         &mut scheduled,
@@ -164,11 +177,15 @@ fn schedule(store: &mut Store, now: DateTime<Utc>) -> bool {
                         summary.push(format!("{count} {reason}"));
                     }
                 }
-                let message = format!(
-                    "0/{} nodes are available: {}.",
-                    nodes.len(),
-                    summary.join(", ")
-                );
+                let message = if nodes.is_empty() {
+                    "0/0 nodes are available: no nodes available to schedule pods.".to_string()
+                } else {
+                    format!(
+                        "0/{} nodes are available: {}.",
+                        nodes.len(),
+                        summary.join(", ")
+                    )
+                };
                 let already = pod["status"]["conditions"].as_array().is_some_and(|c| {
                     c.iter()
                         .any(|c| c["type"] == "PodScheduled" && c["message"] == message.as_str())
@@ -179,7 +196,7 @@ fn schedule(store: &mut Store, now: DateTime<Utc>) -> bool {
                         &mut unschedulable,
                         json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastTransitionTime": timestamp(now)}),
                     );
-                    changed |= store
+                    if store
                         .update(
                             &pods_type,
                             Some(&namespace),
@@ -187,12 +204,60 @@ fn schedule(store: &mut Store, now: DateTime<Utc>) -> bool {
                             unschedulable,
                             Some("status"),
                         )
-                        .is_ok();
+                        .is_ok()
+                    {
+                        record_event(
+                            store,
+                            &pod,
+                            "Pod",
+                            true,
+                            ("default-scheduler", "FailedScheduling"),
+                            message,
+                            now,
+                        );
+                        changed = true;
+                    }
                 }
             }
         }
     }
     changed
+}
+
+/// Records a core/v1 Event about `object`, as the controller `component` would.
+fn record_event(
+    store: &mut Store,
+    object: &Value,
+    kind: &str,
+    warning: bool,
+    (component, reason): (&str, &str),
+    message: String,
+    now: DateTime<Utc>,
+) {
+    let Some(events) = store.find_type("", "v1", "events") else {
+        return;
+    };
+    let meta = &object["metadata"];
+    let namespace = meta["namespace"].as_str().unwrap_or("default").to_string();
+    let name = meta["name"].as_str().unwrap_or_default();
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let event = json!({
+        "metadata": {"name": format!("{name}.{}", &suffix[..16]), "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": object["apiVersion"], "kind": kind, "namespace": namespace, "name": name,
+            "uid": meta["uid"], "resourceVersion": meta["resourceVersion"],
+        },
+        "reason": reason,
+        "message": message,
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": "",
+        "firstTimestamp": timestamp(now),
+        "lastTimestamp": timestamp(now),
+        "count": 1,
+        "type": if warning { "Warning" } else { "Normal" },
+    });
+    let _best_effort = store.create(&events, Some(&namespace), event, now);
 }
 
 fn set_condition(object: &mut Value, condition: Value) {
@@ -303,12 +368,22 @@ fn reconcile_replica_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
                 .collect();
             (wanted.saturating_sub(live.len()), surplus)
         };
+        let controller = ("replicaset-controller", "SuccessfulCreate");
         for _ in 0..missing {
             let pod = pod_from_template(&set, "ReplicaSet", PodName::Generated(format!("{name}-")));
-            changed |= store.create(&pods_type, Some(&namespace), pod, now).is_ok();
+            if let Ok(pod) = store.create(&pods_type, Some(&namespace), pod, now) {
+                let message = format!("Created pod: {}", name_of(&pod));
+                record_event(store, &set, "ReplicaSet", false, controller, message, now);
+                changed = true;
+            }
         }
         for pod in &surplus {
-            changed |= delete_pod(store, &pods_type, &namespace, pod, now);
+            if delete_pod(store, &pods_type, &namespace, pod, now) {
+                let controller = ("replicaset-controller", "SuccessfulDelete");
+                let message = format!("Deleted pod: {pod}");
+                record_event(store, &set, "ReplicaSet", false, controller, message, now);
+                changed = true;
+            }
         }
         let (replicas, ready_count) = replica_counts(store, &pods_type, &namespace, &set);
         let status = json!({"replicas": replicas, "fullyLabeledReplicas": replicas, "readyReplicas": ready_count, "availableReplicas": ready_count, "observedGeneration": set["metadata"]["generation"]});
@@ -432,6 +507,7 @@ fn reconcile_deployments(store: &mut Store, now: DateTime<Utc>) -> bool {
         let replicas = deployment["spec"]["replicas"].as_i64().unwrap_or(1);
         let (sets, _) = store.list(&rs_type, Some(&namespace), &all, &all, None, None);
         let owned = owned_by(&sets, &deployment["metadata"]["uid"]);
+        let mut scalings = Vec::new();
         for set in &owned {
             let set_name = set["metadata"]["name"]
                 .as_str()
@@ -442,12 +518,20 @@ fn reconcile_deployments(store: &mut Store, now: DateTime<Utc>) -> bool {
             } else {
                 0
             };
-            if set["spec"]["replicas"].as_i64() != Some(want) {
+            let had = set["spec"]["replicas"].as_i64().unwrap_or(0);
+            if had != want {
                 let mut next = (*set).clone();
                 next["spec"]["replicas"] = json!(want);
-                changed |= store
-                    .update(&rs_type, Some(&namespace), &set_name, next, None)
-                    .is_ok();
+                scalings.push((set_name, had, want, next));
+            }
+        }
+        for (set_name, had, want, next) in scalings {
+            if store
+                .update(&rs_type, Some(&namespace), &set_name, next, None)
+                .is_ok()
+            {
+                record_scaling(store, &deployment, &set_name, (had, want), now);
+                changed = true;
             }
         }
         if !owned
@@ -466,7 +550,10 @@ fn reconcile_deployments(store: &mut Store, now: DateTime<Utc>) -> bool {
                 },
                 "spec": {"replicas": replicas, "selector": selector, "template": template},
             });
-            changed |= store.create(&rs_type, Some(&namespace), set, now).is_ok();
+            if store.create(&rs_type, Some(&namespace), set, now).is_ok() {
+                record_scaling(store, &deployment, &current_name, (0, replicas), now);
+                changed = true;
+            }
         }
         let (sets, _) = store.list(&rs_type, Some(&namespace), &all, &all, None, None);
         let owned = owned_by(&sets, &deployment["metadata"]["uid"]);
@@ -481,17 +568,47 @@ fn reconcile_deployments(store: &mut Store, now: DateTime<Utc>) -> bool {
             .find(|s| s["metadata"]["name"] == current_name.as_str())
             .map_or(0, |s| s["status"]["replicas"].as_i64().unwrap_or(0));
         let available = sum("availableReplicas");
+        let progressing = if updated == replicas && available >= replicas {
+            json!({"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable", "message": format!("ReplicaSet \"{current_name}\" has successfully progressed.")})
+        } else {
+            json!({"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated", "message": format!("ReplicaSet \"{current_name}\" is progressing.")})
+        };
         let status = json!({
             "observedGeneration": deployment["metadata"]["generation"],
             "replicas": sum("replicas"),
             "updatedReplicas": updated,
             "readyReplicas": sum("readyReplicas"),
             "availableReplicas": available,
-            "conditions": [{"type": "Available", "status": if available >= replicas { "True" } else { "False" }, "reason": "MinimumReplicasAvailable"}],
+            "conditions": [
+                {"type": "Available", "status": if available >= replicas { "True" } else { "False" }, "reason": "MinimumReplicasAvailable"},
+                progressing,
+            ],
         });
         changed |= write_status(store, &deploy_type, &namespace, &name, status);
     }
     changed
+}
+
+/// The deployment controller's `ScalingReplicaSet` event.
+fn record_scaling(
+    store: &mut Store,
+    deployment: &Value,
+    set_name: &str,
+    (from, to): (i64, i64),
+    now: DateTime<Utc>,
+) {
+    let direction = if to > from { "up" } else { "down" };
+    let message = format!("Scaled {direction} replica set {set_name} from {from} to {to}");
+    let controller = ("deployment-controller", "ScalingReplicaSet");
+    record_event(
+        store,
+        deployment,
+        "Deployment",
+        false,
+        controller,
+        message,
+        now,
+    );
 }
 
 /// StatefulSets: pods `<name>-0` .. `<name>-(n-1)`, each recreated when it is gone; scaling
@@ -531,10 +648,20 @@ fn reconcile_stateful_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
             let pod_name = format!("{name}-{index}");
             let mut pod = pod_from_template(&set, "StatefulSet", PodName::Given(pod_name.clone()));
             pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] = json!(pod_name);
-            changed |= store.create(&pods_type, Some(&namespace), pod, now).is_ok();
+            if store.create(&pods_type, Some(&namespace), pod, now).is_ok() {
+                let message = format!("create Pod {pod_name} in StatefulSet {name} successful");
+                let controller = ("statefulset-controller", "SuccessfulCreate");
+                record_event(store, &set, "StatefulSet", false, controller, message, now);
+                changed = true;
+            }
         }
         for pod in &surplus {
-            changed |= delete_pod(store, &pods_type, &namespace, pod, now);
+            if delete_pod(store, &pods_type, &namespace, pod, now) {
+                let message = format!("delete Pod {pod} in StatefulSet {name} successful");
+                let controller = ("statefulset-controller", "SuccessfulDelete");
+                record_event(store, &set, "StatefulSet", false, controller, message, now);
+                changed = true;
+            }
         }
         let (live, ready_count) = replica_counts(store, &pods_type, &namespace, &set);
         let status = json!({"replicas": live, "readyReplicas": ready_count, "availableReplicas": ready_count, "currentReplicas": live, "updatedReplicas": live, "observedGeneration": set["metadata"]["generation"]});

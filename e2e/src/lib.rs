@@ -4,15 +4,18 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod defaults;
 pub mod disruption;
 pub mod faults;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod schema;
 pub mod selector;
 pub mod server;
 pub mod stack;
 pub mod store;
+pub mod tables;
 
 pub use faults::{Effect, Fault, FaultId, FaultSpec, Faults, InjectedFault};
 pub use server::{Access, RunningSandbox, Sandbox, kubeconfig};

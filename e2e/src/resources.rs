@@ -251,6 +251,25 @@ pub fn builtin() -> Vec<ResourceType> {
         ),
         R::builtin(rbac, "v1", "Role", "roles", true, &[], &[]),
         R::builtin(rbac, "v1", "RoleBinding", "rolebindings", true, &[], &[]),
+        // Reviews are answered, never stored: the sandbox authorizes everything.
+        R::builtin(
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            false,
+            &[],
+            &[],
+        ),
+        R::builtin(
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectRulesReview",
+            "selfsubjectrulesreviews",
+            false,
+            &[],
+            &[],
+        ),
         R::builtin(
             "apiextensions.k8s.io",
             "v1",

@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use crate::faults::{
     Answer, Fault, FaultId, FaultSpec, FaultView, Faults, InjectedError, ResourceRequest,
 };
+use crate::protobuf::ProtobufError;
 use crate::resources::ResourceType;
 use crate::selector::Selector;
 use crate::store::{ApiError, DeleteOptions, PatchKind, Store};
@@ -503,6 +504,10 @@ fn list_kind(rt: &ResourceType) -> String {
     format!("{}List", rt.kind)
 }
 
+fn include_object(query: &HashMap<String, String>) -> crate::tables::IncludeObject {
+    crate::tables::IncludeObject::parse(query.get("includeObject").map(String::as_str))
+}
+
 fn wants_table(headers: &HeaderMap) -> bool {
     headers
         .get("accept")
@@ -510,60 +515,19 @@ fn wants_table(headers: &HeaderMap) -> bool {
         .is_some_and(|accept| accept.contains("as=Table"))
 }
 
-/// Evaluates the simple JSONPaths printer columns use (`.a.b.c`).
-fn json_path<'a>(object: &'a Value, path: &str) -> &'a Value {
-    path.trim_start_matches('.')
-        .split('.')
-        .fold(object, |v, segment| &v[segment])
-}
-
-/// A timestamp as the short age the API server puts in Table cells (`42s`, `5m`, `3h`, `2d`).
-fn age(value: &Value) -> Value {
-    let Some(at) = value
-        .as_str()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-    else {
-        return Value::String("<unknown>".into());
-    };
-    let seconds = (Utc::now() - at.with_timezone(&Utc)).num_seconds().max(0);
-    Value::String(match seconds {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    })
-}
-
-fn table(rt: &ResourceType, items: &[Value], resource_version: u64) -> Value {
-    let mut columns =
-        vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name"})];
-    let printer: Vec<&Value> = rt.printer_columns.iter().collect();
-    for column in &printer {
-        columns.push(json!({"name": column["name"], "type": column["type"], "format": "", "description": column["description"].as_str().unwrap_or_default()}));
-    }
-    if !printer.iter().any(|c| c["name"] == "Age") {
-        columns.push(json!({"name": "Age", "type": "date", "format": "", "description": "Age"}));
-    }
-    let rows: Vec<Value> = items
-        .iter()
-        .map(|item| {
-            let mut cells = vec![item["metadata"]["name"].clone()];
-            for column in &printer {
-                let value = json_path(item, column["jsonPath"].as_str().unwrap_or_default());
-                cells.push(if column["type"] == "date" { age(value) } else { value.clone() });
-            }
-            if !printer.iter().any(|c| c["name"] == "Age") {
-                cells.push(age(&item["metadata"]["creationTimestamp"]));
-            }
-            json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": item["metadata"]}})
-        })
-        .collect();
-    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version.to_string()}, "columnDefinitions": columns, "rows": rows})
-}
-
+/// A request body as JSON: JSON, YAML, or the API server's protobuf (recognised by its magic,
+/// whatever the Content-Type says).
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
     if body.is_empty() {
         return Ok(Value::Null);
+    }
+    if body.starts_with(crate::protobuf::MAGIC) {
+        return crate::protobuf::decode(body).map_err(|error| match error {
+            ProtobufError::Unsupported { .. } => {
+                ApiError::new(415, "UnsupportedMediaType", error.to_string())
+            }
+            _ => ApiError::bad_request(error.to_string()),
+        });
     }
     serde_json::from_slice(body)
         .or_else(|_| serde_saphyr::from_slice::<Value>(body).map_err(|e| e.to_string()))
@@ -594,6 +558,17 @@ async fn handle(
     };
     let request = resource_request(&method, &query, &target);
     sandbox.record(&request, &headers, &target);
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if crate::protobuf::accepts_only_protobuf(accept) {
+        return error_response(&ApiError::new(
+            406,
+            "NotAcceptable",
+            "only the following media types are accepted: application/json, application/yaml",
+        ));
+    }
     let plan = sandbox.faults.plan(&request);
     if !plan.delay.is_zero() {
         tokio::time::sleep(plan.delay).await;
@@ -694,8 +669,11 @@ fn serve(
                 query.get("continue").map(String::as_str),
             );
             let rv = store.resource_version();
-            if wants_table(headers) && !rt.printer_columns.is_empty() {
-                return Ok(Served::Object(200, table(&rt, &items, rv)));
+            if wants_table(headers)
+                && let Some(table) =
+                    crate::tables::table(&rt, &items, rv, include_object(query), now)
+            {
+                return Ok(Served::Object(200, table));
             }
             let mut metadata = json!({"resourceVersion": rv.to_string()});
             if let Some(next) = next {
@@ -705,6 +683,9 @@ fn serve(
                 200,
                 json!({"apiVersion": rt.api_version(), "kind": list_kind(&rt), "metadata": metadata, "items": items}),
             ))
+        }
+        ("POST", None, None) if rt.group == "authorization.k8s.io" => {
+            review(&rt, parse_body(body)?).map(|v| Served::Object(201, v))
         }
         ("POST", None, None) => {
             let object = parse_body(body)?;
@@ -716,11 +697,16 @@ fn serve(
         ("GET", Some(name), None | Some("status")) => {
             let store = sandbox.lock();
             let object = store.get(&rt, ns, name)?;
-            if wants_table(headers) && !rt.printer_columns.is_empty() {
-                return Ok(Served::Object(
-                    200,
-                    table(&rt, std::slice::from_ref(&object), store.resource_version()),
-                ));
+            if wants_table(headers)
+                && let Some(table) = crate::tables::table(
+                    &rt,
+                    std::slice::from_ref(&object),
+                    store.resource_version(),
+                    include_object(query),
+                    now,
+                )
+            {
+                return Ok(Served::Object(200, table));
             }
             Ok(Served::Object(200, object))
         }
@@ -845,6 +831,26 @@ fn serve(
             format!("{method} is not supported here"),
         )),
     }
+}
+
+/// A self-subject access or rules review, answered as allowed: the sandbox has no
+/// authorization, so every request a client can make is one it may make.
+fn review(rt: &ResourceType, mut review: Value) -> Result<Value, ApiError> {
+    if !review.is_object() {
+        return Err(ApiError::bad_request("the body is not an object"));
+    }
+    review["apiVersion"] = json!(rt.api_version());
+    review["kind"] = json!(rt.kind);
+    review["metadata"] = json!({"creationTimestamp": null});
+    review["status"] = match rt.kind.as_str() {
+        "SelfSubjectRulesReview" => json!({
+            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            "incomplete": false,
+        }),
+        _ => json!({"allowed": true, "reason": "the sandbox authorizes every request"}),
+    };
+    Ok(review)
 }
 
 fn scale(

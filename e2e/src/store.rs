@@ -565,16 +565,13 @@ impl Store {
         }
         object["apiVersion"] = json!(rt.api_version());
         object["kind"] = json!(rt.kind);
+        crate::defaults::apply(rt, &mut object);
+        if rt.group.is_empty() && rt.kind == "Service" {
+            self.allocate_service_addresses(&mut object["spec"]);
+        }
         match rt.kind.as_str() {
             "Pod" => {
-                object["status"] = json!({"phase": "Pending"});
-                let spec = &mut object["spec"];
-                if spec["terminationGracePeriodSeconds"].is_null() {
-                    spec["terminationGracePeriodSeconds"] = json!(30);
-                }
-                if spec["restartPolicy"].is_null() {
-                    spec["restartPolicy"] = json!("Always");
-                }
+                object["status"] = json!({"phase": "Pending", "qosClass": crate::defaults::qos_class(&object["spec"])});
             }
             "Namespace" => object["status"] = json!({"phase": "Active"}),
             "CustomResourceDefinition" => {
@@ -598,6 +595,49 @@ impl Store {
         }
         check_schema(rt, &name, &mut object)?;
         Ok(self.commit(rt, key, ChangeKind::Added, object))
+    }
+
+    /// A Service's cluster IP (from 10.96.0.0/16, the first free one, as the registry
+    /// allocates on create) and node ports (from 30000) where its type has them and none was
+    /// asked for.
+    fn allocate_service_addresses(&self, spec: &mut Value) {
+        let services: Vec<&Value> = self
+            .objects
+            .range(("services.".to_string(), String::new(), String::new())..)
+            .take_while(|(key, _)| key.0 == "services.")
+            .map(|(_, service)| &service["spec"])
+            .collect();
+        let kind = spec["type"].as_str().unwrap_or("ClusterIP").to_string();
+        if kind != "ExternalName" && spec["clusterIP"].as_str().is_none_or(str::is_empty) {
+            let used: std::collections::BTreeSet<&str> = services
+                .iter()
+                .filter_map(|s| s["clusterIP"].as_str())
+                .collect();
+            if let Some(ip) = (1..=u16::MAX)
+                .map(|n| format!("10.96.{}.{}", n >> 8, n & 0xff))
+                .find(|ip| !used.contains(ip.as_str()))
+            {
+                spec["clusterIP"] = json!(ip);
+                spec["clusterIPs"] = json!([ip]);
+                spec["ipFamilies"] = json!(["IPv4"]);
+                spec["ipFamilyPolicy"] = json!("SingleStack");
+            }
+        }
+        if kind == "NodePort" || kind == "LoadBalancer" {
+            let mut used: std::collections::BTreeSet<i64> = services
+                .iter()
+                .flat_map(|s| s["ports"].as_array().into_iter().flatten())
+                .filter_map(|p| p["nodePort"].as_i64())
+                .collect();
+            if let Some(ports) = spec["ports"].as_array_mut() {
+                for port in ports.iter_mut().filter(|p| p["nodePort"].is_null()) {
+                    if let Some(free) = (30000..=32767).find(|n| !used.contains(n)) {
+                        used.insert(free);
+                        port["nodePort"] = json!(free);
+                    }
+                }
+            }
+        }
     }
 
     /// Replaces an object (or only its status, for the status subresource).
@@ -641,6 +681,7 @@ impl Store {
             next["status"] = object["status"].take();
             next
         } else {
+            crate::defaults::apply(rt, &mut object);
             for field in [
                 "uid",
                 "creationTimestamp",

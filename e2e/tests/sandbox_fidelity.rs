@@ -858,3 +858,25 @@ async fn secrets_fold_string_data_tokens_are_issued_and_requests_are_audited() {
             .any(|a| a.verb == "get" && a.resource == "secrets")
     );
 }
+
+#[tokio::test]
+async fn a_client_accepting_only_protobuf_is_refused_with_406() {
+    let (running, _client) = start(Sandbox::new()).await;
+    let http = reqwest::Client::new();
+    let get = |accept: &'static str| {
+        http.get(format!("{}/api/v1/namespaces", running.url()))
+            .header("accept", accept)
+            .send()
+    };
+    let refused = get("application/vnd.kubernetes.protobuf").await.unwrap();
+    assert_eq!(refused.status(), 406);
+    let status: serde_json::Value =
+        serde_json::from_slice(&refused.bytes().await.unwrap()).unwrap();
+    assert_eq!(status["reason"], "NotAcceptable");
+    let answered = get("application/vnd.kubernetes.protobuf, application/json")
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    let list: serde_json::Value = serde_json::from_slice(&answered.bytes().await.unwrap()).unwrap();
+    assert_eq!(list["kind"], "NamespaceList");
+}
