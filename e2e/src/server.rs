@@ -151,6 +151,18 @@ impl Sandbox {
         self.faults.clone()
     }
 
+    /// Every stored object of a resource (`""` for the core group), read in this process: no
+    /// fault applies and no access is recorded, so an instrument sees the truth while the API
+    /// misbehaves for everyone else (the chaos benchmark). Empty for an unknown resource.
+    pub fn objects(&self, group: &str, version: &str, plural: &str) -> Vec<Value> {
+        let store = self.lock();
+        let Some(rt) = store.find_type(group, version, plural) else {
+            return Vec::new();
+        };
+        let all = Selector::default();
+        store.list(&rt, None, &all, &all, None, None).0
+    }
+
     /// Every kind of request served so far (resolved to a resource), for RBAC checks.
     pub fn accesses(&self) -> Vec<Access> {
         match self.accesses.lock() {

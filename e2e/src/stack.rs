@@ -148,10 +148,15 @@ impl Stack {
         })
     }
 
-    /// Starts a `vk-eci run` replica in simulator mode, on the simulator at ECI_ENDPOINT.
+    /// Starts a `vk-eci run` replica in simulator mode, on the simulator at ECI_ENDPOINT. Its
+    /// log is `<identity>.log`, appended to, so a replica restarted under the same identity
+    /// keeps its predecessor's log (a panic stays on record).
     pub fn operator(&self, identity: &str) -> Result<Process, StackError> {
-        let log = std::fs::File::create(self.dir.join(format!("{identity}.log")))
-            .map_err(io(format!("cannot create {identity}.log")))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(identity))
+            .map_err(io(format!("cannot open {identity}.log")))?;
         let admin = free_port()?;
         let child = Command::new(&self.vk_eci)
             .args([
@@ -176,6 +181,11 @@ impl Stack {
             child,
             admin: Some(admin),
         })
+    }
+
+    /// The log file of the replica with this identity.
+    pub fn log(&self, identity: &str) -> PathBuf {
+        self.dir.join(format!("{identity}.log"))
     }
 
     /// Runs `vk-eci sim-ctl` against the simulator.
