@@ -180,6 +180,8 @@ up() {
     --unsafe-no-fsync --log-level warn
   await etcd etcd "http://127.0.0.1:$etcd_port/health"
 
+  # --endpoint-reconciler-type none: the `kubernetes` Service's Endpoints may not hold a
+  # loopback address, and nothing here reaches the API server through that Service.
   start kube-apiserver "$binaries/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
@@ -199,6 +201,7 @@ up() {
     --requestheader-extra-headers-prefix X-Remote-Extra- \
     --proxy-client-cert-file "$pki/front-proxy-client.crt" --proxy-client-key-file "$pki/front-proxy-client.key" \
     --enable-aggregator-routing=true \
+    --endpoint-reconciler-type none \
     --allow-privileged=true \
     --profiling=false
   await kube-apiserver kube-apiserver --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
