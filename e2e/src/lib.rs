@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod control_plane;
 pub mod defaults;
 pub mod disruption;
 pub mod faults;

@@ -13,6 +13,7 @@ use kube::discovery::{Scope, pinned_kind};
 use kube::{Client, Config};
 use serde_json::Value;
 
+use crate::control_plane::{self, Installation};
 use crate::{RunningSandbox, Sandbox};
 
 #[derive(Debug, thiserror::Error)]
@@ -76,11 +77,21 @@ impl Drop for Process {
 }
 
 pub struct Stack {
-    pub sandbox: RunningSandbox,
+    /// The sandbox the stack runs on; `None` on a real control plane.
+    pub sandbox: Option<RunningSandbox>,
+    /// An administrator's client.
     pub client: Client,
     pub sim_endpoint: String,
+    /// An administrator's kubeconfig.
     pub kubeconfig: PathBuf,
     pub cluster_id: String,
+    /// Where the workloads go: `default` on the sandbox, a namespace of the stack's own on a
+    /// shared control plane.
+    pub namespace: String,
+    /// The virtual node the operators register.
+    pub node: String,
+    operator_kubeconfig: PathBuf,
+    operator_namespace: String,
     vk_eci: PathBuf,
     dir: PathBuf,
     _sim: Process,
@@ -104,30 +115,7 @@ impl Stack {
         let kubeconfig = dir.join("kubeconfig");
         std::fs::write(&kubeconfig, sandbox.kubeconfig())
             .map_err(io(format!("cannot write {}", kubeconfig.display())))?;
-        let sim_addr = free_port()?;
-        let log =
-            std::fs::File::create(dir.join("sim.log")).map_err(io("cannot create sim.log"))?;
-        let sim = Command::new(vk_eci)
-            .args(["sim", "--fast", "--listen", &sim_addr.to_string()])
-            .args(sim_args)
-            .env_remove("ECI_ACCESS_KEY")
-            .env_remove("ECI_SECRET_KEY")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(io(format!("cannot start {} sim", vk_eci.display())))?;
-        let sim_endpoint = format!("http://{sim_addr}");
-        let sim = Process {
-            child: sim,
-            admin: None,
-        };
-        wait("the ECI simulator", Duration::from_secs(30), || async {
-            tokio::net::TcpStream::connect(sim_addr)
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await?;
+        let (sim, sim_endpoint) = start_sim(vk_eci, dir, sim_args).await?;
         let mut config = Config::new(
             sandbox
                 .url()
@@ -137,11 +125,50 @@ impl Stack {
         config.default_retry = false;
         let client = Client::try_from(config)?;
         Ok(Self {
-            sandbox,
+            sandbox: Some(sandbox),
             client,
             sim_endpoint,
+            operator_kubeconfig: kubeconfig.clone(),
             kubeconfig,
             cluster_id: "quickstart".into(),
+            namespace: "default".into(),
+            node: "virtual-kubelet".into(),
+            operator_namespace: "kube-system".into(),
+            vk_eci: vk_eci.to_path_buf(),
+            dir: dir.to_path_buf(),
+            _sim: sim,
+        })
+    }
+
+    /// Starts `vk-eci sim` beside the real control plane that `admin_kubeconfig` administers
+    /// (`hack/control-plane.sh`), and installs vk-eci's CRDs and the chart's RBAC for a node and
+    /// namespace named `name` ([`Installation`]): the operators run as the chart's
+    /// ServiceAccount. Several stacks can share one control plane if their names differ.
+    pub async fn on_control_plane(
+        vk_eci: &Path,
+        dir: &Path,
+        sim_args: &[&str],
+        admin_kubeconfig: &Path,
+        name: &str,
+    ) -> Result<Self, StackError> {
+        std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        let client = control_plane::client(admin_kubeconfig).await?;
+        let installation = Installation::create(&client, admin_kubeconfig, name).await?;
+        let operator_kubeconfig = dir.join("operator.kubeconfig");
+        std::fs::write(&operator_kubeconfig, &installation.operator_kubeconfig).map_err(io(
+            format!("cannot write {}", operator_kubeconfig.display()),
+        ))?;
+        let (sim, sim_endpoint) = start_sim(vk_eci, dir, sim_args).await?;
+        Ok(Self {
+            sandbox: None,
+            client,
+            sim_endpoint,
+            kubeconfig: admin_kubeconfig.to_path_buf(),
+            operator_kubeconfig,
+            cluster_id: name.into(),
+            operator_namespace: installation.namespace.clone(),
+            namespace: installation.namespace,
+            node: installation.node,
             vk_eci: vk_eci.to_path_buf(),
             dir: dir.to_path_buf(),
             _sim: sim,
@@ -169,7 +196,9 @@ impl Stack {
             ])
             .args(["--identity", identity, "--admin-listen", &admin.to_string()])
             .args(["--lease-duration-seconds", "6"])
-            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECONFIG", &self.operator_kubeconfig)
+            .env("VKUBELET_NODE_NAME", &self.node)
+            .env("POD_NAMESPACE", &self.operator_namespace)
             .env("ECI_ENDPOINT", &self.sim_endpoint)
             .env_remove("ECI_ACCESS_KEY")
             .env_remove("ECI_SECRET_KEY")
@@ -217,7 +246,7 @@ impl Stack {
         ] {
             let text = std::fs::read_to_string(dir.join(crd))
                 .map_err(io(format!("cannot read crds/{crd}")))?;
-            self.apply_yaml(&text, "default").await?;
+            self.apply_yaml(&text, &self.namespace).await?;
         }
         Ok(())
     }
@@ -225,6 +254,38 @@ impl Stack {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Starts `vk-eci sim --fast` (with `sim_args` added) on a free port, logging to `dir/sim.log`,
+/// and waits until it listens; returns it and its endpoint.
+async fn start_sim(
+    vk_eci: &Path,
+    dir: &Path,
+    sim_args: &[&str],
+) -> Result<(Process, String), StackError> {
+    let sim_addr = free_port()?;
+    let log = std::fs::File::create(dir.join("sim.log")).map_err(io("cannot create sim.log"))?;
+    let sim = Command::new(vk_eci)
+        .args(["sim", "--fast", "--listen", &sim_addr.to_string()])
+        .args(sim_args)
+        .env_remove("ECI_ACCESS_KEY")
+        .env_remove("ECI_SECRET_KEY")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(io(format!("cannot start {} sim", vk_eci.display())))?;
+    let sim = Process {
+        child: sim,
+        admin: None,
+    };
+    wait("the ECI simulator", Duration::from_secs(30), || async {
+        tokio::net::TcpStream::connect(sim_addr)
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await?;
+    Ok((sim, format!("http://{sim_addr}")))
 }
 
 /// The repository this crate was built from (its samples and CRDs are read from there).

@@ -1,5 +1,9 @@
 //! Whole-binary scenarios: the real `vk-eci run` and `vk-eci sim` processes against the
-//! sandbox, judged only from the Kubernetes API and the simulator's own records.
+//! sandbox, judged only from the Kubernetes API and the simulator's own records. With
+//! `VK_ECI_E2E_CONTROL_PLANE` set to the admin kubeconfig of a real control plane
+//! (`hack/control-plane.sh test`), the same scenarios run there instead: the real scheduler,
+//! ReplicaSet, Deployment and disruption controllers, and the real authorizer holding vk-eci to
+//! the chart's RBAC.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
@@ -15,9 +19,16 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 async fn stack(name: &str) -> Stack {
     let dir = std::env::temp_dir().join(format!("vk-eci-scenario-{name}-{}", std::process::id()));
-    let stack = Stack::start(&vk_eci_binary().unwrap(), &dir, &["--seed", "7"])
-        .await
-        .unwrap();
+    let vk_eci = vk_eci_binary().unwrap();
+    let sim_args = ["--seed", "7"];
+    if let Some(kubeconfig) = std::env::var_os("VK_ECI_E2E_CONTROL_PLANE") {
+        // Scenarios run side by side on one control plane, each in its own namespace and node.
+        let name = format!("vk-eci-{name}-{}", std::process::id());
+        return Stack::on_control_plane(&vk_eci, &dir, &sim_args, kubeconfig.as_ref(), &name)
+            .await
+            .unwrap();
+    }
+    let stack = Stack::start(&vk_eci, &dir, &sim_args).await.unwrap();
     stack.apply_crds().await.unwrap();
     stack
 }
@@ -41,13 +52,14 @@ fn sim_ok(stack: &Stack, args: &[&str]) {
     );
 }
 
-fn deployment(name: &str, replicas: i32, annotations: Value) -> String {
+/// A Deployment whose pods go to the stack's virtual node.
+fn deployment(stack: &Stack, name: &str, replicas: i32, annotations: Value) -> String {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
             "template": {"metadata": {"labels": {"app": name}, "annotations": annotations},
-                "spec": {"nodeSelector": {"type": "virtual-kubelet"},
+                "spec": {"nodeSelector": {"type": "virtual-kubelet", "kubernetes.io/hostname": stack.node},
                     "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],
                     "terminationGracePeriodSeconds": 5,
                     "containers": [{"name": "app", "image": "nginx",
@@ -64,7 +76,7 @@ fn is_ready(pod: &Pod) -> bool {
 }
 
 async fn ready_pods(stack: &Stack, app: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(stack.client.clone(), "default")
+    Api::<Pod>::namespaced(stack.client.clone(), &stack.namespace)
         .list(&ListParams::default().labels(&format!("app={app}")))
         .await
         .unwrap()
@@ -79,11 +91,11 @@ fn rotations(stack: &Stack) -> Api<DynamicObject> {
         &GroupVersionKind::gvk("spot.vk-eci.io", "v1alpha1", "SpotRotation"),
         "spotrotations",
     );
-    Api::namespaced_with(stack.client.clone(), "default", &resource)
+    Api::namespaced_with(stack.client.clone(), &stack.namespace, &resource)
 }
 
 async fn scale(stack: &Stack, name: &str, replicas: i32) {
-    Api::<Deployment>::namespaced(stack.client.clone(), "default")
+    Api::<Deployment>::namespaced(stack.client.clone(), &stack.namespace)
         .patch_scale(
             name,
             &PatchParams::default(),
@@ -100,7 +112,10 @@ async fn fifty_pods_run_and_scale_to_zero_without_orphans_or_duplicates() {
     let stack = stack("fifty").await;
     let _operator = stack.operator("replica-a").unwrap();
     stack
-        .apply_yaml(&deployment("fleet", 50, json!({})), "default")
+        .apply_yaml(
+            &deployment(&stack, "fleet", 50, json!({})),
+            &stack.namespace,
+        )
         .await
         .unwrap();
     let pods = wait("50 Ready pods", LIMIT, || async {
@@ -120,7 +135,7 @@ async fn fifty_pods_run_and_scale_to_zero_without_orphans_or_duplicates() {
         assert!(ip.starts_with("10."), "{ip}");
     }
     let events: Api<k8s_openapi::api::core::v1::Event> =
-        Api::namespaced(stack.client.clone(), "default");
+        Api::namespaced(stack.client.clone(), &stack.namespace);
     let started = events
         .list(&ListParams::default())
         .await
@@ -151,11 +166,12 @@ async fn surge_rotation_never_dips_below_the_desired_capacity() {
     stack
         .apply_yaml(
             &deployment(
+                &stack,
                 "web",
                 10,
                 json!({"k8s.aliyun.com/eci-spot-strategy": "SpotAsPriceGo"}),
             ),
-            "default",
+            &stack.namespace,
         )
         .await
         .unwrap();
@@ -165,7 +181,7 @@ async fn surge_rotation_never_dips_below_the_desired_capacity() {
                 "metadata": {"name": "web"},
                 "spec": {"targetRef": {"kind": "Deployment", "name": "web"}, "maxSurge": 2}})
             .to_string(),
-            "default",
+            &stack.namespace,
         )
         .await
         .unwrap();
@@ -221,11 +237,12 @@ async fn the_standby_finishes_a_rotation_when_the_leader_dies() {
     stack
         .apply_yaml(
             &deployment(
+                &stack,
                 "ha",
                 3,
                 json!({"k8s.aliyun.com/eci-spot-strategy": "SpotAsPriceGo"}),
             ),
-            "default",
+            &stack.namespace,
         )
         .await
         .unwrap();
@@ -235,7 +252,7 @@ async fn the_standby_finishes_a_rotation_when_the_leader_dies() {
                 "metadata": {"name": "ha"},
                 "spec": {"targetRef": {"kind": "Deployment", "name": "ha"}}})
             .to_string(),
-            "default",
+            &stack.namespace,
         )
         .await
         .unwrap();
@@ -318,7 +335,10 @@ async fn pods_survive_a_faulty_eci() {
     );
     let _operator = stack.operator("replica-a").unwrap();
     stack
-        .apply_yaml(&deployment("sturdy", 20, json!({})), "default")
+        .apply_yaml(
+            &deployment(&stack, "sturdy", 20, json!({})),
+            &stack.namespace,
+        )
         .await
         .unwrap();
     wait("20 Ready pods despite the faults", LIMIT, || async {
@@ -352,7 +372,10 @@ async fn api_evict_honours_the_budget_and_beats_the_release() {
     let annotations = json!({"k8s.aliyun.com/eci-spot-strategy": "SpotAsPriceGo",
         "k8s.aliyun.com/eci-spot-release-strategy": "api-evict"});
     stack
-        .apply_yaml(&deployment("guarded", 10, annotations), "default")
+        .apply_yaml(
+            &deployment(&stack, "guarded", 10, annotations),
+            &stack.namespace,
+        )
         .await
         .unwrap();
     stack
@@ -361,7 +384,7 @@ async fn api_evict_honours_the_budget_and_beats_the_release() {
                 "metadata": {"name": "guarded"},
                 "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "guarded"}}}})
             .to_string(),
-            "default",
+            &stack.namespace,
         )
         .await
         .unwrap();
@@ -453,11 +476,12 @@ async fn a_storm_is_rotated_within_the_surge_budget() {
     stack
         .apply_yaml(
             &deployment(
+                &stack,
                 "fleet",
                 100,
                 json!({"k8s.aliyun.com/eci-spot-strategy": "SpotAsPriceGo"}),
             ),
-            "default",
+            &stack.namespace,
         )
         .await
         .unwrap();
@@ -468,7 +492,7 @@ async fn a_storm_is_rotated_within_the_surge_budget() {
                 "spec": {"targetRef": {"kind": "Deployment", "name": "fleet"},
                          "maxSurge": 10, "maxConcurrent": 8, "historyLimit": 100}})
             .to_string(),
-            "default",
+            &stack.namespace,
         )
         .await
         .unwrap();
@@ -497,7 +521,7 @@ async fn a_storm_is_rotated_within_the_surge_budget() {
     let count =
         late["released"].as_array().unwrap().len() + early["released"].as_array().unwrap().len();
     assert_eq!(count, 20);
-    let deployments: Api<Deployment> = Api::namespaced(stack.client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(stack.client.clone(), &stack.namespace);
     let (mut fewest, mut most_replicas, mut most_surging) = (usize::MAX, 0, 0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
@@ -591,7 +615,7 @@ async fn bad_input_is_refused_clearly_and_nothing_else_suffers() {
                 "metadata": {"name": "nonsense"},
                 "spec": {"targetRef": {"kind": "Deployment", "name": "web"}, "strategy": "Teleport"}})
             .to_string(),
-            "default",
+            &stack.namespace,
         )
         .await
         .unwrap_err();
@@ -599,16 +623,17 @@ async fn bad_input_is_refused_clearly_and_nothing_else_suffers() {
     stack
         .apply_yaml(
             &deployment(
+                &stack,
                 "broken",
                 1,
                 json!({"k8s.aliyun.com/eci-use-specs": "lots-of-cpu"}),
             ),
-            "default",
+            &stack.namespace,
         )
         .await
         .unwrap();
     stack
-        .apply_yaml(&deployment("fine", 2, json!({})), "default")
+        .apply_yaml(&deployment(&stack, "fine", 2, json!({})), &stack.namespace)
         .await
         .unwrap();
     wait("the good pods Ready", LIMIT, || async {
@@ -617,7 +642,7 @@ async fn bad_input_is_refused_clearly_and_nothing_else_suffers() {
     .await
     .unwrap();
     let broken = wait("the broken pod to say why", LIMIT, || async {
-        let pods = Api::<Pod>::namespaced(stack.client.clone(), "default")
+        let pods = Api::<Pod>::namespaced(stack.client.clone(), &stack.namespace)
             .list(&ListParams::default().labels("app=broken"))
             .await
             .ok()?;

@@ -688,8 +688,14 @@ async fn run(args: Args) -> Result<Value, StackError> {
     let setup_seconds = setup.elapsed().as_secs_f64();
 
     let _already_installed = rustls::crypto::ring::default_provider().install_default();
+    let sandbox = stack
+        .sandbox
+        .as_ref()
+        .ok_or_else(|| StackError::NotReady("the chaos benchmark runs on the sandbox".into()))?
+        .sandbox
+        .clone();
     let truth = Truth {
-        sandbox: stack.sandbox.sandbox.clone(),
+        sandbox,
         http: reqwest::Client::new(),
         sim: stack.sim_endpoint.clone(),
     };
