@@ -320,8 +320,10 @@ async fn same_owner(
         .collect())
 }
 
-/// A Ready replacement: a pod of the doomed pod's ReplicaSet created since the surge,
-/// not itself under a notice, and not another rotation's replacement.
+/// A Ready replacement: a pod of the doomed pod's ReplicaSet created since the earliest
+/// surge the workload still holds, not itself under a notice, and not another rotation's
+/// replacement. Since the earliest, not this rotation's own: the surges of one workload
+/// share their pods, and another rotation may have taken the one this surge created.
 async fn replacement(
     rotations: &Rotations,
     rotation: &SpotRotation,
@@ -330,12 +332,19 @@ async fn replacement(
     let Some((doomed, owner)) = doomed_and_owner(rotations, rotation) else {
         return Ok(None);
     };
-    let since = status
-        .surged_at
-        .as_ref()
-        .map(|t| time::sub(to_chrono(t), TimeDelta::seconds(1)));
-    let taken: HashSet<String> = rotations
-        .all_fresh()
+    let all = rotations.all_fresh();
+    let since = all
+        .iter()
+        .filter(|r| r.namespace() == rotation.namespace())
+        .filter(|r| r.spec.workload.is_some() && r.spec.workload == rotation.spec.workload)
+        .filter_map(|r| r.status.as_ref())
+        .filter(|s| holds_surge(s))
+        .filter_map(|s| s.surged_at.as_ref())
+        .chain(status.surged_at.as_ref())
+        .map(to_chrono)
+        .min()
+        .map(|t| time::sub(t, TimeDelta::seconds(1)));
+    let taken: HashSet<String> = all
         .iter()
         .filter(|r| r.name_any() != rotation.name_any())
         .flat_map(|r| {
