@@ -75,6 +75,9 @@ pub struct Seen {
     /// workload has a change not yet seen applied, and every earlier scale-down has started
     /// removing its doomed pod.
     pub may_scale: bool,
+    /// This rotation may retry its own recorded change now: as [`Seen::may_scale`], except
+    /// that later links of the same batch do not hold it up (they wait for it).
+    pub may_retry: bool,
     /// The workload runs every pod it asks for and all but the doomed ones are Ready, so a
     /// scale-down now removes the doomed pod (deletion cost) rather than a starting one.
     pub settled: bool,
@@ -103,6 +106,7 @@ impl Seen {
             has_finalizer: false,
             replicas: None,
             may_scale: false,
+            may_retry: false,
             settled: false,
             replacement: None,
             plan: None,
@@ -186,13 +190,6 @@ pub fn holds_surge(status: &SpotRotationStatus) -> bool {
     scaled || held
 }
 
-/// The rotation has a scale change recorded and not yet seen applied: until it is, no
-/// other rotation of the workload may change its replicas.
-pub fn scale_unsettled(status: &SpotRotationStatus) -> bool {
-    let pending = |c: &Option<ScaleChange>| c.as_ref().is_some_and(|c| c.applied_at.is_none());
-    pending(&status.surge) || pending(&status.take_back)
-}
-
 /// How long a scale-down may take to start removing its doomed pod. Until then no other
 /// rotation of the workload changes its replicas (a scale-up overlapping a scale-down cancels
 /// it instead of removing the doomed pod); past it, the eviction controller evicts the pod
@@ -207,10 +204,40 @@ pub struct Sibling<'a> {
     pub doomed_running: bool,
 }
 
-/// Whether a rotation may change its workload's replicas now, given the workload's other
-/// rotations: none has a change not yet seen applied, and every scale-down has started
-/// removing its doomed pod (or has had [`SCALE_DOWN_WAIT`]).
-pub fn may_scale<'a>(others: impl IntoIterator<Item = Sibling<'a>>, now: DateTime<Utc>) -> bool {
+/// The scale change of `status` not yet seen applied, if any. Once a take-back is recorded
+/// it is the rotation's change (a surge that never reached the workload is given up then).
+fn unapplied(status: &SpotRotationStatus) -> Option<&ScaleChange> {
+    status
+        .take_back
+        .as_ref()
+        .or(status.surge.as_ref())
+        .filter(|c| c.applied_at.is_none() && c.from != c.to)
+}
+
+/// `later` is a further link of the batch `earlier` belongs to: the same direction, starting
+/// where `earlier` ends or beyond. One batch's links go out as one scale change; if that
+/// fails, each link retries its own step in order, so a later link never blocks an earlier.
+fn later_link(earlier: &ScaleChange, later: &ScaleChange) -> bool {
+    let up = earlier.to > earlier.from;
+    up == (later.to > later.from)
+        && if up {
+            later.from >= earlier.to
+        } else {
+            later.from <= earlier.to
+        }
+}
+
+/// Whether a rotation (`mine`) may change its workload's replicas now, given the workload's
+/// other rotations: none has a change not yet seen applied (other than later links of
+/// `mine`'s own unapplied change, which may be retried before them: pass a status without
+/// changes to ask whether a new change may be made), and every scale-down has started removing its doomed pod (or has had
+/// [`SCALE_DOWN_WAIT`]).
+pub fn may_scale<'a>(
+    mine: &SpotRotationStatus,
+    others: impl IntoIterator<Item = Sibling<'a>>,
+    now: DateTime<Utc>,
+) -> bool {
+    let my_change = unapplied(mine);
     others.into_iter().all(|other| {
         let removing = other.status.take_back.as_ref().is_some_and(|t| {
             t.from != t.to
@@ -218,9 +245,31 @@ pub fn may_scale<'a>(others: impl IntoIterator<Item = Sibling<'a>>, now: DateTim
                     .as_ref()
                     .is_some_and(|at| now < time::add(from_kube_time(at), SCALE_DOWN_WAIT))
         });
-        let busy = scale_unsettled(other.status) || (removing && other.doomed_running);
+        let waiting = unapplied(other.status)
+            .is_some_and(|theirs| my_change.is_none_or(|mine| !later_link(mine, theirs)));
+        let busy = waiting || (removing && other.doomed_running);
         !busy
     })
+}
+
+/// The one-replica scale change `step` asks for, as `(from, to)`: a link another rotation's
+/// step may join into one scale change of the workload (see [`batch_extends`]).
+pub fn scale_link(step: &Step) -> Option<(i32, i32)> {
+    step.effects.iter().find_map(|e| match e {
+        Effect::Scale { from, to } if from.abs_diff(*to) == 1 => Some((*from, *to)),
+        _ => None,
+    })
+}
+
+/// Whether `link` continues the batch `from -> to` (the same direction, starting at `to`).
+/// A batch is planned by the rotation holding the workload's turn: it steps each other
+/// rotation of the workload as if the batch so far were applied (its `Seen::replicas` at
+/// `to`, its turn granted), records the steps that continue it, and writes one scale change
+/// `from -> end` after all their intents and effects. Each link's intent is its own
+/// one-replica change, so a batch cut short anywhere is retried link by link.
+pub fn batch_extends(from: i32, to: i32, link: (i32, i32)) -> bool {
+    let (start, end) = link;
+    start == to && (end - start).signum() == (to - from).signum()
 }
 
 /// Whether a rotation may be deleted: finished, with nothing left to take back. A rotation
@@ -358,28 +407,45 @@ impl Round {
     }
 }
 
+/// Whether the workload's `replicas` show `change`: at or past its `to`, in its direction.
+fn reached(change: &ScaleChange, replicas: i32) -> bool {
+    if change.to >= change.from {
+        replicas >= change.to
+    } else {
+        replicas <= change.to
+    }
+}
+
 /// Checks a recorded scale change against the workload's replicas: seen applied once the
-/// workload is no longer at `from` (or is gone), retried while it still is and this
-/// rotation has the workload's turn. Returns whether it is applied.
+/// workload reached `to`; retried while it has not and this rotation may retry. A workload
+/// moved elsewhere meanwhile (by its user, its HPA, or an earlier link of the change's batch
+/// that was given up) gets the change again from where it is, recorded first: what this
+/// rotation adds or removes is always its one replica on top of whatever the workload has.
+/// Returns whether it is applied.
 fn verify_scale(change: &mut ScaleChange, seen: &Seen, effects: &mut Vec<Effect>) -> bool {
     if change.applied_at.is_some() {
         return true;
     }
-    match seen.replicas {
-        Some(replicas) if replicas == change.from && change.from != change.to => {
-            if seen.may_scale {
-                effects.push(Effect::Scale {
-                    from: change.from,
-                    to: change.to,
-                });
-            }
-            false
-        }
-        _ => {
-            change.applied_at = Some(kube_time(seen.now));
-            true
-        }
+    let Some(replicas) = seen.replicas.filter(|_| change.from != change.to) else {
+        change.applied_at = Some(kube_time(seen.now));
+        return true;
+    };
+    if reached(change, replicas) {
+        change.applied_at = Some(kube_time(seen.now));
+        return true;
     }
+    if !seen.may_retry {
+        return false;
+    }
+    if replicas != change.from {
+        change.to = replicas.saturating_add(change.to.saturating_sub(change.from));
+        change.from = replicas;
+    }
+    effects.push(Effect::Scale {
+        from: change.from,
+        to: change.to,
+    });
+    false
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use chrono::TimeDelta;
 
-use super::{DRAINING_COST, Effect, Round, Seen, verify_scale};
+use super::{DRAINING_COST, Effect, Round, Seen, reached, verify_scale};
 use crate::crd::ScaleChange;
 use crate::status::kube_time;
 use crate::time;
@@ -28,9 +28,9 @@ pub fn undo(round: &mut Round, seen: &Seen, draining: bool) {
             take_back
         }
         None => {
-            if surge.applied_at.is_none() && seen.replicas == Some(surge.from) {
-                // The surge never reached the workload (its write failed, and it was not
-                // retried yet): nothing to scale back.
+            if surge.applied_at.is_none() && seen.replicas.is_some_and(|r| !reached(&surge, r)) {
+                // The surge never reached the workload (its write failed, or an earlier link
+                // of its batch has not gone out yet): nothing to scale back.
                 nothing_to_take_back(round, seen, surge.from)
             } else {
                 if surge.applied_at.is_none() {
@@ -71,6 +71,11 @@ pub fn undo(round: &mut Round, seen: &Seen, draining: bool) {
 }
 
 fn nothing_to_take_back(round: &mut Round, seen: &Seen, replicas: i32) -> ScaleChange {
+    // Nor is the surge retried: a retry asked for earlier in this same step (the scale, the
+    // HPA hold) would add a pod, or a holder, nobody takes back.
+    round
+        .effects
+        .retain(|e| !matches!(e, Effect::Scale { .. } | Effect::HoldHpa { .. }));
     round.next.scaled_down_at = Some(kube_time(seen.now));
     ScaleChange {
         from: replicas,

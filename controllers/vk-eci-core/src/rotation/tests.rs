@@ -37,6 +37,7 @@ fn seen(at: i64, replicas: i32) -> Seen {
     Seen {
         replicas: Some(replicas),
         may_scale: true,
+        may_retry: true,
         settled: true,
         has_finalizer: true,
         plan: Some(Plan::Surge),
@@ -213,7 +214,7 @@ fn a_failed_surge_is_retried_on_the_next_step() {
 #[test]
 fn a_surge_retry_waits_for_the_workloads_turn() {
     let mut busy = seen(2, 2);
-    busy.may_scale = false;
+    busy.may_retry = false;
     let step = step(&spec(Strategy::Surge), &surged(2, false), &busy);
     assert!(scales(&step).is_empty());
     assert!(step.status.surge.unwrap().applied_at.is_none());
@@ -473,12 +474,14 @@ fn the_turn_rule_waits_for_unapplied_changes_and_unstarted_scale_downs() {
         status,
         doomed_running: true,
     };
-    assert!(may_scale([running(&free)], t(10)));
+    let mine = SpotRotationStatus::default();
+    assert!(may_scale(&mine, [running(&free)], t(10)));
     let unapplied = surged(2, false);
-    assert!(!may_scale([running(&unapplied)], t(10)));
+    assert!(!may_scale(&mine, [running(&unapplied)], t(10)));
     let removing = taken_back(true);
-    assert!(!may_scale([running(&removing)], t(10)));
+    assert!(!may_scale(&mine, [running(&removing)], t(10)));
     assert!(may_scale(
+        &mine,
         [Sibling {
             status: &removing,
             doomed_running: false
@@ -486,9 +489,92 @@ fn the_turn_rule_waits_for_unapplied_changes_and_unstarted_scale_downs() {
         t(10)
     ));
     assert!(
-        may_scale([running(&removing)], t(40)),
+        may_scale(&mine, [running(&removing)], t(40)),
         "past the scale-down wait, eviction has the pod"
     );
+}
+
+#[test]
+fn a_batch_link_waits_for_the_earlier_links_never_for_the_later() {
+    let running = |status| Sibling {
+        status,
+        doomed_running: true,
+    };
+    let first = surged(3, false);
+    let second = surged(4, false);
+    assert!(may_scale(&first, [running(&second)], t(10)));
+    assert!(!may_scale(&second, [running(&first)], t(10)));
+    let mut first_down = taken_back(false);
+    first_down.take_back = Some(ScaleChange {
+        from: 5,
+        to: 4,
+        applied_at: None,
+    });
+    let mut second_down = first_down.clone();
+    second_down.take_back = Some(ScaleChange {
+        from: 4,
+        to: 3,
+        applied_at: None,
+    });
+    assert!(may_scale(&first_down, [running(&second_down)], t(10)));
+    assert!(!may_scale(&second_down, [running(&first_down)], t(10)));
+    assert!(!may_scale(&first_down, [running(&second)], t(10)));
+}
+
+#[test]
+fn a_batch_member_counts_as_surged_once_the_workload_reached_its_link() {
+    // The second link of a batch 3 -> 5: its own change is 4 -> 5.
+    let status = surged(4, false);
+    let mut waiting = seen(10, 3);
+    waiting.may_retry = false;
+    let step = step_with(&status, &waiting);
+    assert!(step.status.surge.as_ref().unwrap().applied_at.is_none());
+    assert!(scales(&step).is_empty(), "the earlier link goes first");
+    let step = step_with(&status, &seen(10, 5));
+    assert!(step.status.surge.as_ref().unwrap().applied_at.is_some());
+    let step = step_with(&status, &seen(10, 4));
+    assert_eq!(scales(&step), [(4, 5)], "its own link, retried");
+}
+
+#[test]
+fn a_surge_that_ends_unapplied_is_not_retried_in_its_last_step() {
+    let status = SpotRotationStatus {
+        hpa_hold: Some(HpaHold {
+            name: "web".into(),
+            floor: 4,
+            released_at: None,
+        }),
+        ..surged(3, false)
+    };
+    let at_release = Seen {
+        hpa: Some(HpaSeen {
+            name: "web".into(),
+            held_by_me: false,
+        }),
+        ..seen(180, 3)
+    };
+    let step = step_with(&status, &at_release);
+    assert_eq!(step.status.phase, Some(Phase::Failed));
+    assert!(scales(&step).is_empty(), "{:?}", step.effects);
+    assert!(
+        !step
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::HoldHpa { .. })),
+        "{:?}",
+        step.effects
+    );
+}
+
+#[test]
+fn batch_links_continue_in_one_direction_from_where_the_batch_ends() {
+    let pending = SpotRotationStatus::default();
+    let step = step_with(&pending, &seen(10, 7));
+    assert_eq!(scale_link(&step), Some((7, 8)));
+    assert!(batch_extends(5, 7, (7, 8)));
+    assert!(!batch_extends(5, 7, (6, 7)));
+    assert!(!batch_extends(5, 7, (7, 6)));
+    assert!(batch_extends(5, 4, (4, 3)));
 }
 
 #[test]
@@ -622,6 +708,14 @@ mod properties {
             status_fails: bool,
             effect_fails: Option<usize>,
         },
+        /// Rotation `i` takes its step and plans a batch with the others (as the controller
+        /// does); the `n`th member's effects fail (its intent is written), or the one scale
+        /// change of the batch.
+        Batch {
+            i: usize,
+            member_fails: Option<usize>,
+            scale_fails: bool,
+        },
         /// Delete rotation `i` (its own deletion, or its policy's).
         Delete(usize),
         /// Time passes.
@@ -636,6 +730,9 @@ mod properties {
                     status_fails: status_fails && effect_fails.is_some(),
                     effect_fails,
                 }
+            ),
+            4 => (0..rotations, proptest::option::of(0usize..3), any::<bool>()).prop_map(
+                |(i, member_fails, scale_fails)| Action::Batch { i, member_fails, scale_fails }
             ),
             1 => (0..rotations).prop_map(Action::Delete),
             1 => (1i64..40).prop_map(Action::Tick),
@@ -695,7 +792,8 @@ mod properties {
                 deleting: me.deleting,
                 has_finalizer: me.finalizer,
                 replicas: Some(self.replicas),
-                may_scale: may_scale(siblings, now),
+                may_scale: may_scale(&SpotRotationStatus::default(), siblings.clone(), now),
+                may_retry: may_scale(&me.status, siblings, now),
                 settled: true,
                 replacement: (self.replicas > DESIRED && surged_pods > 0)
                     .then(|| format!("replacement-{i}")),
@@ -808,7 +906,73 @@ mod properties {
                     }
                     self.replica_set();
                 }
+                Action::Batch {
+                    i,
+                    member_fails,
+                    scale_fails,
+                } => self.batch(*i, *member_fails, *scale_fails, *now),
             }
+        }
+
+        /// The controller's batch: the turn-holder's one-replica change, joined by every
+        /// other rotation whose step, taken as if the batch so far were applied, continues
+        /// it; the members' intents and effects first, then one scale change.
+        fn batch(
+            &mut self,
+            i: usize,
+            member_fails: Option<usize>,
+            scale_fails: bool,
+            now: DateTime<Utc>,
+        ) {
+            if self.rotations[i].gone {
+                return;
+            }
+            let seen = self.seen(i, now);
+            let first = step(&spec_of(i), &self.rotations[i].status, &seen);
+            let Some((from, mut to)) =
+                scale_link(&first).filter(|(from, _)| seen.may_scale && *from == self.replicas)
+            else {
+                return;
+            };
+            self.rotations[i].status = first.status.clone();
+            for effect in &first.effects {
+                if !matches!(effect, Effect::Scale { .. }) {
+                    self.apply(i, effect);
+                }
+            }
+            let mut joined = 0;
+            for j in (0..self.rotations.len()).filter(|j| *j != i) {
+                if self.rotations[j].gone {
+                    continue;
+                }
+                let seen = Seen {
+                    replicas: Some(to),
+                    may_scale: true,
+                    may_retry: true,
+                    ..self.seen(j, now)
+                };
+                let member = step(&spec_of(j), &self.rotations[j].status, &seen);
+                let Some((_, end)) =
+                    scale_link(&member).filter(|link| batch_extends(from, to, *link))
+                else {
+                    continue;
+                };
+                self.rotations[j].status = member.status.clone();
+                if Some(joined) == member_fails {
+                    break;
+                }
+                for effect in &member.effects {
+                    if !matches!(effect, Effect::Scale { .. }) {
+                        self.apply(j, effect);
+                    }
+                }
+                to = end;
+                joined += 1;
+            }
+            if !scale_fails {
+                self.apply(i, &Effect::Scale { from, to });
+            }
+            self.replica_set();
         }
     }
 
@@ -833,7 +997,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
+        #![proptest_config(ProptestConfig::with_cases(2048))]
         #[test]
         fn no_sequence_of_failures_leaves_the_workload_off_desired(
             rotations in 1usize..4,
@@ -843,7 +1007,9 @@ mod properties {
             let mut now = t(1);
             let surge_limit = DESIRED + i32::try_from(rotations).unwrap();
             for action in actions.iter().filter(|a| match a {
-                Action::Reconcile { i, .. } | Action::Delete(i) => *i < rotations,
+                Action::Reconcile { i, .. } | Action::Batch { i, .. } | Action::Delete(i) => {
+                    *i < rotations
+                }
                 Action::Tick(_) => true,
             }) {
                 world.run(action, &mut now);
@@ -863,11 +1029,11 @@ mod properties {
                 if round % rotations == 0 {
                     now = time::add(now, TimeDelta::seconds(2));
                 }
-                prop_assert!(world.replicas <= surge_limit && world.replicas >= DESIRED);
+                prop_assert!(world.replicas <= surge_limit && world.replicas >= DESIRED, "round {round} replicas {} {:#?}", world.replicas, world.rotations.iter().map(|r| (&r.status.phase, &r.status.surge, &r.status.take_back, r.doomed)).collect::<Vec<_>>());
             }
             prop_assert!(world.ended(), "rotations never ended: {:?}", world.rotations);
-            prop_assert_eq!(world.replicas, DESIRED);
-            prop_assert_eq!(world.hpa.min_replicas, Some(USER_MIN));
+            prop_assert_eq!(world.replicas, DESIRED, "{:?}", world.rotations);
+            prop_assert_eq!(world.hpa.min_replicas, Some(USER_MIN), "{:?} {:?}", world.hpa, world.rotations);
             prop_assert!(world.hpa.annotations.is_empty(), "{:?}", world.hpa.annotations);
         }
     }

@@ -24,8 +24,9 @@ use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::{Resource, ResourceExt};
 use tracing::warn;
-use vk_eci_core::crd::{SpotRotation, Strategy};
+use vk_eci_core::crd::{SpotRotation, SpotRotationStatus, Strategy};
 use vk_eci_core::rotation::{self, Effect, finished, prunable_by_age};
+use vk_eci_core::spot::Phase;
 use vk_eci_core::status::from_kube_time;
 use vk_eci_core::time;
 
@@ -145,22 +146,25 @@ impl Rotations {
         // Under the turn, so the previous holder's writes are in `written`.
         let rotation = self.fresh(rotation);
         let now = Utc::now();
-        let seen = observe::observe(self, &rotation, now).await?;
+        let seen = observe::observe(self, &rotation, now, None).await?;
         let status = rotation.status.clone().unwrap_or_default();
         let step = rotation::step(&rotation.spec, &status, &seen);
-        let changed_phase = step
-            .effects
-            .iter()
-            .any(|e| matches!(e, Effect::Transition { .. } | Effect::Finished { .. }));
-        let gone = apply::apply(self, &rotation, &step, &seen).await?;
+        // A batch only while no other rotation of the workload has a change out: its
+        // members' links start where this one ends.
+        let link = rotation::scale_link(&step)
+            .filter(|(from, _)| seen.may_scale && seen.replicas == Some(*from));
+        let own = match link {
+            Some(_) => without_scale(&step),
+            None => step.clone(),
+        };
+        let gone = apply::apply(self, &rotation, &own, &seen).await?;
         if gone {
             self.forget(&rotation);
             return Ok(Action::await_change());
         }
-        if changed_phase || (finished(&step.status) && status != step.status) {
-            let mut updated = (*rotation).clone();
-            updated.status = Some(step.status.clone());
-            policy_status::update(self, &updated).await?;
+        self.record(&rotation, &status, &step).await?;
+        if let Some((from, to)) = link {
+            self.batch(&rotation, from, to, seen.settled, now).await?;
         }
         if rotation.spec.policy.is_none() && finished(&step.status) {
             return self.prune_by_age(&rotation, &step.status).await;
@@ -169,6 +173,94 @@ impl Rotations {
             Some(at) => Action::requeue(until(at, now)),
             None => Action::await_change(),
         })
+    }
+
+    /// Keeps the policy's status up to date with a step that changed the rotation's phase
+    /// or finished it.
+    async fn record(
+        &self,
+        rotation: &SpotRotation,
+        status: &SpotRotationStatus,
+        step: &rotation::Step,
+    ) -> Result<(), Error> {
+        let changed_phase = step
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Transition { .. } | Effect::Finished { .. }));
+        if changed_phase || (finished(&step.status) && *status != step.status) {
+            let mut updated = rotation.clone();
+            updated.status = Some(step.status.clone());
+            policy_status::update(self, &updated).await?;
+        }
+        Ok(())
+    }
+
+    /// The turn-holder's one-replica change `from -> to` of the workload, joined by every
+    /// other rotation of the workload whose step continues it (surges: the storm plan picks
+    /// them within the policy's budget, earliest deadline first; scale-downs: rotations
+    /// whose replacements are Ready, their doomed pods marked so the ReplicaSet removes
+    /// exactly them). Each member's intent and effects are written first, then the workload
+    /// gets one scale change covering every member that got that far.
+    async fn batch(
+        &self,
+        holder: &SpotRotation,
+        from: i32,
+        mut to: i32,
+        settled: bool,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let Some(target) = holder.spec.workload.clone() else {
+            return Ok(());
+        };
+        let up = to > from;
+        let spot = &self.spot;
+        let mut members: Vec<Arc<SpotRotation>> = self
+            .all_fresh()
+            .into_iter()
+            .filter(|r| r.namespace() == holder.namespace() && r.name_any() != holder.name_any())
+            .filter(|r| r.spec.workload.as_ref() == Some(&target))
+            .filter(|r| r.spec.strategy == Strategy::Surge)
+            .filter(|r| {
+                let status = r.status.clone().unwrap_or_default();
+                if up {
+                    rotation::phase_of(&status) == Phase::Pending
+                        && r.metadata.deletion_timestamp.is_none()
+                } else {
+                    status.surge.is_some() && status.take_back.is_none()
+                }
+            })
+            .collect();
+        members.sort_by_key(|r| spot.deadlines(r, spot.doomed_pod(r).as_deref()).escalate_at);
+        for member in members {
+            let projection = observe::Projection {
+                replicas: to,
+                settled,
+            };
+            let seen = match observe::observe(self, &member, now, Some(projection)).await {
+                Ok(seen) => seen,
+                Err(error) => {
+                    warn!(rotation = %member.name_any(), %error, "cannot join the batch");
+                    break;
+                }
+            };
+            let status = member.status.clone().unwrap_or_default();
+            let step = rotation::step(&member.spec, &status, &seen);
+            let Some((_, end)) =
+                rotation::scale_link(&step).filter(|link| rotation::batch_extends(from, to, *link))
+            else {
+                continue;
+            };
+            let joined = apply::apply(self, &member, &without_scale(&step), &seen).await;
+            if let Err(error) = joined {
+                warn!(rotation = %member.name_any(), %error, "cannot join the batch");
+                break;
+            }
+            to = end;
+            if let Err(error) = self.record(&member, &status, &step).await {
+                warn!(rotation = %member.name_any(), %error, "cannot update the policy status");
+            }
+        }
+        holder_scale(self, holder, &target, from, to).await
     }
 
     /// A finished rotation of a plain `api-evict` pod (no policy, so no history limit) goes
@@ -231,6 +323,28 @@ pub async fn run(
         .run(reconcile, error_policy, rotations)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// `step` without its scale change: a batch writes the scale once, for all its members.
+fn without_scale(step: &rotation::Step) -> rotation::Step {
+    let mut step = step.clone();
+    step.effects.retain(|e| !matches!(e, Effect::Scale { .. }));
+    step
+}
+
+async fn holder_scale(
+    rotations: &Rotations,
+    holder: &SpotRotation,
+    target: &vk_eci_core::crd::WorkloadRef,
+    from: i32,
+    to: i32,
+) -> Result<(), Error> {
+    let ctx = &rotations.spot.ctx;
+    ctx.leadership.ensure()?;
+    let namespace = holder.namespace().unwrap_or_default();
+    let wrote = super::workload::scale_from_to(&ctx.client, &namespace, target, from, to).await?;
+    tracing::info!(rotation = %holder.name_any(), workload = %target.name, from, to, wrote, "scaled");
+    Ok(())
 }
 
 /// The object reference events about `rotation` go to.

@@ -35,10 +35,20 @@ const EXPECTED_READY: TimeDelta = TimeDelta::seconds(20);
 /// get retried for this long before escalation.
 const EVICTION_WINDOW: TimeDelta = TimeDelta::seconds(10);
 
+/// The world as a batch being planned will leave it (see [`vk_eci_core::rotation::batch_extends`]):
+/// the workload's replicas once the batch so far is applied, and whether the workload has
+/// settled as the rotation that planned the batch saw it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Projection {
+    pub replicas: i32,
+    pub settled: bool,
+}
+
 pub(super) async fn observe(
     rotations: &Rotations,
     rotation: &SpotRotation,
     now: DateTime<Utc>,
+    projection: Option<Projection>,
 ) -> Result<Seen, Error> {
     let spot = &rotations.spot;
     let client = &spot.ctx.client;
@@ -75,16 +85,27 @@ pub(super) async fn observe(
     if !pending && !holds_surge(&status) {
         return Ok(seen);
     }
-    let scale = workload::replicas(client, &namespace, target).await?;
+    let scale = match projection {
+        Some(projected) => Some((projected.replicas, projected.replicas)),
+        None => workload::replicas(client, &namespace, target).await?,
+    };
     seen.replicas = scale.map(|(wanted, _)| wanted);
     let siblings = siblings(rotations, rotation, target);
-    seen.may_scale = may_scale(
-        siblings.iter().map(|(status, running)| Sibling {
-            status,
-            doomed_running: *running,
-        }),
-        now,
-    );
+    // In a batch, the turn is the planner's: the only changes since it saw the workload free
+    // are the batch's own links, written in one change after this one.
+    let turn = |mine: &SpotRotationStatus| {
+        projection.is_some()
+            || may_scale(
+                mine,
+                siblings.iter().map(|(status, running)| Sibling {
+                    status,
+                    doomed_running: *running,
+                }),
+                now,
+            )
+    };
+    seen.may_scale = turn(&SpotRotationStatus::default());
+    seen.may_retry = turn(&status);
     let holder = rotation.name_any();
     let held_by = |found: Option<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>| {
         found.map(|hpa| HpaSeen {
@@ -110,8 +131,13 @@ pub(super) async fn observe(
         seen.replacement = replacement(rotations, rotation, &status).await?;
     }
     if phase == Phase::Draining && status.take_back.is_none() && running {
-        seen.settled = scale.is_some_and(|(wanted, current)| wanted == current)
-            && siblings_ready(rotations, rotation).await?;
+        seen.settled = match projection {
+            Some(projected) => projected.settled,
+            None => {
+                scale.is_some_and(|(wanted, current)| wanted == current)
+                    && siblings_ready(rotations, rotation).await?
+            }
+        };
     }
     Ok(seen)
 }
