@@ -195,10 +195,17 @@ pub struct SpotRotationStatus {
     pub surged_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacement_ready_at: Option<Time>,
-    /// When the surge was taken back (the workload scaled down by one), so it happens once.
+    /// The surge: the workload's replicas when it was decided and the replicas it asked for.
+    /// Checked against the workload on every reconcile until it is seen applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surge: Option<ScaleChange>,
+    /// When the surge was taken back (decided), so it happens once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaled_down_at: Option<Time>,
-    /// The HPA whose `minReplicas` was raised to hold the surge, and its own value.
+    /// The take-back of the surge, checked like the surge itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub take_back: Option<ScaleChange>,
+    /// The HPA whose `minReplicas` this rotation holds up during its surge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hpa_hold: Option<HpaHold>,
     /// Eviction API calls refused so far (PodDisruptionBudget), and the last refusal.
@@ -218,14 +225,38 @@ pub struct SpotRotationStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// An HorizontalPodAutoscaler held at a raised `minReplicas` during a surge.
+/// A change of a workload's replicas through its scale subresource. Recorded before it is
+/// made, so a failed write is retried rather than forgotten.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleChange {
+    /// The workload's replicas when the change was decided.
+    pub from: i32,
+    /// The replicas it asked for.
+    pub to: i32,
+    /// When the workload was seen no longer at `from`: the change went through (or something
+    /// else moved the workload, which then wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<Time>,
+}
+
+/// An HorizontalPodAutoscaler held at a raised `minReplicas` during a surge. The HPA itself
+/// records its holders and its own value (annotations), so rotations sharing it hold it once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HpaHold {
     pub name: String,
-    /// The HPA's own `minReplicas`, restored when the rotation ends.
-    pub min_replicas: i32,
+    /// The floor this rotation asked for (the surged replicas).
+    #[serde(default)]
+    pub floor: i32,
+    /// When this rotation was seen no longer among the HPA's holders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<Time>,
 }
+
+/// The finalizer a surging rotation carries: it is removed once the surge and any HPA hold
+/// are taken back, so deleting a rotation (or its policy) never leaks them.
+pub const TAKE_BACK_FINALIZER: &str = "spot.vk-eci.io/take-back";
 
 /// The name of the rotation of the pod with `uid`.
 pub fn rotation_name(uid: &str) -> String {

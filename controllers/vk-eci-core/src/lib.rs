@@ -7,6 +7,7 @@
 //! - [`translate`]: Pod → CreateContainerGroup request, or a reasoned refusal.
 //! - [`status`]: ECI container group → pod status; spot release notices; event dedup.
 //! - [`spot`]: release deadlines, eviction escalation, storm planning, rotation phases.
+//! - [`rotation`]: one step of a spot rotation, as a pure function of what was observed.
 //! - [`lifecycle`]: create failures, status-sync pacing, ECI events as pod Events.
 //! - [`ownership`]: which container group is whose: orphans, lost and foreign instances,
 //!   adoption on a retried create.
@@ -24,6 +25,7 @@ pub mod node;
 pub mod ownership;
 pub mod profile;
 pub mod quantity;
+pub mod rotation;
 pub mod settings;
 pub mod spot;
 pub mod status;

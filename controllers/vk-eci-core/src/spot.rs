@@ -156,18 +156,27 @@ pub fn policy_covers(
 }
 
 /// `maxSurge` as a count: an integer, or a percentage of `replicas` rounded up (as the
-/// Deployment controller does), at least 1 when replicas exist.
+/// Deployment controller does), at least 1 when replicas exist and the percentage is not 0.
+/// Zero (`0` or `0%`) means no surge: the policy rotates by eviction.
 pub fn resolve_max_surge(value: &MaxSurge, replicas: i32) -> i32 {
-    let count = match value {
-        MaxSurge::Count(count) => *count,
+    match value {
+        MaxSurge::Count(count) => (*count).max(0),
+        MaxSurge::Percent(percent) if *percent <= 0 => 0,
         MaxSurge::Percent(percent) => {
-            (f64::from(replicas.max(0)) * f64::from(*percent) / 100.0).ceil() as i32
+            let count = (f64::from(replicas.max(0)) * f64::from(*percent) / 100.0).ceil() as i32;
+            if replicas > 0 {
+                count.max(1)
+            } else {
+                count.max(0)
+            }
         }
-    };
-    if replicas > 0 {
-        count.max(1)
-    } else {
-        count.max(0)
+    }
+}
+
+impl MaxSurge {
+    /// Whether this `maxSurge` allows no surge at all, whatever the replicas.
+    pub fn is_zero(&self) -> bool {
+        matches!(self, MaxSurge::Count(0) | MaxSurge::Percent(0))
     }
 }
 
@@ -572,8 +581,15 @@ mod tests {
         assert_eq!(MaxSurge::parse("-1"), None);
         assert_eq!(resolve_max_surge(&MaxSurge::Percent(25), 10), 3);
         assert_eq!(resolve_max_surge(&MaxSurge::Percent(1), 10), 1);
-        assert_eq!(resolve_max_surge(&MaxSurge::Count(0), 10), 1);
         assert_eq!(resolve_max_surge(&MaxSurge::Count(2), 0), 2);
+    }
+
+    #[test]
+    fn max_surge_zero_means_no_surge() {
+        assert_eq!(resolve_max_surge(&MaxSurge::Count(0), 10), 0);
+        assert_eq!(resolve_max_surge(&MaxSurge::Percent(0), 10), 0);
+        assert!(MaxSurge::Count(0).is_zero() && MaxSurge::Percent(0).is_zero());
+        assert!(!MaxSurge::Percent(1).is_zero());
     }
 
     fn doomed(pod: &str, workload: Option<&str>, notice: i64) -> Doomed {

@@ -107,6 +107,11 @@ pub fn pod_notice(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(DateTime<Utc
     Some((noticed_at, release_at))
 }
 
+/// A Kubernetes `Time` as a chrono time (whole seconds).
+pub fn from_kube_time(time: &Time) -> DateTime<Utc> {
+    DateTime::from_timestamp(time.0.as_second(), 0).unwrap_or_default()
+}
+
 /// A Kubernetes `Time`, in whole seconds as the API server stores it (so a status that
 /// round-trips compares equal).
 pub fn kube_time(at: DateTime<Utc>) -> Time {

@@ -1,6 +1,8 @@
 //! Spot releases end to end against the sandbox and the simulator: surge rotation (with an
 //! HPA and a leader change mid-rotation), api-evict blocked by a PodDisruptionBudget until
-//! escalation, and a replacement that never gets Ready.
+//! escalation, a replacement that never gets Ready; and a surge that must be taken back
+//! whatever happens: its policy or itself deleted mid-surge, two rotations sharing an HPA,
+//! failed scale writes, `maxSurge: 0`, a notice before the policies are listed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -215,6 +217,16 @@ async fn surge_replaces_first_holds_the_hpa_and_survives_a_leader_change() {
     })
     .await;
     assert_eq!(policy.status.unwrap().active, 0);
+    let completed = eventually("the Completed outcome on /metrics", || async {
+        metric(
+            &second,
+            r#"vk_eci_spot_rotations_total{outcome="Completed"}"#,
+        )
+        .await
+        .filter(|v| *v >= 1.0)
+    })
+    .await;
+    assert_eq!(completed, 1.0, "counted once");
     second.stop().await;
 }
 
@@ -268,7 +280,7 @@ async fn api_evict_blocked_by_a_budget_escalates_before_the_release() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replacement_never_ready_degrades_to_eviction_before_the_deadline() {
     let world = World::new().await;
-    let _operator = world.operator("replica-a").await;
+    let operator = world.operator("replica-a").await;
     let never_ready = json!([{"name": "ECI_SIM_READY_AFTER_SECONDS", "value": "3600"}]);
     create(
         &world,
@@ -314,6 +326,15 @@ async fn a_replacement_never_ready_degrades_to_eviction_before_the_deadline() {
     })
     .await;
     assert_eq!(replicas, 1);
+    let degraded = eventually("the Degraded outcome on /metrics", || async {
+        metric(
+            &operator,
+            r#"vk_eci_spot_rotations_total{outcome="Degraded"}"#,
+        )
+        .await
+    })
+    .await;
+    assert_eq!(degraded, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -497,4 +518,289 @@ async fn policy_bounds_are_enforced_and_an_older_crd_cannot_crash_the_operator()
     world
         .pod_gone(&doomed.name_any(), &doomed.uid().unwrap())
         .await;
+}
+
+/// A sample's value on the operator's `/metrics`.
+async fn metric(operator: &common::RunningOperator, series: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", operator.admin))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Pods whose replacements take `seconds` to be Ready, so a surge lasts long enough to
+/// interfere with.
+fn ready_after(seconds: u32) -> serde_json::Value {
+    json!([{"name": "ECI_SIM_READY_AFTER_SECONDS", "value": seconds.to_string()}])
+}
+
+fn hpa(name: &str, min: i32) -> HorizontalPodAutoscaler {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                 "minReplicas": min, "maxReplicas": 10},
+    }))
+    .unwrap()
+}
+
+async fn replicas_of(world: &World, name: &str) -> i32 {
+    Api::<Deployment>::namespaced(world.client.clone(), "default")
+        .get(name)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .replicas
+        .unwrap()
+}
+
+/// The HPA's `minReplicas`, and whether it still carries vk-eci's hold annotations.
+async fn hpa_floor(world: &World, name: &str) -> (Option<i32>, bool) {
+    let hpa = Api::<HorizontalPodAutoscaler>::namespaced(world.client.clone(), "default")
+        .get(name)
+        .await
+        .unwrap();
+    let held = hpa
+        .annotations()
+        .keys()
+        .any(|k| k.starts_with("spot.vk-eci.io/"));
+    (hpa.spec.unwrap().min_replicas, held)
+}
+
+async fn replicas_become(world: &World, name: &str, want: i32) {
+    eventually(&format!("{name} at {want} replicas"), || async {
+        (replicas_of(world, name).await == want).then_some(())
+    })
+    .await;
+}
+
+async fn hpa_back_to(world: &World, name: &str, want: i32) {
+    eventually(
+        &format!("the HPA {name} back at {want}, unheld"),
+        || async { (hpa_floor(world, name).await == (Some(want), false)).then_some(()) },
+    )
+    .await;
+}
+
+/// A Deployment `name` of `replicas` slow-to-Ready spot pods with an HPA at `min`, a surge
+/// policy, and its pods running.
+async fn surging_setup(world: &World, name: &str, replicas: i32, max_surge: i32) -> Vec<Pod> {
+    create(
+        world,
+        deployment(name, replicas, spot_annotations(), ready_after(4)),
+    )
+    .await;
+    create(world, hpa(name, 1)).await;
+    create(
+        world,
+        policy(
+            name,
+            json!({"targetRef": {"kind": "Deployment", "name": name}, "maxSurge": max_surge}),
+        ),
+    )
+    .await;
+    running(world, name, usize::try_from(replicas).unwrap(), true).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_deleted_mid_surge_takes_back_the_surge_and_the_hpa_hold() {
+    let world = World::new().await;
+    let _operator = world.operator("replica-a").await;
+    let pods = surging_setup(&world, "web", 2, 1).await;
+    let doomed = pods[0].clone();
+    release(&world, &doomed, 120.0);
+    replicas_become(&world, "web", 3).await;
+    assert_eq!(hpa_floor(&world, "web").await.0, Some(3), "the HPA is held");
+
+    Api::<SpotRotationPolicy>::namespaced(world.client.clone(), "default")
+        .delete("web", &Default::default())
+        .await
+        .unwrap();
+    let rotations: Api<SpotRotation> = Api::namespaced(world.client.clone(), "default");
+    let name = rotation_name(&doomed.uid().unwrap());
+    eventually("the rotation to go with its policy", || async {
+        rotations
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    replicas_become(&world, "web", 2).await;
+    hpa_back_to(&world, "web", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_deleted_mid_surge_takes_back_the_surge_and_the_hpa_hold() {
+    let world = World::new().await;
+    let _operator = world.operator("replica-a").await;
+    let pods = surging_setup(&world, "web", 2, 1).await;
+    let doomed = pods[0].clone();
+    release(&world, &doomed, 120.0);
+    let surging = rotation_until(&world, &doomed, "surging", |r| {
+        r.status.as_ref().is_some_and(|s| s.surged_at.is_some())
+    })
+    .await;
+    replicas_become(&world, "web", 3).await;
+
+    let rotations: Api<SpotRotation> = Api::namespaced(world.client.clone(), "default");
+    rotations
+        .delete(&surging.name_any(), &Default::default())
+        .await
+        .unwrap();
+    let old_uid = surging.uid();
+    eventually("the deleted rotation to go", || async {
+        let now = rotations.get_opt(&surging.name_any()).await.unwrap();
+        (now.and_then(|r| r.uid()) != old_uid).then_some(())
+    })
+    .await;
+    // The pod's notice still stands, so its rotation may start again: whatever it does, the
+    // workload and the HPA end where they began.
+    eventually("no rotation of the pod left holding a surge", || async {
+        let now = rotations.get_opt(&surging.name_any()).await.unwrap();
+        now.is_none_or(|r| phase(&r) == Some(RotationPhase::Completed))
+            .then_some(())
+    })
+    .await;
+    replicas_become(&world, "web", 2).await;
+    hpa_back_to(&world, "web", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_rotations_share_one_hpa_hold_and_a_user_edit_during_it_is_kept() {
+    let world = World::new().await;
+    let _operator = world.operator("replica-a").await;
+    let pods = surging_setup(&world, "web", 3, 2).await;
+    release(&world, &pods[0], 120.0);
+    release(&world, &pods[1], 120.0);
+    replicas_become(&world, "web", 5).await;
+    eventually("the HPA held at 5", || async {
+        (hpa_floor(&world, "web").await.0 == Some(5)).then_some(())
+    })
+    .await;
+
+    // The user raises their own floor while both surges hold the HPA.
+    Api::<HorizontalPodAutoscaler>::namespaced(world.client.clone(), "default")
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"minReplicas": 2}})),
+        )
+        .await
+        .unwrap();
+    for doomed in &pods[..2] {
+        rotation_until(&world, doomed, "Completed", |r| {
+            phase(r) == Some(RotationPhase::Completed)
+        })
+        .await;
+    }
+    replicas_become(&world, "web", 3).await;
+    hpa_back_to(&world, "web", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_scale_writes_after_the_intent_are_retried_up_and_down() {
+    let world = World::new().await;
+    let _operator = world.operator("replica-a").await;
+    create(
+        &world,
+        deployment("web", 2, spot_annotations(), ready_after(3)),
+    )
+    .await;
+    create(
+        &world,
+        policy(
+            "web",
+            json!({"targetRef": {"kind": "Deployment", "name": "web"}, "maxSurge": 1}),
+        ),
+    )
+    .await;
+    let pods = running(&world, "web", 2, true).await;
+    let doomed = pods[0].clone();
+    let faults = world.sandbox.sandbox.faults();
+    let up = faults.inject(
+        kube_sandbox::Fault::on("update", "deployments/scale")
+            .error(500)
+            .times(1),
+    );
+    // Released in 40 s: a surge never retried would give up at about 13 s and evict.
+    release(&world, &doomed, 40.0);
+    replicas_become(&world, "web", 3).await;
+    assert_eq!(faults.fired(up), 1, "the surge's first write failed");
+    let down = faults.inject(
+        kube_sandbox::Fault::on("update", "deployments/scale")
+            .error(500)
+            .times(1),
+    );
+    let done = rotation_until(&world, &doomed, "Completed", |r| {
+        phase(r) == Some(RotationPhase::Completed)
+    })
+    .await;
+    assert_eq!(faults.fired(down), 1, "the take-back's first write failed");
+    assert!(done.status.unwrap().replacement_pod.is_some());
+    replicas_become(&world, "web", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_surge_zero_rotates_by_eviction() {
+    let world = World::new().await;
+    let _operator = world.operator("replica-a").await;
+    create(&world, deployment("web", 2, spot_annotations(), json!([]))).await;
+    create(
+        &world,
+        policy(
+            "web",
+            json!({"targetRef": {"kind": "Deployment", "name": "web"}, "maxSurge": 0}),
+        ),
+    )
+    .await;
+    let pods = running(&world, "web", 2, true).await;
+    let doomed = pods[0].clone();
+    release(&world, &doomed, 120.0);
+    let done = rotation_until(&world, &doomed, "Completed", |r| {
+        assert!(
+            r.status.as_ref().is_none_or(|s| s.surged_at.is_none()),
+            "{r:?}"
+        );
+        phase(r) == Some(RotationPhase::Completed)
+    })
+    .await;
+    assert_eq!(done.spec.strategy, vk_eci_core::crd::Strategy::Evict);
+    assert!(done.status.unwrap().evicted_at.is_some());
+    assert_eq!(replicas_of(&world, "web").await, 2, "never surged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notice_seen_before_the_policies_are_listed_still_follows_its_policy() {
+    let world = World::new().await;
+    let first = world.operator("replica-a").await;
+    let mut annotations = spot_annotations();
+    annotations["k8s.aliyun.com/eci-spot-release-strategy"] = json!("api-evict");
+    create(&world, deployment("web", 2, annotations, json!([]))).await;
+    create(
+        &world,
+        policy(
+            "web",
+            json!({"targetRef": {"kind": "Deployment", "name": "web"}, "maxSurge": 1}),
+        ),
+    )
+    .await;
+    let pods = running(&world, "web", 2, true).await;
+    first.stop().await;
+    let doomed = pods[0].clone();
+    release(&world, &doomed, 120.0);
+    world.sandbox.sandbox.faults().inject(
+        kube_sandbox::Fault::on("list", "spotrotationpolicies")
+            .delay(std::time::Duration::from_secs(4))
+            .times(1),
+    );
+    let _second = world.operator("replica-b").await;
+    let rotation = rotation_until(&world, &doomed, "created", |_| true).await;
+    assert_eq!(rotation.spec.policy.as_deref(), Some("web"));
+    assert_eq!(rotation.spec.strategy, vk_eci_core::crd::Strategy::Surge);
 }

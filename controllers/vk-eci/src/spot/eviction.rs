@@ -24,6 +24,7 @@ use rand::Rng;
 use serde_json::json;
 use tracing::{info, warn};
 use vk_eci_core::crd::{OnDeadline as PolicyOnDeadline, SpotRotation, Strategy};
+use vk_eci_core::rotation::SCALE_DOWN_WAIT;
 use vk_eci_core::spot::{EvictionStep, OnDeadline, Phase, eviction_step};
 use vk_eci_core::status::kube_time;
 use vk_eci_core::time;
@@ -38,16 +39,16 @@ enum Guard {
     None,
 }
 
-/// How long a surge rotation's scale-down may take to remove the doomed pod before it is
-/// evicted instead (the ReplicaSet may have picked another pod).
-const SCALE_DOWN_WAIT: TimeDelta = TimeDelta::seconds(30);
-
 /// Whether the eviction controller owns the rotation's doomed pod now; `Err(at)` when it
 /// will at `at` unless the pod goes first.
 fn evicting(
     rotation: &SpotRotation,
     now: chrono::DateTime<Utc>,
 ) -> Result<bool, chrono::DateTime<Utc>> {
+    if rotation.metadata.deletion_timestamp.is_some() {
+        // Being deleted: its surge is being taken back, and nobody rotates the pod any more.
+        return Ok(false);
+    }
     let status = rotation.status.clone().unwrap_or_default();
     match status.phase {
         Some(Phase::Degraded) => Ok(status.pod_gone_at.is_none()),

@@ -4,8 +4,10 @@
 //!   `SpotRotation`, when a `SpotRotationPolicy` covers it or it asks for `api-evict`;
 //! - [`rotation`]: the policy controller. Surge rotations scale the workload up, wait for the
 //!   replacement to be Ready, then scale down so the ReplicaSet removes the doomed pod; a
-//!   replacement that is not Ready in time makes the rotation `Degraded`. It keeps the phases
-//!   and the policy status;
+//!   replacement that is not Ready in time makes the rotation `Degraded`. Every step is the
+//!   pure [`vk_eci_core::rotation::step`], checked against the world on the next reconcile;
+//!   a finalizer takes the surge back before a rotation goes. It keeps the phases and the
+//!   policy status;
 //! - [`eviction`]: the only component that evicts. It drains `Evict` rotations and `Degraded`
 //!   ones through the Eviction API and escalates to a delete that still fits the grace period
 //!   before the release.
@@ -50,6 +52,19 @@ pub struct SpotContext {
 }
 
 impl SpotContext {
+    /// Waits until the rotation and policy caches have their first full list: before, a
+    /// missing policy or rotation may only not be listed yet (design §8a).
+    pub(crate) async fn synced(&self) {
+        let (rotations, policies) = futures::join!(
+            self.rotations.wait_until_ready(),
+            self.policies.wait_until_ready()
+        );
+        if rotations.is_err() || policies.is_err() {
+            // A dropped writer means the operator is stopping; its reconcilers with it.
+            futures::future::pending::<()>().await;
+        }
+    }
+
     /// The doomed pod of a rotation, if it still exists (the same pod: same UID).
     fn doomed_pod(&self, rotation: &SpotRotation) -> Option<Arc<Pod>> {
         let namespace = rotation.namespace().unwrap_or_default();

@@ -17,7 +17,8 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 use vk_eci_core::annotations::{RELEASE_STRATEGY_API_EVICT, SPOT_RELEASE_STRATEGY};
 use vk_eci_core::crd::{
-    PodRef, SpotRotation, SpotRotationSpec, Strategy, WorkloadKind, rotation_name,
+    PodRef, SpotRotation, SpotRotationSpec, Strategy, TAKE_BACK_FINALIZER, WorkloadKind,
+    rotation_name,
 };
 use vk_eci_core::spot::{DEFAULT_MARGIN, PolicySettings, policy_covers};
 use vk_eci_core::status::{kube_time, pod_notice};
@@ -34,6 +35,9 @@ async fn reconcile(pod: Arc<Pod>, spot: Arc<SpotContext>) -> Result<Action, Erro
 /// Gives a pod ECI will reclaim its `SpotRotation`, if a policy or its annotation asks.
 async fn notice(pod: &Pod, spot: &SpotContext) -> Result<Action, Error> {
     let ctx = &spot.ctx;
+    // Before the policies are listed, a covered pod would look uncovered: an Evict rotation
+    // (named from the pod, so never corrected) or none at all.
+    spot.synced().await;
     if pod.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -71,7 +75,13 @@ async fn notice(pod: &Pod, spot: &SpotContext) -> Result<Action, Error> {
     let surgeable = workload
         .as_ref()
         .is_some_and(|w| w.kind != WorkloadKind::StatefulSet);
-    let strategy = if surgeable { strategy } else { Strategy::Evict };
+    // `maxSurge: 0` is rotation by eviction.
+    let no_surge = settings.as_ref().is_some_and(|s| s.max_surge.is_zero());
+    let strategy = if surgeable && !no_surge {
+        strategy
+    } else {
+        Strategy::Evict
+    };
     let rotation = SpotRotation {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -91,6 +101,8 @@ async fn notice(pod: &Pod, spot: &SpotContext) -> Result<Action, Error> {
                     block_owner_deletion: Some(true),
                 }]
             }),
+            // A surge is taken back before the rotation goes.
+            finalizers: (strategy == Strategy::Surge).then(|| vec![TAKE_BACK_FINALIZER.into()]),
             ..ObjectMeta::default()
         },
         spec: SpotRotationSpec {
