@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{World, eventually, is_ready, phase, wait_for_event};
+use common::{World, eventually, is_ready, metric, phase, wait_for_event};
 use eci_sim::FaultConfig;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::ResourceExt;
@@ -221,18 +221,6 @@ async fn a_pod_whose_group_cannot_be_stopped_is_removed_after_its_grace_period()
         world.groups().is_empty().then_some(())
     })
     .await;
-}
-
-/// A sample's value on the operator's `/metrics` (the first line that starts with `series`).
-async fn metric(operator: &common::RunningOperator, series: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{}/metrics", operator.admin))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 /// Waits until the operator has finished `passes` more status sync passes.

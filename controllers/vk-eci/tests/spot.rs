@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{World, condition, eventually};
+use common::{World, condition, eventually, metric};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Pod;
@@ -518,18 +518,6 @@ async fn policy_bounds_are_enforced_and_an_older_crd_cannot_crash_the_operator()
     world
         .pod_gone(&doomed.name_any(), &doomed.uid().unwrap())
         .await;
-}
-
-/// A sample's value on the operator's `/metrics`.
-async fn metric(operator: &common::RunningOperator, series: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{}/metrics", operator.admin))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 /// Pods whose replacements take `seconds` to be Ready, so a surge lasts long enough to

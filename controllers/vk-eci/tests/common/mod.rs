@@ -336,3 +336,15 @@ pub async fn wait_for_event(world: &World, pod: &str, reason: &str) {
     })
     .await;
 }
+
+/// A sample's value on the operator's `/metrics` (the first line that starts with `series`).
+pub async fn metric(operator: &RunningOperator, series: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", operator.admin))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
