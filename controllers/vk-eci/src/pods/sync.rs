@@ -95,6 +95,13 @@ struct Seen {
     transitioning: bool,
 }
 
+/// A pod UID as the owner map keeps it (8 bytes, not the 36-byte string).
+fn owner_key(uid: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    uid.hash(&mut hasher);
+    hasher.finish()
+}
+
 fn fingerprint<T: serde::Serialize>(value: &T) -> u64 {
     let mut hasher = DefaultHasher::new();
     serde_json::to_vec(value)
@@ -359,7 +366,7 @@ impl StatusSync {
         for group in groups {
             if let Some(tagged) = tagged_pod(group, &settings.cluster_id, &settings.node_name) {
                 self.owners
-                    .insert(group.container_group_id.clone(), fingerprint(&tagged.uid));
+                    .insert(group.container_group_id.clone(), owner_key(tagged.uid));
             }
         }
     }
@@ -600,7 +607,7 @@ impl StatusSync {
             })
             .filter_map(|pod| {
                 let id = pod.annotations().get(INSTANCE_ID)?.clone();
-                let owner = pod.uid().map(|uid| fingerprint(&uid.as_str()));
+                let owner = pod.uid().map(|uid| owner_key(&uid));
                 let doubtful =
                     !listed.contains(id.as_str()) || self.owners.get(&id) != owner.as_ref();
                 doubtful.then_some((id, pod))
