@@ -539,14 +539,15 @@ async fn a_storm_is_rotated_within_the_surge_budget() {
             .list(&ListParams::default())
             .await
             .unwrap();
+        // maxConcurrent bounds the rotations holding a surge: a Draining rotation whose
+        // scale-down is applied no longer does, though its doomed pod may still be going.
         let surging = list
             .items
             .iter()
             .filter(|r| {
-                matches!(
-                    r.data["status"]["phase"].as_str(),
-                    Some("Surging" | "Draining")
-                )
+                let status = &r.data["status"];
+                status["surge"]["appliedAt"].is_string()
+                    && !status["takeBack"]["appliedAt"].is_string()
             })
             .count();
         most_surging = most_surging.max(surging);
