@@ -15,3 +15,4 @@ pub mod pods;
 pub mod profile;
 pub mod reconcile;
 pub mod spot;
+pub mod tls;
