@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod context;
+pub mod fanout;
 pub mod heartbeat;
 pub mod leader;
 pub mod liveness;

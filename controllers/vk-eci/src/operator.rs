@@ -24,6 +24,7 @@ use vk_eci_core::settings::Settings;
 
 use crate::admin::{self, AdminState};
 use crate::context::{Context, ProfileHolder};
+use crate::fanout::Fanout;
 use crate::heartbeat::Heartbeat;
 use crate::leader::{Elector, Leadership, Timing};
 use crate::liveness::Liveness;
@@ -42,8 +43,6 @@ pub enum OperatorError {
     },
     #[error(transparent)]
     Leader(#[from] crate::leader::LeaderError),
-    #[error("the pod cache cannot be shared between controllers")]
-    Cache,
     #[error("a controller stopped unexpectedly")]
     ControllerStopped,
 }
@@ -62,6 +61,9 @@ pub struct Operator {
     /// collecting orphans, checking that recorded groups exist).
     pub full_sync_every: Duration,
 }
+
+/// How many changes each controller's subscription to a watch buffers.
+const SUBSCRIPTION_BUFFER: usize = 4096;
 
 type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
 
@@ -100,18 +102,20 @@ impl Operator {
         );
         let node_name = self.settings.node_name.clone();
 
-        let (pod_store, pod_writer) = reflector::store_shared::<Pod>(4096);
-        let subscribe = || pod_writer.subscribe().ok_or(OperatorError::Cache);
-        let (pod_subscriber, notice_pods, rotation_pods, eviction_pods) =
-            (subscribe()?, subscribe()?, subscribe()?, subscribe()?);
-        let pod_reflector = watcher(
-            Api::<Pod>::all(self.client.clone()),
-            watcher::Config::default().fields(&format!("spec.nodeName={node_name}")),
-        )
-        .default_backoff()
-        .modify(vk_eci_core::cache::slim)
-        .reflect_shared(pod_writer)
-        .for_each(|_| futures::future::ready(()));
+        let (pod_store, pod_writer) = reflector::store::<Pod>();
+        let (pod_fanout, [pod_subscriber, notice_pods, rotation_pods, eviction_pods]) =
+            Fanout::new(SUBSCRIPTION_BUFFER);
+        let pod_reflector = pod_fanout.forward(
+            "Pod",
+            watcher(
+                Api::<Pod>::all(self.client.clone()),
+                watcher::Config::default().fields(&format!("spec.nodeName={node_name}")),
+            )
+            .default_backoff()
+            .modify(vk_eci_core::cache::slim)
+            .reflect(pod_writer)
+            .touched_objects(),
+        );
 
         let (node_store, node_writer) = reflector::store::<Node>();
         let node_reflector = watcher(
@@ -122,16 +126,19 @@ impl Operator {
         .reflect(node_writer)
         .for_each(|_| futures::future::ready(()));
 
-        let (rotation_store, rotation_writer) = reflector::store_shared::<SpotRotation>(1024);
-        let subscribe = || rotation_writer.subscribe().ok_or(OperatorError::Cache);
-        let (rotation_stream, eviction_stream) = (subscribe()?, subscribe()?);
-        let rotation_reflector = watcher(
-            Api::<SpotRotation>::all(self.client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .reflect_shared(rotation_writer)
-        .for_each(|_| futures::future::ready(()));
+        let (rotation_store, rotation_writer) = reflector::store::<SpotRotation>();
+        let (rotation_fanout, [rotation_stream, eviction_stream]) =
+            Fanout::new(SUBSCRIPTION_BUFFER);
+        let rotation_reflector = rotation_fanout.forward(
+            "SpotRotation",
+            watcher(
+                Api::<SpotRotation>::all(self.client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .reflect(rotation_writer)
+            .touched_objects(),
+        );
         let (policy_store, policy_writer) = reflector::store::<SpotRotationPolicy>();
         let policy_reflector = watcher(
             Api::<SpotRotationPolicy>::all(self.client.clone()),
