@@ -263,8 +263,50 @@ pub fn rotation_name(uid: &str) -> String {
     format!("pod-{uid}")
 }
 
+/// The label naming the virtual node whose pod a rotation is for: each installation watches
+/// only its own rotations, so several virtual nodes in one cluster never act on each other's.
+pub const NODE_LABEL: &str = "spot.vk-eci.io/node";
+
+/// The value of [`NODE_LABEL`] for `node`: the name itself when it is a valid label value,
+/// otherwise (a node name may be 253 characters, a label value 63) a stable hash of it.
+pub fn node_label_value(node: &str) -> String {
+    let valid = !node.is_empty()
+        && node.len() <= 63
+        && node
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && node.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && node.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if valid {
+        return node.to_string();
+    }
+    // FNV-1a: the value must stay the same across builds and Rust versions.
+    let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("node-{hash:016x}")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn node_label_values_are_valid_and_stable() {
+        use super::node_label_value;
+        assert_eq!(node_label_value("virtual-kubelet"), "virtual-kubelet");
+        let long = "a".repeat(64);
+        let hashed = node_label_value(&long);
+        assert_eq!(hashed, node_label_value(&long));
+        assert_ne!(hashed, node_label_value(&"a".repeat(65)));
+        for odd in [long.as_str(), "-edge", "edge-", "", "with:colon"] {
+            let value = node_label_value(odd);
+            assert!(
+                value.len() <= 63 && value.starts_with("node-"),
+                "{odd:?} -> {value}"
+            );
+        }
+        assert_eq!(node_label_value("with:colon"), "node-c6b0bacda8761c08");
+    }
+
     use kube::CustomResourceExt;
 
     use super::*;

@@ -18,7 +18,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use tokio::sync::{Notify, watch};
 use tracing::{error, info};
-use vk_eci_core::crd::{SpotRotation, SpotRotationPolicy};
+use vk_eci_core::crd::{NODE_LABEL, SpotRotation, SpotRotationPolicy, node_label_value};
 use vk_eci_core::node::EciHealth;
 use vk_eci_core::settings::Settings;
 
@@ -133,7 +133,8 @@ impl Operator {
             "SpotRotation",
             watcher(
                 Api::<SpotRotation>::all(self.client.clone()),
-                watcher::Config::default(),
+                watcher::Config::default()
+                    .labels(&format!("{NODE_LABEL}={}", node_label_value(&node_name))),
             )
             .default_backoff()
             .reflect(rotation_writer)

@@ -17,8 +17,8 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 use vk_eci_core::annotations::{RELEASE_STRATEGY_API_EVICT, SPOT_RELEASE_STRATEGY};
 use vk_eci_core::crd::{
-    PodRef, SpotRotation, SpotRotationSpec, Strategy, TAKE_BACK_FINALIZER, WorkloadKind,
-    rotation_name,
+    NODE_LABEL, PodRef, SpotRotation, SpotRotationSpec, Strategy, TAKE_BACK_FINALIZER,
+    WorkloadKind, node_label_value, rotation_name,
 };
 use vk_eci_core::spot::{DEFAULT_MARGIN, PolicySettings, policy_covers};
 use vk_eci_core::status::{kube_time, pod_notice};
@@ -86,11 +86,19 @@ async fn notice(pod: &Pod, spot: &SpotContext) -> Result<Action, Error> {
         metadata: ObjectMeta {
             name: Some(name.clone()),
             namespace: Some(namespace.clone()),
-            labels: policy.as_ref().map(|p| {
-                [(POLICY_LABEL.to_string(), p.name_any())]
-                    .into_iter()
-                    .collect()
-            }),
+            labels: Some(
+                [(
+                    NODE_LABEL.to_string(),
+                    node_label_value(&ctx.settings.node_name),
+                )]
+                .into_iter()
+                .chain(
+                    policy
+                        .as_ref()
+                        .map(|p| (POLICY_LABEL.to_string(), p.name_any())),
+                )
+                .collect(),
+            ),
             owner_references: policy.as_ref().map(|p| {
                 vec![OwnerReference {
                     api_version: "spot.vk-eci.io/v1alpha1".into(),
