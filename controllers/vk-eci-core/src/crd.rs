@@ -280,11 +280,7 @@ pub fn node_label_value(node: &str) -> String {
     if valid {
         return node.to_string();
     }
-    // FNV-1a: the value must stay the same across builds and Rust versions.
-    let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("node-{hash:016x}")
+    format!("node-{:016x}", crate::stable_hash(node.as_bytes()))
 }
 
 #[cfg(test)]

@@ -31,3 +31,22 @@ pub mod spot;
 pub mod status;
 pub mod time;
 pub mod translate;
+
+/// A hash that stays the same across builds, platforms and Rust versions (FNV-1a, 64 bits),
+/// for names and label values derived from other names.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_stable_hash_is_fnv1a() {
+        // The published FNV-1a 64 test vectors.
+        assert_eq!(super::stable_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(super::stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(super::stable_hash(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use eci_client::EciError;
-use eci_client::types::{ContainerGroup, Event as EciEvent, status};
+use eci_client::types::Event as EciEvent;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -138,40 +138,12 @@ pub fn reschedule_after_schedule_failure(annotations: &EciAnnotations) -> bool {
     annotations.reschedule || !annotations.fail_on_create_error
 }
 
-/// Status-sync pacing: fast while pods are transitioning, slow when everything is steady.
+/// Status-sync pacing: the pause after a pass that found something transitioning (`fast`)
+/// and after a steady one (`slow`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncPacing {
     pub fast: Duration,
     pub slow: Duration,
-}
-
-impl Default for SyncPacing {
-    fn default() -> Self {
-        Self {
-            fast: Duration::from_secs(1),
-            slow: Duration::from_secs(30),
-        }
-    }
-}
-
-impl SyncPacing {
-    /// The pause before the next sync, given the groups seen in the last one.
-    pub fn next(&self, groups: &[ContainerGroup]) -> Duration {
-        let transitioning = groups.iter().any(|g| {
-            matches!(
-                g.status.as_str(),
-                status::SCHEDULING
-                    | status::PENDING
-                    | status::RESTARTING
-                    | status::UPDATING
-                    | status::TERMINATING
-            ) || (g.status == status::RUNNING
-                && g.events
-                    .iter()
-                    .any(|e| e.reason == crate::status::SPOT_TO_BE_RELEASED))
-        });
-        if transitioning { self.fast } else { self.slow }
-    }
 }
 
 /// The Kubernetes Event that mirrors an ECI event on `pod`. Its name is stable per ECI event,
@@ -184,9 +156,7 @@ pub fn pod_event(pod: &Pod, event: &EciEvent, node: &str, now: DateTime<Utc>) ->
         .unwrap_or_else(|| "default".into());
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let key = crate::status::event_key(event);
-    let digest = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let digest = crate::stable_hash(key.as_bytes());
     let time = |text: &str| {
         DateTime::parse_from_rfc3339(text)
             .ok()
@@ -244,9 +214,6 @@ pub fn pod_event(pod: &Pod, event: &EciEvent, node: &str, now: DateTime<Utc>) ->
 #[cfg(test)]
 mod tests {
     use chrono::TimeDelta;
-    use eci_client::types::Tag;
-
-    use crate::translate::tags;
 
     use super::*;
 
@@ -298,39 +265,6 @@ mod tests {
             reschedule: true,
             ..fail_fast
         }));
-    }
-
-    fn group(uid: &str, cluster: &str, node: &str) -> ContainerGroup {
-        ContainerGroup {
-            container_group_id: format!("eci-{uid}"),
-            tags: vec![
-                Tag::new(tags::CLUSTER_ID, cluster),
-                Tag::new(tags::NODE, node),
-                Tag::new(tags::UID, uid),
-            ],
-            status: status::RUNNING.into(),
-            ..ContainerGroup::default()
-        }
-    }
-
-    #[test]
-    fn sync_is_fast_while_anything_transitions() {
-        let pacing = SyncPacing::default();
-        let steady = vec![group("a", "c", "n")];
-        assert_eq!(pacing.next(&steady), pacing.slow);
-        let mut starting = steady.clone();
-        starting[0].status = status::PENDING.into();
-        assert_eq!(pacing.next(&starting), pacing.fast);
-        let mut doomed = steady;
-        doomed[0].events.push(EciEvent {
-            reason: crate::status::SPOT_TO_BE_RELEASED.into(),
-            ..EciEvent::default()
-        });
-        assert_eq!(
-            pacing.next(&doomed),
-            pacing.fast,
-            "a pending release is watched closely"
-        );
     }
 
     #[test]
