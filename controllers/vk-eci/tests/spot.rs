@@ -2,7 +2,8 @@
 //! HPA and a leader change mid-rotation), api-evict blocked by a PodDisruptionBudget until
 //! escalation, a replacement that never gets Ready; and a surge that must be taken back
 //! whatever happens: its policy or itself deleted mid-surge, two rotations sharing an HPA,
-//! failed scale writes, `maxSurge: 0`, a notice before the policies are listed.
+//! failed scale writes, the leader killed between a surge's intent and its write, `maxSurge: 0`,
+//! a notice before the policies are listed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -732,6 +733,74 @@ async fn failed_scale_writes_after_the_intent_are_retried_up_and_down() {
     assert_eq!(faults.fired(down), 1, "the take-back's first write failed");
     assert!(done.status.unwrap().replacement_pod.is_some());
     replicas_become(&world, "web", 2).await;
+}
+
+/// The leader dies after recording the surge's intent, while its scale write is still on
+/// the wire (the sandbox holds it, then applies it or not: a lost response). The standby
+/// takes over from the rotation's status: it surges at most once, finishes the rotation
+/// and leaves the workload at its size.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_killed_between_the_surge_intent_and_its_scale_surges_once() {
+    let world = World::new().await;
+    let first = world.operator("replica-a").await;
+    create(
+        &world,
+        deployment("web", 2, spot_annotations(), ready_after(3)),
+    )
+    .await;
+    create(
+        &world,
+        policy(
+            "web",
+            json!({"targetRef": {"kind": "Deployment", "name": "web"}, "maxSurge": 1}),
+        ),
+    )
+    .await;
+    let pods = running(&world, "web", 2, true).await;
+    let doomed = pods[0].clone();
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let watching = {
+        let most = most.clone();
+        let deployments = Api::<Deployment>::namespaced(world.client.clone(), "default");
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut changes = kube::runtime::watcher::watch_object(deployments, "web").boxed();
+            while let Some(Ok(Some(deployment))) = changes.next().await {
+                let replicas = deployment.spec.and_then(|s| s.replicas).unwrap_or(0);
+                most.fetch_max(replicas, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    let faults = world.sandbox.sandbox.faults();
+    let held = faults.inject(
+        kube_sandbox::Fault::on("update", "deployments/scale")
+            .delay(std::time::Duration::from_secs(5))
+            .times(1),
+    );
+    release(&world, &doomed, 60.0);
+    rotation_until(&world, &doomed, "recording its surge", |r| {
+        r.status.as_ref().is_some_and(|s| s.surge.is_some())
+    })
+    .await;
+    eventually("the surge's scale write on the wire", || async {
+        (faults.fired(held) == 1).then_some(())
+    })
+    .await;
+    let second = world.operator("replica-b").await;
+    drop(first);
+    let done = rotation_until(&world, &doomed, "Completed under the new leader", |r| {
+        phase(r) == Some(RotationPhase::Completed)
+    })
+    .await;
+    assert!(done.status.unwrap().replacement_pod.is_some());
+    replicas_become(&world, "web", 2).await;
+    assert_eq!(
+        most.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "surged exactly once, never past desired + maxSurge"
+    );
+    watching.abort();
+    second.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
