@@ -16,3 +16,4 @@ pub mod profile;
 pub mod reconcile;
 pub mod spot;
 pub mod tls;
+pub mod webhook;

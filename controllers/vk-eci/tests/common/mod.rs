@@ -149,6 +149,7 @@ impl World {
                 retry_period: Duration::from_millis(500),
             },
             full_sync_every: FULL_SYNC_EVERY,
+            webhook: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(operator.run(async move {
