@@ -769,6 +769,13 @@ fn serve(
         ("POST", None, None) if rt.group == "authorization.k8s.io" => {
             review(&rt, parse_body(body)?).map(|v| Served::Object(201, v))
         }
+        ("POST", None, None) if query.get("dryRun").is_some_and(|d| d == "All") => {
+            let object = parse_body(body)?;
+            Ok(Served::Object(
+                201,
+                sandbox.lock().create_dry_run(&rt, ns, object, now)?,
+            ))
+        }
         ("POST", None, None) => {
             let object = parse_body(body)?;
             Ok(Served::Object(
