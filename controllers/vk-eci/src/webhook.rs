@@ -10,11 +10,15 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::ResourceExt;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::admission::{
+    AdmissionRequest, AdmissionResponse, AdmissionReview, ConvertAdmissionReviewError, Operation,
+};
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
@@ -86,31 +90,49 @@ pub async fn serve_on(
     Ok(())
 }
 
-async fn mutate(
-    State(state): State<Arc<WebhookState>>,
-    body: Bytes,
-) -> axum::Json<AdmissionReview<DynamicObject>> {
+/// The review's answer. A pod the webhook cannot read is admitted unchanged with a warning;
+/// a body that is no AdmissionReview at all gets a 400, which the API server treats like an
+/// outage (failurePolicy). Never a denial: this webhook only ever steers.
+async fn mutate(State(state): State<Arc<WebhookState>>, body: Bytes) -> Response {
     let started = Instant::now();
-    let review = serde_json::from_slice::<AdmissionReview<Pod>>(&body)
-        .map_err(|e| e.to_string())
-        .and_then(|review| {
-            let request: Result<AdmissionRequest<Pod>, _> = review.try_into();
-            request.map_err(|e| e.to_string())
-        });
-    let response = match review {
-        Ok(request) => answer(&state, &request),
-        Err(error) => {
-            warn!(%error, "unreadable AdmissionReview");
-            AdmissionResponse::invalid(format!(
-                "not an admission.k8s.io/v1 AdmissionReview: {error}"
-            ))
-        }
+    let answered = match request_of::<Pod>(&body) {
+        Ok(request) => Ok(answer(&state, &request)),
+        Err(error) => match request_of::<DynamicObject>(&body) {
+            Ok(request) => {
+                warn!(%error, uid = %request.uid, "cannot read the pod under review; admitting it unchanged");
+                state.metrics.admitted("unchanged");
+                let mut response = AdmissionResponse::from(&request);
+                response.warnings = Some(vec![format!(
+                    "vk-eci: cannot read the pod ({error}); admitted unchanged"
+                )]);
+                Ok(response)
+            }
+            Err(_) => {
+                warn!(%error, "not an AdmissionReview");
+                Err(format!(
+                    "not an admission.k8s.io/v1 AdmissionReview: {error}"
+                ))
+            }
+        },
     };
     state
         .metrics
         .admission_seconds
         .observe(started.elapsed().as_secs_f64());
-    axum::Json(response.into_review())
+    match answered {
+        Ok(response) => axum::Json(response.into_review()).into_response(),
+        Err(problem) => (StatusCode::BAD_REQUEST, problem).into_response(),
+    }
+}
+
+fn request_of<K>(body: &[u8]) -> Result<AdmissionRequest<K>, String>
+where
+    K: kube::Resource + serde::de::DeserializeOwned,
+{
+    let review: AdmissionReview<K> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    review
+        .try_into()
+        .map_err(|e: ConvertAdmissionReviewError| e.to_string())
 }
 
 fn answer(state: &WebhookState, request: &AdmissionRequest<Pod>) -> AdmissionResponse {
@@ -359,10 +381,35 @@ mod tests {
             "{warned}"
         );
 
+        let mut unreadable = pod(json!({"eci": "true"}));
+        unreadable["spec"]["containers"] = json!("not a list");
+        let admitted = served.ask(review(unreadable, "default", "CREATE")).await;
+        assert_eq!(admitted["allowed"], true, "never a denial: {admitted}");
+        assert!(admitted.get("patch").is_none());
+        assert!(
+            admitted["warnings"][0]
+                .as_str()
+                .unwrap()
+                .contains("cannot read the pod"),
+            "{admitted}"
+        );
+        let garbage = served
+            .client
+            .post(&served.url)
+            .body("{\"kind\": 7}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            garbage.status(),
+            400,
+            "a call error, for failurePolicy to decide"
+        );
+
         let text = served.metrics.encode();
         for line in [
             r#"vk_eci_admissions_total{decision="eci"} 3"#,
-            r#"vk_eci_admissions_total{decision="unchanged"} 1"#,
+            r#"vk_eci_admissions_total{decision="unchanged"} 2"#,
             r#"vk_eci_admissions_total{decision="warned"} 1"#,
         ] {
             assert!(text.contains(line), "{line} in {text}");
