@@ -264,6 +264,7 @@ impl Operator {
                     &self.settings,
                     ctx.version,
                 ),
+                live_node: node_store.clone(),
                 metrics: metrics.clone(),
             });
             let serving = self.webhook.clone();

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::ResourceExt;
 use kube::core::DynamicObject;
 use kube::core::admission::{
@@ -53,7 +53,10 @@ pub struct WebhookServing {
 pub struct WebhookState {
     pub profile: ProfileHolder,
     pub namespaces: Store<Namespace>,
+    /// The virtual node as configured; its labels are the live Node's once cached.
     pub node: VirtualNode,
+    /// The live Node (others may have labelled it: a pod's nodeSelector may name those labels).
+    pub live_node: Store<Node>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -155,7 +158,15 @@ fn answer(state: &WebhookState, request: &AdmissionRequest<Pod>) -> AdmissionRes
         .map(|n| n.labels().clone())
         .unwrap_or_default();
     let profile = state.profile.current();
-    let admission = admit(pod, &namespace_labels, profile.as_deref(), &state.node);
+    let live = state.live_node.state().into_iter().next();
+    let node = match live {
+        Some(live) => &VirtualNode {
+            labels: live.labels().clone(),
+            ..state.node.clone()
+        },
+        None => &state.node,
+    };
+    let admission = admit(pod, &namespace_labels, profile.as_deref(), node);
     state.metrics.admitted(admission.decision.label());
     let name = pod
         .metadata
@@ -222,6 +233,14 @@ mod tests {
         }
         .validate()
         .unwrap();
+        let (live_node, mut node_writer) = reflector::store::<Node>();
+        node_writer.apply_watcher_event(&watcher::Event::Init);
+        node_writer.apply_watcher_event(&watcher::Event::InitApply(
+            serde_json::from_value(json!({"metadata": {"name": "virtual-kubelet",
+                "labels": {"type": "virtual-kubelet", "pool": "eci"}}}))
+            .unwrap(),
+        ));
+        node_writer.apply_watcher_event(&watcher::Event::InitDone);
         let (store, mut writer) = reflector::store::<Namespace>();
         writer.apply_watcher_event(&watcher::Event::Init);
         for (name, labels) in namespaces {
@@ -238,6 +257,7 @@ mod tests {
             profile: holder,
             namespaces: store,
             node: VirtualNode::from_settings(&settings, "test"),
+            live_node,
             metrics: metrics.clone(),
         });
         let cert = ServingCert::self_signed(&["127.0.0.1".into()]).unwrap();
@@ -354,6 +374,13 @@ mod tests {
             "{ops}"
         );
 
+        // A label someone else put on the Node satisfies a pod's nodeSelector too.
+        let mut pooled = pod(json!({"eci": "true"}));
+        pooled["spec"]["nodeSelector"] = json!({"pool": "eci"});
+        let pooled = served.ask(review(pooled, "default", "CREATE")).await;
+        assert!(pooled.get("warnings").is_none(), "{pooled}");
+        assert!(!patch_of(&pooled).as_array().unwrap().is_empty());
+
         let plain = served
             .ask(review(pod(json!({})), "default", "CREATE"))
             .await;
@@ -408,7 +435,7 @@ mod tests {
 
         let text = served.metrics.encode();
         for line in [
-            r#"vk_eci_admissions_total{decision="eci"} 3"#,
+            r#"vk_eci_admissions_total{decision="eci"} 4"#,
             r#"vk_eci_admissions_total{decision="unchanged"} 2"#,
             r#"vk_eci_admissions_total{decision="warned"} 1"#,
         ] {
