@@ -379,3 +379,174 @@ async fn pods_are_created_when_the_webhook_is_down_unless_it_fails_closed() {
         "created as sent, without the webhook"
     );
 }
+
+/// With `VK_ECI_E2E_CONTROL_PLANE` (`hack/control-plane.sh test`): the real kube-scheduler
+/// filters then scores, so a burst pod takes the normal node while its CPU has room and the
+/// virtual node once it has none.
+#[tokio::test(flavor = "multi_thread")]
+async fn burst_on_the_real_scheduler_uses_eci_only_when_no_normal_node_has_room() {
+    let Some(admin) = std::env::var_os("VK_ECI_E2E_CONTROL_PLANE") else {
+        eprintln!("SKIPPED: VK_ECI_E2E_CONTROL_PLANE is not set (hack/control-plane.sh test)");
+        return;
+    };
+    let name = format!("vk-eci-burst-{}", std::process::id());
+    let dir = std::env::temp_dir().join(&name);
+    let stack = Stack::on_control_plane(
+        &vk_eci_binary().unwrap(),
+        &dir,
+        &["--seed", "7"],
+        admin.as_ref(),
+        &name,
+    )
+    .await
+    .unwrap();
+    // A normal node with room for one pod of the two (no kubelet: nothing runs there, the
+    // scheduler only binds).
+    let worker = format!("{name}-worker");
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(stack.client.clone());
+    let status = json!({
+        "capacity": {"cpu": "1", "memory": "4Gi", "pods": "10"},
+        "allocatable": {"cpu": "1", "memory": "4Gi", "pods": "10"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+            "lastHeartbeatTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}],
+    });
+    nodes
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"metadata": {"name": worker,
+                "labels": {"kubernetes.io/hostname": worker, "kubernetes.io/os": "linux", "vk-eci.io/e2e-stack": name}}, "status": status}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    nodes
+        .patch_status(
+            &worker,
+            &Default::default(),
+            &kube::api::Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .unwrap();
+
+    let tls = WebhookTls::generate(stack.dir(), &["127.0.0.1"]).unwrap();
+    let listen = free_port().unwrap();
+    let operator = stack
+        .operator_with("replica-a", &tls.run_args(listen))
+        .unwrap();
+    let admin_port = operator.admin.unwrap();
+    wait("the replica to be ready", LIMIT, || async move {
+        (admin_get(admin_port, "/readyz").await?.0 == 200).then_some(())
+    })
+    .await
+    .unwrap();
+    // Both nodes must be candidates: the virtual node Ready, untainted but for its own taint.
+    let virtual_node = stack.node.clone();
+    wait("the virtual node to be schedulable", LIMIT, || {
+        let (nodes, virtual_node) = (nodes.clone(), virtual_node.clone());
+        async move {
+            let node = nodes.get_opt(&virtual_node).await.ok().flatten()?;
+            let ready = node
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let taints = node.spec?.taints.unwrap_or_default();
+            (ready
+                && taints
+                    .iter()
+                    .all(|t| t.key == "virtual-kubelet.io/provider"))
+            .then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    // The pods choose between this stack's two nodes only: other stacks' virtual nodes stay
+    // Ready a while after their scenario ends, and burst pods tolerate every virtual node.
+    nodes
+        .patch(
+            &virtual_node,
+            &Default::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"labels": {"vk-eci.io/e2e-stack": name}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    // Only this stack's namespace: other scenarios share the control plane.
+    let mut configuration =
+        tls.configuration(&name, &format!("https://{listen}/mutate-pods"), false);
+    configuration["webhooks"][0]["namespaceSelector"] =
+        json!({"matchLabels": {"kubernetes.io/metadata.name": stack.namespace}});
+    apply(&stack.client, &configuration, "").await.unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(stack.client.clone(), &stack.namespace);
+    let burst_pod = |pod: &str| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": pod, "annotations": {"alibabacloud.com/burst-resource": "eci"}},
+            "spec": {"terminationGracePeriodSeconds": 0, "nodeSelector": {"vk-eci.io/e2e-stack": name}, "containers": [{"name": "app", "image": "nginx",
+                "resources": {"requests": {"cpu": "600m", "memory": "1Gi"}}}]}}))
+        .unwrap()
+    };
+    let bound = |pod: &'static str| {
+        let pods = pods.clone();
+        async move {
+            wait(&format!("{pod} to be bound"), LIMIT, || {
+                let pods = pods.clone();
+                async move { pods.get_opt(pod).await.ok().flatten()?.spec?.node_name }
+            })
+            .await
+            .unwrap()
+        }
+    };
+    // The webhook has the configuration and the node's new label once a dry run is patched.
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    wait("the webhook to patch burst pods", LIMIT, || {
+        let (pods, probe, dry_run) = (pods.clone(), burst_pod("probe"), dry_run.clone());
+        async move {
+            let answered = pods.create(&dry_run, &probe).await.ok()?;
+            let tolerations = answered.spec?.tolerations?;
+            tolerations
+                .iter()
+                .any(|t| t.key.as_deref() == Some("virtual-kubelet.io/provider"))
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    pods.create(&Default::default(), &burst_pod("first"))
+        .await
+        .unwrap();
+    assert_eq!(
+        bound("first").await,
+        worker,
+        "a normal node with room wins the score"
+    );
+    pods.create(&Default::default(), &burst_pod("second"))
+        .await
+        .unwrap();
+    assert_eq!(
+        bound("second").await,
+        stack.node,
+        "no normal node fits: ECI"
+    );
+
+    let configurations: Api<kube::api::DynamicObject> = Api::all_with(
+        stack.client.clone(),
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk(
+                "admissionregistration.k8s.io",
+                "v1",
+                "MutatingWebhookConfiguration",
+            ),
+            "mutatingwebhookconfigurations",
+        ),
+    );
+    configurations
+        .delete(&name, &Default::default())
+        .await
+        .unwrap();
+    nodes.delete(&worker, &Default::default()).await.unwrap();
+    drop(operator);
+}
