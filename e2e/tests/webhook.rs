@@ -256,7 +256,8 @@ async fn labelled_pods_and_namespaces_go_to_eci_and_others_stay() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_profile_selector_added_while_running_applies_to_the_next_pod() {
+async fn a_profile_selector_added_while_running_applies_to_the_next_pod_and_a_malformed_one_changes_nothing()
+ {
     let Some(hooked) = webhooked("profile", false).await else {
         return;
     };
@@ -314,6 +315,34 @@ async fn a_profile_selector_added_while_running_applies_to_the_next_pod() {
             .map(String::as_str),
         Some("yes")
     );
+
+    // A malformed profile is refused (an InvalidProfile Event says so) and the last good one
+    // keeps sending pods to ECI.
+    apply(
+        &hooked.stack.client,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "eci-profile", "namespace": "kube-system"},
+            "data": {"selectors": "[{\"name\": \"batch\", \"objectSelector\": 7}]"}}),
+        "kube-system",
+    )
+    .await
+    .unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(hooked.stack.client.clone(), "kube-system");
+    wait("the InvalidProfile event", LIMIT, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("InvalidProfile"))
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    hooked.ok(&["run", "still", "--image=nginx", "--labels=workload=batch"]);
+    hooked.runs_on_eci("default", "still").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
