@@ -262,7 +262,7 @@ suite() {
   up
   trap down EXIT
   VK_ECI_E2E_CONTROL_PLANE="$state/admin.kubeconfig" \
-    cargo test -p vk-eci-e2e --test real_cluster --test scenarios "$@"
+    cargo test -p vk-eci-e2e --test real_cluster --test scenarios --test webhook "$@"
 }
 
 case "${1:-}" in

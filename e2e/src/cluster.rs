@@ -108,7 +108,41 @@ fn unfit(pod: &Value, node: &Value) -> Option<&'static str> {
     untolerated.then_some("node(s) had untolerated taint(s)")
 }
 
-/// Binds unscheduled pods to a fitting node (the first by name); the rest get
+/// The weight of the pod's preferred node affinity terms that `node` matches.
+fn preference_score(pod: &Value, node: &Value) -> i64 {
+    let labels = &node["metadata"]["labels"];
+    pod["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|term| {
+            term["preference"]["matchExpressions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|e| expression_matches(labels, e))
+        })
+        .filter_map(|term| term["weight"].as_i64())
+        .sum()
+}
+
+/// The fitting node the pod prefers most (filter, then score): the first by name of the
+/// best scored.
+fn best_fit<'a>(pod: &Value, nodes: &'a [Value]) -> Option<&'a Value> {
+    nodes
+        .iter()
+        .filter(|n| unfit(pod, n).is_none())
+        .fold(None, |best: Option<(&Value, i64)>, node| {
+            let score = preference_score(pod, node);
+            match best {
+                Some((_, top)) if top >= score => best,
+                _ => Some((node, score)),
+            }
+        })
+        .map(|(node, _)| node)
+}
+
+/// Binds unscheduled pods to a fitting node (the best preferred, then the first by name); the rest get
 /// `PodScheduled=False` with the reasons.
 fn schedule(store: &mut Store, now: DateTime<Utc>) -> bool {
     let (Some(pods_type), Some(nodes_type)) = (
@@ -132,7 +166,7 @@ fn schedule(store: &mut Store, now: DateTime<Utc>) -> bool {
             .unwrap_or_default()
             .to_string();
         let reasons: Vec<&str> = nodes.iter().filter_map(|n| unfit(&pod, n)).collect();
-        match nodes.iter().find(|n| unfit(&pod, n).is_none()) {
+        match best_fit(&pod, &nodes) {
             Some(node) => {
                 let mut bound = pod.clone();
                 bound["spec"]["nodeName"] = node["metadata"]["name"].clone();
@@ -858,5 +892,32 @@ mod tests {
         let mut not_ready = node.clone();
         not_ready["status"]["conditions"][0]["status"] = json!("Unknown");
         assert!(unfit(&tolerating, &not_ready).is_some());
+    }
+
+    #[test]
+    fn scheduling_prefers_the_best_scored_fitting_node() {
+        let ready = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+        let virtual_node = json!({"metadata": {"name": "a-virtual", "labels": {"type": "virtual-kubelet"}}, "status": ready});
+        let worker = json!({"metadata": {"name": "b-worker", "labels": {"type": "worker"}}, "status": ready});
+        let plain = json!({"spec": {}});
+        let nodes = [virtual_node.clone(), worker.clone()];
+        assert_eq!(
+            best_fit(&plain, &nodes).unwrap()["metadata"]["name"],
+            "a-virtual",
+            "first by name"
+        );
+        let burst = json!({"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "preference": {"matchExpressions": [{"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]}]}}]}}}});
+        assert_eq!(
+            best_fit(&burst, &nodes).unwrap()["metadata"]["name"],
+            "b-worker"
+        );
+        let mut cordoned = worker;
+        cordoned["spec"] = json!({"unschedulable": true});
+        assert_eq!(
+            best_fit(&burst, &[virtual_node, cordoned]).unwrap()["metadata"]["name"],
+            "a-virtual",
+            "a preference never makes a node fit"
+        );
     }
 }

@@ -32,6 +32,16 @@ fn within(object: &mut Value, field: &str, apply: impl FnOnce(&mut Value)) {
 pub fn apply(rt: &ResourceType, object: &mut Value) {
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Pod") => within(object, "spec", pod_spec),
+        // The API server labels every namespace with its name, for namespaceSelectors.
+        ("", "Namespace") => {
+            let name = object["metadata"]["name"].clone();
+            within(object, "metadata", |meta| {
+                default(meta, "labels", json!({}));
+                within(meta, "labels", |labels| {
+                    labels["kubernetes.io/metadata.name"] = name;
+                });
+            });
+        }
         ("", "Secret") => default(object, "type", json!("Opaque")),
         ("", "Service") => within(object, "spec", service_spec),
         ("apps", "Deployment") => within(object, "spec", |spec| {

@@ -2,6 +2,7 @@
 //! over plain HTTP, so the whole `vk-eci` binary can be tested on a machine with no cluster.
 //! What it does and does not do is listed in `e2e/README.md`.
 
+pub mod admission;
 pub mod bench;
 pub mod cluster;
 pub mod control_plane;

@@ -271,6 +271,15 @@ pub fn builtin() -> Vec<ResourceType> {
             &[],
         ),
         R::builtin(
+            crate::admission::GROUP,
+            "v1",
+            "MutatingWebhookConfiguration",
+            "mutatingwebhookconfigurations",
+            false,
+            &[],
+            &[],
+        ),
+        R::builtin(
             "apiextensions.k8s.io",
             "v1",
             "CustomResourceDefinition",

@@ -590,7 +590,11 @@ async fn handle(
         Answer::Error(error) => return injected_error_response(&error),
         Answer::Hang => return std::future::pending().await,
     }
-    match serve(&sandbox, &method, &headers, &query, &body, target) {
+    let (body, warnings) = match admit(&sandbox, &method, &query, &target, body).await {
+        Ok(admitted) => admitted,
+        Err(error) => return error_response(&error),
+    };
+    let mut response = match serve(&sandbox, &method, &headers, &query, &body, target) {
         Ok(Served::Object(code, value)) => json_response(code, &value),
         Ok(Served::Watch(stream)) => {
             let stream = match plan.drop_watch_after {
@@ -605,7 +609,73 @@ async fn handle(
                 })
         }
         Err(error) => error_response(&error),
+    };
+    for warning in warnings {
+        if let Ok(value) = crate::admission::warning_header(&warning).parse() {
+            response
+                .headers_mut()
+                .append(axum::http::header::WARNING, value);
+        }
     }
+    response
+}
+
+/// A create passed through the mutating webhooks that want it: the body to store, and the
+/// warnings they gave. Other requests, and creates no webhook wants, pass unchanged.
+async fn admit(
+    sandbox: &Sandbox,
+    method: &Method,
+    query: &HashMap<String, String>,
+    target: &Target,
+    body: Bytes,
+) -> Result<(Bytes, Vec<String>), ApiError> {
+    let rt = &target.rt;
+    if method != Method::POST
+        || target.name.is_some()
+        || target.subresource.is_some()
+        || matches!(
+            rt.group.as_str(),
+            "authorization.k8s.io" | crate::admission::GROUP
+        )
+    {
+        return Ok((body, Vec::new()));
+    }
+    let mut object = parse_body(&body)?;
+    let namespace = target.namespace.as_deref();
+    let webhooks = {
+        let store = sandbox.lock();
+        let Some(configurations_type) = store.find_type(
+            crate::admission::GROUP,
+            "v1",
+            "mutatingwebhookconfigurations",
+        ) else {
+            return Ok((body, Vec::new()));
+        };
+        let all = Selector::default();
+        let (configurations, _) = store.list(&configurations_type, None, &all, &all, None, None);
+        if configurations.is_empty() {
+            return Ok((body, Vec::new()));
+        }
+        let namespace_object = namespace.and_then(|ns| {
+            let namespaces = store.find_type("", "v1", "namespaces")?;
+            store.get(&namespaces, None, ns).ok()
+        });
+        if rt.namespaced
+            && let Some(ns) = namespace
+            && object["metadata"].is_object()
+        {
+            object["metadata"]["namespace"] = json!(ns);
+        }
+        crate::admission::matching(&configurations, rt, &object, namespace_object.as_ref())
+    };
+    if webhooks.is_empty() {
+        return Ok((body, Vec::new()));
+    }
+    let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
+    let admitted = crate::admission::admit(&webhooks, rt, namespace, object, dry_run).await?;
+    let body = serde_json::to_vec(&admitted.object)
+        .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
+    Ok((Bytes::from(body), admitted.warnings))
 }
 
 fn injected_error_response(error: &InjectedError) -> Response {
@@ -698,6 +768,13 @@ fn serve(
         }
         ("POST", None, None) if rt.group == "authorization.k8s.io" => {
             review(&rt, parse_body(body)?).map(|v| Served::Object(201, v))
+        }
+        ("POST", None, None) if query.get("dryRun").is_some_and(|d| d == "All") => {
+            let object = parse_body(body)?;
+            Ok(Served::Object(
+                201,
+                sandbox.lock().create_dry_run(&rt, ns, object, now)?,
+            ))
         }
         ("POST", None, None) => {
             let object = parse_body(body)?;

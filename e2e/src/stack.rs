@@ -29,6 +29,77 @@ pub enum StackError {
     Kube(#[from] kube::Error),
     #[error("invalid manifest: {0}")]
     Manifest(String),
+    #[error("cannot make the webhook's certificates: {0}")]
+    Certificate(#[from] rcgen::Error),
+}
+
+/// The admission webhook's TLS, as the chart's `genCA`/`genSignedCert` make it: a CA (for the
+/// MutatingWebhookConfiguration's `caBundle`) and a serving pair it signed, in PEM files.
+pub struct WebhookTls {
+    pub ca_pem: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl WebhookTls {
+    /// A new CA and a certificate for `names` (DNS names or IP addresses), written to `dir`.
+    pub fn generate(dir: &Path, names: &[&str]) -> Result<Self, StackError> {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "vk-eci-webhook-ca");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate()?)?;
+        let key = rcgen::KeyPair::generate()?;
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)?.signed_by(&key, &ca)?;
+        let (cert_path, key_path) = (dir.join("webhook.crt"), dir.join("webhook.key"));
+        std::fs::write(&cert_path, cert.pem()).map_err(io("cannot write webhook.crt"))?;
+        std::fs::write(&key_path, key.serialize_pem()).map_err(io("cannot write webhook.key"))?;
+        Ok(Self {
+            ca_pem: ca.pem(),
+            cert: cert_path,
+            key: key_path,
+        })
+    }
+
+    /// The `vk-eci run` arguments that serve the webhook on `listen` with this certificate.
+    pub fn run_args(&self, listen: SocketAddr) -> Vec<String> {
+        vec![
+            "--webhook".into(),
+            "--webhook-listen".into(),
+            listen.to_string(),
+            "--webhook-cert".into(),
+            self.cert.display().to_string(),
+            "--webhook-key".into(),
+            self.key.display().to_string(),
+        ]
+    }
+
+    /// A MutatingWebhookConfiguration calling `url` for pod CREATE, as the chart's (outside
+    /// `kube-system`, failurePolicy Ignore unless `fail_closed`).
+    pub fn configuration(&self, name: &str, url: &str, fail_closed: bool) -> Value {
+        use base64::Engine as _;
+        serde_json::json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [{
+                "name": "pods.vk-eci.io",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": if fail_closed { "Fail" } else { "Ignore" },
+                "timeoutSeconds": 3,
+                "reinvocationPolicy": "IfNeeded",
+                "clientConfig": {
+                    "url": url,
+                    "caBundle": base64::engine::general_purpose::STANDARD.encode(&self.ca_pem),
+                },
+                "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}]},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}],
+            }],
+        })
+    }
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StackError {
@@ -97,7 +168,8 @@ pub struct Stack {
     _sim: Process,
 }
 
-fn free_port() -> Result<SocketAddr, StackError> {
+/// A port nobody listens on yet.
+pub fn free_port() -> Result<SocketAddr, StackError> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(io("cannot find a free port"))
@@ -179,6 +251,11 @@ impl Stack {
     /// log is `<identity>.log`, appended to, so a replica restarted under the same identity
     /// keeps its predecessor's log (a panic stays on record).
     pub fn operator(&self, identity: &str) -> Result<Process, StackError> {
+        self.operator_with(identity, &[])
+    }
+
+    /// [`Self::operator`] with more arguments for `vk-eci run`.
+    pub fn operator_with(&self, identity: &str, args: &[String]) -> Result<Process, StackError> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -196,6 +273,7 @@ impl Stack {
             ])
             .args(["--identity", identity, "--admin-listen", &admin.to_string()])
             .args(["--lease-duration-seconds", "6"])
+            .args(args)
             .env("KUBECONFIG", &self.operator_kubeconfig)
             .env("VKUBELET_NODE_NAME", &self.node)
             .env("POD_NAMESPACE", &self.operator_namespace)

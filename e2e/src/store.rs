@@ -497,9 +497,32 @@ impl Store {
         &mut self,
         rt: &ResourceType,
         namespace: Option<&str>,
-        mut object: Value,
+        object: Value,
         now: DateTime<Utc>,
     ) -> Result<Value, ApiError> {
+        let (key, object) = self.prepare_create(rt, namespace, object, now)?;
+        Ok(self.commit(rt, key, ChangeKind::Added, object))
+    }
+
+    /// What [`Self::create`] would store (`dryRun=All`), storing nothing.
+    pub fn create_dry_run(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        object: Value,
+        now: DateTime<Utc>,
+    ) -> Result<Value, ApiError> {
+        self.prepare_create(rt, namespace, object, now)
+            .map(|(_, object)| object)
+    }
+
+    fn prepare_create(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        mut object: Value,
+        now: DateTime<Utc>,
+    ) -> Result<(Key, Value), ApiError> {
         if !object.is_object() {
             return Err(ApiError::bad_request("the body is not an object"));
         }
@@ -594,7 +617,7 @@ impl Store {
             _ => {}
         }
         check_schema(rt, &name, &mut object)?;
-        Ok(self.commit(rt, key, ChangeKind::Added, object))
+        Ok((key, object))
     }
 
     /// A Service's cluster IP (from 10.96.0.0/16, the first free one, as the registry
@@ -972,5 +995,33 @@ fn fold_string_data(rt: &ResourceType, object: &mut Value) {
     for (key, value) in plain {
         let text = value.as_str().unwrap_or_default();
         data[key] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dry_run_create_answers_the_object_and_stores_nothing() {
+        let mut store = Store::new(100);
+        let pods = store.find_type("", "v1", "pods").unwrap();
+        let pod = json!({"metadata": {"generateName": "p-"}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        let now = Utc::now();
+        let answered = store
+            .create_dry_run(&pods, Some("default"), pod.clone(), now)
+            .unwrap();
+        assert!(
+            answered["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("p-")
+        );
+        assert_eq!(answered["spec"]["restartPolicy"], "Always", "defaulted");
+        let all = Selector::default();
+        assert!(store.list(&pods, None, &all, &all, None, None).0.is_empty());
+        store.create(&pods, Some("default"), pod, now).unwrap();
+        assert_eq!(store.list(&pods, None, &all, &all, None, None).0.len(), 1);
     }
 }

@@ -1,6 +1,7 @@
 //! The pure logic of vk-eci, with no IO: it is what the controllers call and what unit tests
 //! pin down.
 //!
+//! - [`admission`]: the admission webhook's decision: which new pods go to ECI, as a JSON patch.
 //! - [`cache`]: what the shared pod cache keeps of each pod.
 //! - [`crd`]: the `SpotRotationPolicy` and `SpotRotation` custom resources.
 //! - [`annotations`]: the `k8s.aliyun.com/*` pod annotations, parsed and validated.
@@ -17,6 +18,7 @@
 //! - [`quantity`]: Kubernetes quantities as numbers.
 //! - [`time`]: time arithmetic that saturates instead of panicking (user input meets it).
 
+pub mod admission;
 pub mod annotations;
 pub mod cache;
 pub mod crd;

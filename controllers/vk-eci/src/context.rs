@@ -19,19 +19,44 @@ use crate::metrics::Metrics;
 /// The field manager of every write vk-eci makes.
 pub const FIELD_MANAGER: &str = "vk-eci";
 
-/// The `eci-profile` as last parsed successfully (a malformed update keeps this one).
-#[derive(Debug, Default, Clone)]
-pub struct ProfileHolder(Arc<RwLock<Option<Arc<Profile>>>>);
+/// The `eci-profile` as last parsed successfully (a malformed update keeps this one), and
+/// whether the first watch of it has been seen whole (present or not).
+#[derive(Debug, Clone)]
+pub struct ProfileHolder {
+    profile: Arc<RwLock<Option<Arc<Profile>>>>,
+    synced: Arc<watch::Sender<bool>>,
+}
+
+impl Default for ProfileHolder {
+    fn default() -> Self {
+        Self {
+            profile: Arc::default(),
+            synced: Arc::new(watch::Sender::new(false)),
+        }
+    }
+}
 
 impl ProfileHolder {
     pub fn current(&self) -> Option<Arc<Profile>> {
-        self.0.read().map(|p| p.clone()).unwrap_or_default()
+        self.profile.read().map(|p| p.clone()).unwrap_or_default()
     }
 
     pub fn set(&self, profile: Option<Profile>) {
-        if let Ok(mut slot) = self.0.write() {
+        if let Ok(mut slot) = self.profile.write() {
             *slot = profile.map(Arc::new);
         }
+    }
+
+    /// The first listing of the profile has been applied.
+    pub fn mark_synced(&self) {
+        self.synced.send_replace(true);
+    }
+
+    /// Resolves once [`Self::mark_synced`] has been called.
+    pub async fn synced(&self) {
+        let mut synced = self.synced.subscribe();
+        // The sender lives in `self`, so the wait cannot end with the channel closed.
+        let _ = synced.wait_for(|synced| *synced).await;
     }
 }
 

@@ -17,3 +17,4 @@ pub mod profile;
 pub mod reconcile;
 pub mod spot;
 pub mod tls;
+pub mod webhook;

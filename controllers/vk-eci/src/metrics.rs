@@ -49,6 +49,12 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `eci`, `burst`, `unchanged` or `warned`.
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: String,
 }
@@ -76,6 +82,8 @@ pub struct Metrics {
     pub notice_to_pod_gone: Histogram,
     pub evictions: Family<ResultLabels, Counter>,
     pub escalations: Counter,
+    pub admissions: Family<DecisionLabels, Counter>,
+    pub admission_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -185,8 +193,23 @@ impl Metrics {
             "Doomed pods deleted with a shortened grace period because eviction could not finish in time",
             escalations.clone(),
         );
+        let admissions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "admissions",
+            "Pods the admission webhook answered, by decision",
+            admissions.clone(),
+        );
+        // From 50 µs: the target is a p99 of 5 ms.
+        let admission_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 14));
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer one AdmissionReview, body parsing included",
+            admission_seconds.clone(),
+        );
         Self {
             registry,
+            admissions,
+            admission_seconds,
             rotations,
             rotations_before_release,
             notice_to_replacement_ready,
@@ -228,6 +251,13 @@ impl Metrics {
         if before_release {
             self.rotations_before_release.inc();
         }
+    }
+
+    /// Counts one pod the admission webhook answered.
+    pub fn admitted(&self, decision: &'static str) {
+        self.admissions
+            .get_or_create(&DecisionLabels { decision })
+            .inc();
     }
 
     /// Counts one reconciliation of `controller`.

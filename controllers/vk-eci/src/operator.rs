@@ -11,11 +11,11 @@ use eci_client::{EciClient, EciClientConfig};
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use kube::Client;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use kube::api::Api;
 use kube::runtime::events::Recorder;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::{error, info};
 use vk_eci_core::crd::{NODE_LABEL, SpotRotation, SpotRotationPolicy, node_label_value};
@@ -30,6 +30,7 @@ use crate::leader::{Elector, Leadership, Timing};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::spot::{self, SpotContext};
+use crate::webhook::{self, WebhookServing, WebhookState};
 use crate::{pods, profile};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,8 @@ pub enum OperatorError {
     },
     #[error(transparent)]
     Leader(#[from] crate::leader::LeaderError),
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
     #[error("a controller stopped unexpectedly")]
     ControllerStopped,
 }
@@ -60,6 +63,8 @@ pub struct Operator {
     /// How often the status sync lists every group (catching what incremental passes missed,
     /// collecting orphans, checking that recorded groups exist).
     pub full_sync_every: Duration,
+    /// The admission webhook, when this replica serves it.
+    pub webhook: Option<WebhookServing>,
 }
 
 /// How many changes each controller's subscription to a watch buffers.
@@ -149,6 +154,32 @@ impl Operator {
         .reflect(policy_writer)
         .for_each(|_| futures::future::ready(()));
 
+        // Only the webhook reads namespaces (their labels send pods to ECI).
+        let (namespace_store, namespace_writer) = reflector::store::<Namespace>();
+        let namespace_reflector = {
+            let watch = self.webhook.is_some().then(|| {
+                watcher(
+                    Api::<Namespace>::all(self.client.clone()),
+                    watcher::Config::default(),
+                )
+                .default_backoff()
+                .modify(|namespace| {
+                    namespace.managed_fields_mut().clear();
+                    namespace.annotations_mut().clear();
+                    namespace.spec = None;
+                    namespace.status = None;
+                })
+                .reflect(namespace_writer)
+                .for_each(|_| futures::future::ready(()))
+            });
+            async move {
+                match watch {
+                    Some(watch) => watch.await,
+                    None => futures::future::pending().await,
+                }
+            }
+        };
+
         let profile_changes = watcher(
             Api::<ConfigMap>::namespaced(self.client.clone(), vk_eci_core::profile::NAMESPACE),
             watcher::Config::default()
@@ -185,9 +216,18 @@ impl Operator {
         let readiness = {
             let ready = ready.clone();
             let (pods, node) = (pod_store.clone(), node_store.clone());
+            let webhook_inputs = self
+                .webhook
+                .is_some()
+                .then(|| (namespace_store.clone(), ctx.profile.clone()));
             async move {
-                let synced =
+                let mut synced =
                     pods.wait_until_ready().await.is_ok() && node.wait_until_ready().await.is_ok();
+                // A webhook answering before these synced would send pods the wrong way.
+                if let Some((namespaces, profile)) = webhook_inputs {
+                    synced = synced && namespaces.wait_until_ready().await.is_ok();
+                    profile.synced().await;
+                }
                 if synced {
                     ready.store(true, Ordering::Release);
                     info!("informer caches synced");
@@ -224,6 +264,26 @@ impl Operator {
             }
         };
 
+        let webhook = {
+            let state = Arc::new(WebhookState {
+                profile: ctx.profile.clone(),
+                namespaces: namespace_store,
+                node: vk_eci_core::admission::VirtualNode::from_settings(
+                    &self.settings,
+                    ctx.version,
+                ),
+                live_node: node_store.clone(),
+                metrics: metrics.clone(),
+            });
+            let serving = self.webhook.clone();
+            let stopping = shutdown.clone();
+            async move {
+                match serving {
+                    Some(serving) => webhook::serve(serving, state, stopping).await,
+                    None => futures::future::pending().await,
+                }
+            }
+        };
         let controller = pods::PodController::new(ctx.clone());
         let pod_controller = pods::run(
             controller,
@@ -270,6 +330,8 @@ impl Operator {
                 () = rotations => {}
                 () = evictions => {}
                 () = node_reflector => {}
+                () = namespace_reflector => {}
+                result = webhook => result?,
                 () = profile::follow(ctx.clone(), profile_changes) => {}
                 () = pod_controller => {}
                 () = Heartbeat::new(ctx.clone()).run() => {}

@@ -29,7 +29,8 @@ pub async fn follow(
                 info!("eci-profile deleted; pods now get the node's own network settings");
                 ctx.profile.set(None);
             }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+            Ok(watcher::Event::InitDone) => ctx.profile.mark_synced(),
+            Ok(watcher::Event::Init) => {}
             Err(error) => warn!(%error, "watching eci-profile failed; retrying"),
         }
     }

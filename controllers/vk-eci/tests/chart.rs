@@ -80,6 +80,15 @@ fn kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
     objects.iter().filter(|o| o["kind"] == kind).collect()
 }
 
+fn names_of(objects: &[Value], of_kind: &str) -> Vec<String> {
+    let mut names: Vec<String> = kind(objects, of_kind)
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
 fn env_names(deployment: &Value) -> Vec<String> {
     deployment["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
@@ -126,9 +135,15 @@ fn the_chart_lints_and_renders_for_production_and_for_the_simulator() {
     assert_eq!(container["resources"]["requests"]["memory"], "64Mi");
     assert!(env_names(deployment).contains(&"ECI_ACCESS_KEY".to_string()));
     assert!(!env_names(deployment).contains(&"ECI_SIMULATOR".to_string()));
-    assert_eq!(kind(&objects, "Secret").len(), 1);
+    assert_eq!(
+        names_of(&objects, "Secret"),
+        ["vk-eci-accesskey", "vk-eci-webhook-tls"]
+    );
     assert_eq!(kind(&objects, "PodDisruptionBudget").len(), 1);
-    assert_eq!(kind(&objects, "Service").len(), 1);
+    assert_eq!(
+        names_of(&objects, "Service"),
+        ["vk-eci-metrics", "vk-eci-webhook"]
+    );
     assert!(kind(&objects, "ServiceMonitor").is_empty());
     for role in kind(&objects, "ClusterRole")
         .into_iter()
@@ -149,9 +164,10 @@ fn the_chart_lints_and_renders_for_production_and_for_the_simulator() {
     assert!(!env_names(deployment).contains(&"ECI_ACCESS_KEY".to_string()));
     assert_eq!(env_value(deployment, "ECI_SIMULATOR"), Some("true"));
     assert_eq!(deployment["spec"]["replicas"], 1);
-    assert!(
-        kind(&objects, "Secret").is_empty(),
-        "no AccessKey, no Secret"
+    assert_eq!(
+        names_of(&objects, "Secret"),
+        ["vk-eci-webhook-tls"],
+        "no AccessKey, no AccessKey Secret"
     );
     assert!(
         kind(&objects, "PodDisruptionBudget").is_empty(),
@@ -195,6 +211,146 @@ fn simulator_mode_runs_one_replica_unless_the_simulator_is_shared() {
     assert_eq!(deployment["spec"]["replicas"], 2);
     assert_eq!(env_value(deployment, "ECI_SIMULATOR"), Some("true"));
     assert_eq!(kind(&objects, "PodDisruptionBudget").len(), 1);
+}
+
+fn pem_der(base64_pem: &Value) -> rustls::pki_types::CertificateDer<'static> {
+    use base64::Engine as _;
+    use rustls::pki_types::pem::PemObject;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(base64_pem.as_str().unwrap())
+        .unwrap();
+    rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()
+}
+
+#[test]
+fn the_webhook_fails_open_skips_the_system_namespaces_and_its_ca_verifies_the_service() {
+    let Some(python) = python() else { return };
+    let (_, objects) = render(&python, PRODUCTION).unwrap();
+    let configuration = kind(&objects, "MutatingWebhookConfiguration")[0];
+    assert!(configuration["metadata"]["annotations"].is_null());
+    let hook = &configuration["webhooks"][0];
+    assert_eq!(hook["failurePolicy"], "Ignore");
+    assert!(hook["timeoutSeconds"].as_i64().unwrap() <= 5);
+    assert_eq!(hook["sideEffects"], "None");
+    assert_eq!(hook["reinvocationPolicy"], "IfNeeded");
+    assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
+    assert_eq!(
+        hook["rules"],
+        json!([{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}])
+    );
+    assert_eq!(
+        hook["namespaceSelector"]["matchExpressions"],
+        json!([{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "vk-eci"]}])
+    );
+    let service = &hook["clientConfig"]["service"];
+    assert_eq!(
+        (&service["name"], &service["namespace"], &service["path"]),
+        (
+            &json!("vk-eci-webhook"),
+            &json!("vk-eci"),
+            &json!("/mutate-pods")
+        )
+    );
+    let secret = kind(&objects, "Secret")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "vk-eci-webhook-tls")
+        .unwrap();
+    assert_eq!(secret["data"]["ca.crt"], hook["clientConfig"]["caBundle"]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(pem_der(&hook["clientConfig"]["caBundle"]))
+        .unwrap();
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        vk_eci::tls::provider(),
+    )
+    .build()
+    .unwrap();
+    let served = pem_der(&secret["data"]["tls.crt"]);
+    for name in ["vk-eci-webhook.vk-eci.svc", "vk-eci-webhook.vk-eci"] {
+        rustls::client::danger::ServerCertVerifier::verify_server_cert(
+            verifier.as_ref(),
+            &served,
+            &[],
+            &rustls::pki_types::ServerName::try_from(name).unwrap(),
+            &[],
+            rustls::pki_types::UnixTime::now(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let deployment = kind(&objects, "Deployment")[0];
+    assert_eq!(env_value(deployment, "WEBHOOK"), Some("true"));
+    assert_eq!(
+        env_value(deployment, "VK_ECI_WEBHOOK_CERT"),
+        Some("/etc/vk-eci/webhook/tls.crt")
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"][0]["secret"]["secretName"],
+        "vk-eci-webhook-tls"
+    );
+    assert!(
+        grants(&objects)
+            .iter()
+            .any(|g| g.resource == "namespaces" && g.verb == "watch")
+    );
+
+    let (_, objects) = render(
+        &python,
+        &format!("{PRODUCTION}webhook:\n  excludeNamespaces: [monitoring, kube-system]\n  certManager:\n    enabled: true\n"),
+    )
+    .unwrap();
+    let configuration = kind(&objects, "MutatingWebhookConfiguration")[0];
+    assert_eq!(
+        configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "vk-eci/vk-eci-webhook"
+    );
+    let hook = &configuration["webhooks"][0];
+    assert!(
+        hook["clientConfig"]["caBundle"].is_null(),
+        "the CA injector fills it"
+    );
+    assert_eq!(
+        hook["namespaceSelector"]["matchExpressions"][0]["values"],
+        json!(["kube-system", "vk-eci", "monitoring"])
+    );
+    assert_eq!(names_of(&objects, "Secret"), ["vk-eci-accesskey"]);
+    let certificate = kind(&objects, "Certificate")[0];
+    assert_eq!(certificate["spec"]["secretName"], "vk-eci-webhook-tls");
+    assert_eq!(
+        certificate["spec"]["issuerRef"],
+        json!({"kind": "Issuer", "name": "vk-eci-webhook-selfsigned"})
+    );
+    assert_eq!(names_of(&objects, "Issuer"), ["vk-eci-webhook-selfsigned"]);
+    let (_, objects) = render(
+        &python,
+        &format!("{PRODUCTION}webhook:\n  certManager:\n    enabled: true\n    issuerRef: {{kind: ClusterIssuer, name: corp-ca}}\n"),
+    )
+    .unwrap();
+    assert!(kind(&objects, "Issuer").is_empty());
+    assert_eq!(
+        kind(&objects, "Certificate")[0]["spec"]["issuerRef"],
+        json!({"kind": "ClusterIssuer", "name": "corp-ca"})
+    );
+
+    let (_, objects) = render(
+        &python,
+        &format!("{PRODUCTION}webhook:\n  enabled: false\n"),
+    )
+    .unwrap();
+    assert!(kind(&objects, "MutatingWebhookConfiguration").is_empty());
+    assert_eq!(env_value(kind(&objects, "Deployment")[0], "WEBHOOK"), None);
+    assert!(
+        !grants(&objects)
+            .iter()
+            .any(|g| g.resource == "namespaces" && g.verb == "watch")
+    );
+    let refused = render(
+        &python,
+        &format!("{PRODUCTION}webhook:\n  failurePolicy: Sometimes\n"),
+    )
+    .unwrap_err();
+    assert!(refused.contains("failurePolicy"), "{refused}");
 }
 
 /// One rule for one verb on one resource, as RBAC evaluates it.
@@ -315,8 +471,9 @@ async fn the_rbac_grants_exactly_what_the_controllers_use() {
         .await
         .unwrap();
     apply(&world, &objects).await;
-    // The operator's Lease lives in its own namespace, as the chart deploys it.
-    let operator = world.operator_in("replica-a", "vk-eci").await;
+    // The operator's Lease lives in its own namespace, as the chart deploys it; the chart
+    // enables the webhook.
+    let operator = world.operator_with_webhook("replica-a", "vk-eci").await;
     walk_through_every_controller(&world).await;
     operator.stop().await;
 

@@ -1,7 +1,8 @@
 //! `vk-eci-quickstart`: the whole product on this machine in one command (`hack/quickstart.sh`).
 //! The sandbox, `vk-eci sim` and `vk-eci run`; a spot Deployment with a PodDisruptionBudget and
-//! a SpotRotationPolicy from `config/samples/`; a spot release on some of its pods; and what
-//! happens, step by step, until Ctrl-C.
+//! a SpotRotationPolicy from `config/samples/`; a pod that goes to ECI by its label alone (the
+//! admission webhook); a spot release on some of its pods; and what happens, step by step,
+//! until Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube_sandbox::stack::{Stack, StackError, repository, vk_eci_binary, wait};
+use kube_sandbox::stack::{
+    Stack, StackError, WebhookTls, apply, free_port, repository, vk_eci_binary, wait,
+};
 
 #[derive(Parser)]
 #[command(
@@ -61,7 +64,9 @@ async fn run(args: Args) -> Result<(), StackError> {
     progress.say("starting the Kubernetes API sandbox and the ECI simulator (vk-eci sim)");
     let stack = Stack::start(&vk_eci, &args.dir, &[]).await?;
     progress.say("starting vk-eci run --simulator: it drives that simulator, not Alibaba Cloud");
-    let operator = stack.operator("quickstart")?;
+    let tls = WebhookTls::generate(stack.dir(), &["127.0.0.1"])?;
+    let webhook = free_port()?;
+    let operator = stack.operator_with("quickstart", &tls.run_args(webhook))?;
 
     let nodes: Api<Node> = Api::all(stack.client.clone());
     wait(
@@ -79,6 +84,56 @@ async fn run(args: Args) -> Result<(), StackError> {
     .await?;
     progress.say("node virtual-kubelet is Ready (labelled vk-eci.io/simulated=true)");
 
+    // Registered once the replica is ready, that is once the caches the webhook answers from
+    // have synced.
+    let readyz = format!(
+        "http://{}/readyz",
+        operator
+            .admin
+            .ok_or_else(|| StackError::NotReady("the operator's admin address".into()))?
+    );
+    wait("vk-eci to be ready", Duration::from_secs(60), || async {
+        let status = reqwest::get(&readyz).await.ok()?.status();
+        status.is_success().then_some(())
+    })
+    .await?;
+    let url = format!("https://{webhook}/mutate-pods");
+    apply(&stack.client, &tls.configuration("vk-eci", &url, false), "").await?;
+    progress.say(format!(
+        "registered the admission webhook at {url} (failurePolicy Ignore)"
+    ));
+    let pods: Api<Pod> = Api::namespaced(stack.client.clone(), "default");
+    let labelled: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "labelled", "labels": {"alibabacloud.com/eci": "true"}},
+        "spec": {"containers": [{"name": "app", "image": "nginx"}]}}))
+    .map_err(|e| StackError::Manifest(e.to_string()))?;
+    pods.create(&PostParams::default(), &labelled).await?;
+    progress.say(
+        "created pod labelled: label alibabacloud.com/eci=true, no nodeSelector, no toleration",
+    );
+    let labelled = wait(
+        "pod labelled to run on ECI",
+        Duration::from_secs(60),
+        || async {
+            let pod = pods.get_opt("labelled").await.ok().flatten()?;
+            let instance = pod
+                .metadata
+                .annotations
+                .as_ref()?
+                .get("k8s.aliyun.com/eci-instance-id")?
+                .clone();
+            ready(&pod).then_some((pod, instance))
+        },
+    )
+    .await?;
+    let (pod, instance) = labelled;
+    let spec = pod.spec.unwrap_or_default();
+    progress.say(format!(
+        "pod labelled runs on {} as ECI instance {instance}: the webhook added nodeSelector {:?} and the toleration",
+        spec.node_name.unwrap_or_default(),
+        spec.node_selector.unwrap_or_default(),
+    ));
+
     stack.apply_crds().await?;
     for sample in ["spot-deployment.yaml", "spot-rotation-policy.yaml"] {
         let text = std::fs::read_to_string(repository().join("config/samples").join(sample))
@@ -87,7 +142,6 @@ async fn run(args: Args) -> Result<(), StackError> {
         progress.say(format!("applied config/samples/{sample}"));
     }
 
-    let pods: Api<Pod> = Api::namespaced(stack.client.clone(), "default");
     let by_app = ListParams::default().labels("app=web");
     let mut last = usize::MAX;
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -10,6 +10,7 @@
 //!   production pods nowhere or spends real money on a tryout.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -18,6 +19,8 @@ use eci_sim::{RunningSimulator, SimConfig, Simulator};
 use tracing::warn;
 use vk_eci::leader::Timing;
 use vk_eci::operator::Operator;
+use vk_eci::tls::ServingCert;
+use vk_eci::webhook::WebhookServing;
 use vk_eci_core::settings::{RawSettings, SettingError, Settings, env};
 
 #[derive(Args, Debug)]
@@ -89,6 +92,19 @@ pub struct RunArgs {
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "VK_ECI_ADMIN_LISTEN", default_value = "0.0.0.0:10256")]
     admin_listen: SocketAddr,
+    /// Serve the ECI admission webhook (pods labelled, annotated or selected by the
+    /// eci-profile go to ECI). Needs --webhook-cert and --webhook-key.
+    #[arg(long, env = "WEBHOOK")]
+    webhook: bool,
+    /// Address of the webhook's HTTPS endpoint.
+    #[arg(long, env = "VK_ECI_WEBHOOK_LISTEN", default_value = "0.0.0.0:9443")]
+    webhook_listen: SocketAddr,
+    /// PEM certificate chain the webhook serves (reloaded when the file changes).
+    #[arg(long, env = "VK_ECI_WEBHOOK_CERT")]
+    webhook_cert: Option<PathBuf>,
+    /// PEM private key of --webhook-cert.
+    #[arg(long, env = "VK_ECI_WEBHOOK_KEY")]
+    webhook_key: Option<PathBuf>,
     /// Leader lease duration in seconds (failover takes at most this plus 2 s).
     #[arg(long, default_value_t = 10)]
     lease_duration_seconds: u64,
@@ -118,6 +134,27 @@ impl RunArgs {
             simulator: self.simulator,
         }
         .validate()
+    }
+
+    /// The webhook's endpoint, if enabled: a certificate the API server can verify is
+    /// required, since a webhook nobody can verify is one that never answers.
+    fn webhook(&self) -> anyhow::Result<Option<WebhookServing>> {
+        if !self.webhook {
+            return Ok(None);
+        }
+        let (Some(cert), Some(key)) = (&self.webhook_cert, &self.webhook_key) else {
+            return Err(SettingError {
+                setting: "VK_ECI_WEBHOOK_CERT",
+                problem: "WEBHOOK is on but --webhook-cert and --webhook-key (VK_ECI_WEBHOOK_CERT, VK_ECI_WEBHOOK_KEY) are not both set".into(),
+            }
+            .into());
+        };
+        let cert =
+            ServingCert::from_files(cert, key).context("the webhook's serving certificate")?;
+        Ok(Some(WebhookServing {
+            listen: self.webhook_listen,
+            cert,
+        }))
     }
 
     fn timing(&self) -> Timing {
@@ -193,6 +230,7 @@ fn simulator_config(settings: &Settings) -> SimConfig {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
+    let webhook = args.webhook()?;
     let (eci, _simulator) = eci_config(&args, &settings).await?;
     let config = kube::Config::infer()
         .await
@@ -211,6 +249,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         admin: Some(args.admin_listen),
         leader_timing: args.timing(),
         full_sync_every: vk_eci::pods::sync::FULL_EVERY,
+        webhook,
     };
     operator.run(super::shutdown_signal()).await?;
     Ok(())
@@ -248,5 +287,28 @@ mod tests {
         assert!(debug.contains("<redacted>"), "{debug}");
         let settings = format!("{:?}", parsed.run.settings());
         assert!(!settings.contains("hunter2-secret") && !settings.contains("sts-token-value"));
+    }
+
+    #[test]
+    fn the_webhook_needs_a_certificate_and_is_off_by_default() {
+        let off = Command::try_parse_from(["vk-eci"]).unwrap();
+        assert!(off.run.webhook().unwrap().is_none());
+        let uncertified = Command::try_parse_from(["vk-eci", "--webhook"]).unwrap();
+        let error = uncertified.run.webhook().unwrap_err();
+        assert_eq!(
+            error.downcast_ref::<SettingError>().unwrap().setting,
+            "VK_ECI_WEBHOOK_CERT"
+        );
+        let missing = Command::try_parse_from([
+            "vk-eci",
+            "--webhook",
+            "--webhook-cert",
+            "/nonexistent/tls.crt",
+            "--webhook-key",
+            "/nonexistent/tls.key",
+        ])
+        .unwrap();
+        let error = format!("{:#}", missing.run.webhook().unwrap_err());
+        assert!(error.contains("/nonexistent/tls.crt"), "{error}");
     }
 }

@@ -120,12 +120,29 @@ impl World {
 
     /// Starts an operator replica whose leader Lease lives in `namespace`.
     pub async fn operator_in(&self, identity: &str, namespace: &str) -> RunningOperator {
-        self.start_operator(identity, eci_sim::DEFAULT_ACCESS_KEY_SECRET, namespace)
-            .await
+        self.start_operator(
+            identity,
+            eci_sim::DEFAULT_ACCESS_KEY_SECRET,
+            namespace,
+            false,
+        )
+        .await
+    }
+
+    /// [`Self::operator_in`], serving the admission webhook too (self-signed, on a free port).
+    pub async fn operator_with_webhook(&self, identity: &str, namespace: &str) -> RunningOperator {
+        self.start_operator(
+            identity,
+            eci_sim::DEFAULT_ACCESS_KEY_SECRET,
+            namespace,
+            true,
+        )
+        .await
     }
 
     pub async fn operator_with(&self, identity: &str, secret: &str) -> RunningOperator {
-        self.start_operator(identity, secret, "kube-system").await
+        self.start_operator(identity, secret, "kube-system", false)
+            .await
     }
 
     async fn start_operator(
@@ -133,8 +150,13 @@ impl World {
         identity: &str,
         secret: &str,
         namespace: &str,
+        webhook: bool,
     ) -> RunningOperator {
         let admin = free_port();
+        let webhook = webhook.then(|| vk_eci::webhook::WebhookServing {
+            listen: free_port(),
+            cert: vk_eci::tls::ServingCert::self_signed(&["127.0.0.1".into()]).unwrap(),
+        });
         let operator = Operator {
             client: vk_eci::operator::kube_client(Config::new(self.sandbox.url().parse().unwrap()))
                 .unwrap(),
@@ -149,6 +171,7 @@ impl World {
                 retry_period: Duration::from_millis(500),
             },
             full_sync_every: FULL_SYNC_EVERY,
+            webhook,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(operator.run(async move {
