@@ -90,6 +90,8 @@ pub struct Stack {
     pub namespace: String,
     /// The virtual node the operators register.
     pub node: String,
+    /// Extra environment of every replica `operator` starts (kubelet API certificates...).
+    pub operator_env: Vec<(String, String)>,
     operator_kubeconfig: PathBuf,
     operator_namespace: String,
     vk_eci: PathBuf,
@@ -128,6 +130,7 @@ impl Stack {
             sandbox: Some(sandbox),
             client,
             sim_endpoint,
+            operator_env: Vec::new(),
             operator_kubeconfig: kubeconfig.clone(),
             kubeconfig,
             cluster_id: "quickstart".into(),
@@ -164,6 +167,7 @@ impl Stack {
             client,
             sim_endpoint,
             kubeconfig: admin_kubeconfig.to_path_buf(),
+            operator_env: Vec::new(),
             operator_kubeconfig,
             cluster_id: name.into(),
             operator_namespace: installation.namespace.clone(),
@@ -185,6 +189,8 @@ impl Stack {
             .open(self.log(identity))
             .map_err(io(format!("cannot open {identity}.log")))?;
         let admin = free_port()?;
+        // Each replica its own kubelet port: they share this machine's address.
+        let kubelet = free_port()?;
         let child = Command::new(&self.vk_eci)
             .args([
                 "run",
@@ -200,6 +206,9 @@ impl Stack {
             .env("VKUBELET_NODE_NAME", &self.node)
             .env("POD_NAMESPACE", &self.operator_namespace)
             .env("ECI_ENDPOINT", &self.sim_endpoint)
+            .env("KUBELET_PORT", kubelet.port().to_string())
+            .env("VKUBELET_POD_IP", "127.0.0.1")
+            .envs(self.operator_env.iter().map(|(k, v)| (k, v)))
             .env_remove("ECI_ACCESS_KEY")
             .env_remove("ECI_SECRET_KEY")
             .stdout(Stdio::null())

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod context;
 pub mod heartbeat;
+pub mod kubelet;
 pub mod leader;
 pub mod liveness;
 pub mod metrics;

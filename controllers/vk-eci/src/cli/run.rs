@@ -9,7 +9,8 @@
 //!   rather than resolved either way: one of them is a mistake, and guessing wrong either runs
 //!   production pods nowhere or spends real money on a tryout.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -75,6 +76,26 @@ pub struct RunArgs {
     /// The Node's InternalIP (the operator pod's IP).
     #[arg(long, env = "VKUBELET_POD_IP")]
     pod_ip: Option<String>,
+    /// Serving certificate of the kubelet API (PEM; reloaded when it changes). Its SANs must
+    /// include the pod IP. Without it a self-signed one is generated (with a warning).
+    #[arg(long, env = "VK_ECI_KUBELET_CERT", requires = "kubelet_key")]
+    kubelet_cert: Option<PathBuf>,
+    #[arg(long, env = "VK_ECI_KUBELET_KEY", requires = "kubelet_cert")]
+    kubelet_key: Option<PathBuf>,
+    /// CA bundle that signs the API server's kubelet client certificate
+    /// (`--kubelet-client-certificate`); without it only bearer tokens authenticate.
+    #[arg(long, env = "VK_ECI_KUBELET_CLIENT_CA")]
+    kubelet_client_ca: Option<PathBuf>,
+    /// DescribeContainerLog calls a minute shared by every log request (ECI allows 500 per
+    /// account: leave room for other tools).
+    #[arg(long, env = "VK_ECI_KUBELET_LOG_CALLS_PER_MINUTE", default_value_t = 400,
+        value_parser = clap::value_parser!(u32).range(1..=500))]
+    kubelet_log_calls_per_minute: u32,
+    /// DescribeMultiContainerGroupMetric calls a minute for the metric refresher (ECI: 500,
+    /// or 2000 per the current limits page).
+    #[arg(long, env = "VK_ECI_KUBELET_METRIC_CALLS_PER_MINUTE", default_value_t = 400,
+        value_parser = clap::value_parser!(u32).range(1..=2000))]
+    kubelet_metric_calls_per_minute: u32,
     /// Cluster DNS service IP, for `ClusterFirst` pods.
     #[arg(long, env = "CLUSTER_DNS")]
     cluster_dns: Option<String>,
@@ -118,6 +139,28 @@ impl RunArgs {
             simulator: self.simulator,
         }
         .validate()
+    }
+
+    fn kubelet(&self, settings: &Settings) -> vk_eci::kubelet::KubeletConfig {
+        use vk_eci::kubelet::{KubeletConfig, Serving};
+        let serving = match (&self.kubelet_cert, &self.kubelet_key) {
+            (Some(cert), Some(key)) => Serving::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => {
+                let mut names = vec![settings.node_name.clone(), "localhost".into()];
+                names.extend(settings.pod_ip.map(|ip| ip.to_string()));
+                Serving::SelfSigned { names }
+            }
+        };
+        KubeletConfig {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, settings.kubelet_port)),
+            serving,
+            client_ca: self.kubelet_client_ca.clone(),
+            log_calls_per_minute: self.kubelet_log_calls_per_minute,
+            metric_calls_per_minute: self.kubelet_metric_calls_per_minute,
+        }
     }
 
     fn timing(&self) -> Timing {
@@ -202,7 +245,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let identity = args.identity.clone().unwrap_or_else(|| {
         std::env::var("HOSTNAME").unwrap_or_else(|_| format!("vk-eci-{}", std::process::id()))
     });
+    let kubelet = Some(args.kubelet(&settings));
     let operator = Operator {
+        kubelet,
         client,
         eci,
         settings,
