@@ -59,14 +59,20 @@ pub fn share_of(limit: u32, share: f64) -> u32 {
 pub const METRIC_GRANULARITY: Duration = Duration::from_secs(15);
 
 /// How often every pod's metrics can be refreshed when `pods` are fetched `per_call` at a
-/// time within `calls_per_minute`: never faster than [`METRIC_GRANULARITY`].
+/// time within `calls_per_minute`: never faster than `floor` (normally
+/// [`METRIC_GRANULARITY`]).
 ///
 /// 10,000 pods, 20 per call, 400 calls a minute (80 % of 500): 500 calls, one refresh every
 /// 75 s; with the 2,000-a-minute quota the current limits page states (80 %: 1,600), under 19 s.
-pub fn refresh_interval(pods: usize, per_call: usize, calls_per_minute: u32) -> Duration {
+pub fn refresh_interval(
+    pods: usize,
+    per_call: usize,
+    calls_per_minute: u32,
+    floor: Duration,
+) -> Duration {
     let calls = pods.div_ceil(per_call.max(1)) as f64;
     let minutes = calls / f64::from(calls_per_minute.max(1));
-    Duration::from_secs_f64(minutes * 60.0).max(METRIC_GRANULARITY)
+    Duration::from_secs_f64(minutes * 60.0).max(floor)
 }
 
 #[cfg(test)]
@@ -108,13 +114,18 @@ mod tests {
 
     #[test]
     fn the_refresh_interval_follows_from_the_call_budget() {
+        let floor = METRIC_GRANULARITY;
         assert_eq!(
-            refresh_interval(10_000, 20, 400),
+            refresh_interval(10_000, 20, 400, floor),
             Duration::from_secs(75),
             "10,000 pods on 80 % of 500 calls/min"
         );
-        assert_eq!(refresh_interval(10_000, 20, 1_600).as_secs(), 18);
-        assert_eq!(refresh_interval(10, 20, 400), METRIC_GRANULARITY);
-        assert_eq!(refresh_interval(0, 0, 0), METRIC_GRANULARITY);
+        assert_eq!(refresh_interval(10_000, 20, 1_600, floor).as_secs(), 18);
+        assert_eq!(refresh_interval(10, 20, 400, floor), METRIC_GRANULARITY);
+        assert_eq!(refresh_interval(0, 0, 0, floor), METRIC_GRANULARITY);
+        assert_eq!(
+            refresh_interval(10, 20, 400, Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
     }
 }

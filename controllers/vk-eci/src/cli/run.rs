@@ -96,6 +96,11 @@ pub struct RunArgs {
     #[arg(long, env = "VK_ECI_KUBELET_METRIC_CALLS_PER_MINUTE", default_value_t = 400,
         value_parser = clap::value_parser!(u32).range(1..=2000))]
     kubelet_metric_calls_per_minute: u32,
+    /// The shortest time between two metric refreshes (ECI samples every 15 s; refreshing
+    /// faster fetches the same sample again).
+    #[arg(long, env = "VK_ECI_KUBELET_METRIC_MIN_REFRESH_SECONDS", default_value_t = 15,
+        value_parser = clap::value_parser!(u64).range(1..=600))]
+    kubelet_metric_min_refresh_seconds: u64,
     /// Cluster DNS service IP, for `ClusterFirst` pods.
     #[arg(long, env = "CLUSTER_DNS")]
     cluster_dns: Option<String>,
@@ -160,6 +165,9 @@ impl RunArgs {
             client_ca: self.kubelet_client_ca.clone(),
             log_calls_per_minute: self.kubelet_log_calls_per_minute,
             metric_calls_per_minute: self.kubelet_metric_calls_per_minute,
+            metric_min_interval: std::time::Duration::from_secs(
+                self.kubelet_metric_min_refresh_seconds,
+            ),
         }
     }
 

@@ -59,6 +59,8 @@ pub struct KubeletConfig {
     pub log_calls_per_minute: u32,
     /// `DescribeMultiContainerGroupMetric` calls a minute the metric refresher may make.
     pub metric_calls_per_minute: u32,
+    /// The shortest time between two metric refreshes of a pod (ECI samples every 15 s).
+    pub metric_min_interval: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +158,11 @@ pub async fn serve(
     });
     let router = Router::new().fallback(handle).with_state(state.clone());
     info!(addr = %config.listen, "kubelet API listening (HTTPS)");
-    let refresher = stats::refresh_while_leader(state.clone(), config.metric_calls_per_minute);
+    let refresher = stats::refresh_while_leader(
+        state.clone(),
+        config.metric_calls_per_minute,
+        config.metric_min_interval,
+    );
     tokio::select! {
         () = tls::serve(listener, server_config, router, shutdown) => {}
         () = refresher => {}

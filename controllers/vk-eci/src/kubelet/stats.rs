@@ -123,19 +123,28 @@ fn chrono_time(at: &k8s_openapi::jiff::Timestamp) -> Option<DateTime<Utc>> {
 }
 
 /// Runs [`refresh`] while this replica leads.
-pub async fn refresh_while_leader(state: Arc<KubeletState>, calls_per_minute: u32) {
+pub async fn refresh_while_leader(
+    state: Arc<KubeletState>,
+    calls_per_minute: u32,
+    min_interval: Duration,
+) {
     let mut leadership = state.ctx.leadership.clone();
     let mut budget = CallBudget::per_minute(calls_per_minute, Instant::now());
     loop {
         leadership.acquired().await;
         tokio::select! {
-            () = refresh(&state, &mut budget, calls_per_minute) => {}
+            () = refresh(&state, &mut budget, calls_per_minute, min_interval) => {}
             () = leadership.lost() => {}
         }
     }
 }
 
-async fn refresh(state: &KubeletState, budget: &mut CallBudget, calls_per_minute: u32) {
+async fn refresh(
+    state: &KubeletState,
+    budget: &mut CallBudget,
+    calls_per_minute: u32,
+    min_interval: Duration,
+) {
     let mut counter = NodeCounter::default();
     loop {
         let pass_started = Instant::now();
@@ -198,7 +207,8 @@ async fn refresh(state: &KubeletState, budget: &mut CallBudget, calls_per_minute
             .kubelet_metric_pods
             .set(fresh.len() as i64);
         publish_pass(state, fresh, node);
-        let interval = refresh_interval(targets.len(), IDS_PER_CALL, calls_per_minute);
+        let interval =
+            refresh_interval(targets.len(), IDS_PER_CALL, calls_per_minute, min_interval);
         debug!(pods = targets.len(), ?interval, "metrics refreshed");
         let next = pass_started + interval;
         tokio::time::sleep(
