@@ -82,6 +82,13 @@ pub struct RunArgs {
     kubelet_cert: Option<PathBuf>,
     #[arg(long, env = "VK_ECI_KUBELET_KEY", requires = "kubelet_cert")]
     kubelet_key: Option<PathBuf>,
+    /// A CA (PEM certificate and key) that issues the kubelet API's serving certificate at
+    /// start, for the pod IP and the node name (the chart's generated CA or a cert-manager
+    /// CA). Ignored when --kubelet-cert is given.
+    #[arg(long, env = "VK_ECI_KUBELET_CA_CERT", requires = "kubelet_ca_key")]
+    kubelet_ca_cert: Option<PathBuf>,
+    #[arg(long, env = "VK_ECI_KUBELET_CA_KEY", requires = "kubelet_ca_cert")]
+    kubelet_ca_key: Option<PathBuf>,
     /// CA bundle that signs the API server's kubelet client certificate
     /// (`--kubelet-client-certificate`); without it only bearer tokens authenticate.
     #[arg(long, env = "VK_ECI_KUBELET_CLIENT_CA")]
@@ -148,14 +155,25 @@ impl RunArgs {
 
     fn kubelet(&self, settings: &Settings) -> vk_eci::kubelet::KubeletConfig {
         use vk_eci::kubelet::{KubeletConfig, Serving};
-        let serving = match (&self.kubelet_cert, &self.kubelet_key) {
-            (Some(cert), Some(key)) => Serving::Files {
+        let mut names = vec![settings.node_name.clone()];
+        names.extend(settings.pod_ip.map(|ip| ip.to_string()));
+        let serving = match (
+            &self.kubelet_cert,
+            &self.kubelet_key,
+            &self.kubelet_ca_cert,
+            &self.kubelet_ca_key,
+        ) {
+            (Some(cert), Some(key), _, _) => Serving::Files {
                 cert: cert.clone(),
                 key: key.clone(),
             },
+            (_, _, Some(ca_cert), Some(ca_key)) => Serving::IssuedBy {
+                ca_cert: ca_cert.clone(),
+                ca_key: ca_key.clone(),
+                names,
+            },
             _ => {
-                let mut names = vec![settings.node_name.clone(), "localhost".into()];
-                names.extend(settings.pod_ip.map(|ip| ip.to_string()));
+                names.push("localhost".into());
                 Serving::SelfSigned { names }
             }
         };

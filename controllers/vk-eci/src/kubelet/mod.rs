@@ -44,6 +44,13 @@ use auth::{AuthError, Authenticator};
 pub enum Serving {
     /// PEM files, reloaded when they change.
     Files { cert: PathBuf, key: PathBuf },
+    /// Issued at start for `names` (the pod IP, the node name) by the CA in these PEM files,
+    /// so clients that trust that CA can verify the address they dial.
+    IssuedBy {
+        ca_cert: PathBuf,
+        ca_key: PathBuf,
+        names: Vec<String>,
+    },
     /// Generated at start for these names (nothing can verify it).
     SelfSigned { names: Vec<String> },
 }
@@ -130,6 +137,20 @@ pub async fn serve(
 ) -> Result<(), KubeletError> {
     let cert = match &config.serving {
         Serving::Files { cert, key } => ServingCert::from_files(cert, key)?,
+        Serving::IssuedBy {
+            ca_cert,
+            ca_key,
+            names,
+        } => {
+            info!(?names, ca = %ca_cert.display(), "kubelet API serving certificate issued by the configured CA");
+            ServingCert::issued_by(
+                ca_cert,
+                ca_key,
+                &format!("system:node:{}", ctx.settings.node_name),
+                Some("system:nodes"),
+                names,
+            )?
+        }
         Serving::SelfSigned { names } => {
             warn!(
                 ?names,
