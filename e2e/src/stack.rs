@@ -118,6 +118,17 @@ impl Stack {
         std::fs::write(&kubeconfig, sandbox.kubeconfig())
             .map_err(io(format!("cannot write {}", kubeconfig.display())))?;
         let (sim, sim_endpoint) = start_sim(vk_eci, dir, sim_args).await?;
+        // The operators trust the sandbox's kubelet client certificate, as a cluster's kubelets
+        // trust the API server's.
+        let mut operator_env = Vec::new();
+        if let Some(ca) = sandbox.kubelet_client_ca() {
+            let path = dir.join("kubelet-client-ca.pem");
+            std::fs::write(&path, ca).map_err(io(format!("cannot write {}", path.display())))?;
+            operator_env.push((
+                "VK_ECI_KUBELET_CLIENT_CA".to_string(),
+                path.display().to_string(),
+            ));
+        }
         let mut config = Config::new(
             sandbox
                 .url()
@@ -130,7 +141,7 @@ impl Stack {
             sandbox: Some(sandbox),
             client,
             sim_endpoint,
-            operator_env: Vec::new(),
+            operator_env,
             operator_kubeconfig: kubeconfig.clone(),
             kubeconfig,
             cluster_id: "quickstart".into(),

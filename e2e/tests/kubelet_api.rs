@@ -49,15 +49,17 @@ fn have_kubectl() -> bool {
     found
 }
 
-/// A stack whose operator trusts the sandbox's kubelet client certificate.
+/// A stack (whose operators trust the sandbox's kubelet client certificate) and its operator.
 async fn stack(name: &str, extra_env: &[(&str, &str)]) -> (Stack, kube_sandbox::stack::Process) {
     let dir = std::env::temp_dir().join(format!("vk-eci-kubelet-{name}-{}", std::process::id()));
     let vk_eci = vk_eci_binary().unwrap();
     let mut stack = Stack::start(&vk_eci, &dir, &[]).await.unwrap();
-    let ca = dir.join("kubelet-client-ca.pem");
-    let sandbox = stack.sandbox.as_ref().unwrap();
-    std::fs::write(&ca, sandbox.kubelet_client_ca().unwrap()).unwrap();
-    stack.operator_env = vec![("VK_ECI_KUBELET_CLIENT_CA".into(), ca.display().to_string())];
+    assert!(
+        stack
+            .operator_env
+            .iter()
+            .any(|(k, _)| k == "VK_ECI_KUBELET_CLIENT_CA")
+    );
     stack.operator_env.extend(
         extra_env
             .iter()
