@@ -240,6 +240,9 @@ pub async fn proxy_log(
             401 => "Unauthorized",
             403 => "Forbidden",
             404 => "NotFound",
+            429 => "TooManyRequests",
+            501 => "NotImplemented",
+            503 => "ServiceUnavailable",
             _ => "InternalError",
         };
         return Err(ApiError::new(status, reason, message.trim().to_string()));

@@ -470,3 +470,33 @@ async fn metrics_parse_as_prometheus_advance_and_kubectl_top_shows_them() {
     .unwrap();
     assert!(nodes.contains("Mi"), "{nodes}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exhausted_log_budget_is_said_not_hung() {
+    if !have_kubectl() {
+        return;
+    }
+    // Three calls a minute: one at once, then one every 30 s. The stream spreads its polls
+    // over the budget (one every 20 s), and its second poll finds the budget still short.
+    let (stack, _operator) = stack("budget", &[("VK_ECI_KUBELET_LOG_CALLS_PER_MINUTE", "3")]).await;
+    stack.apply_yaml(PODS, "default").await.unwrap();
+    running(&stack, "steady", false).await;
+    kubelet_url(&stack).await;
+
+    let started = Instant::now();
+    let (_, followed) = tokio::task::block_in_place(|| kubectl(&stack, &["logs", "-f", "steady"]));
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "the stream must end, not wait for the budget"
+    );
+    assert!(followed.contains("started container app"), "{followed}");
+    let last = followed.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("DescribeContainerLog budget") && last.contains("exhausted"),
+        "{followed}"
+    );
+
+    let (ok, refused) = tokio::task::block_in_place(|| kubectl(&stack, &["logs", "steady"]));
+    assert!(!ok, "{refused}");
+    assert!(refused.contains("exhausted"), "{refused}");
+}
