@@ -41,6 +41,8 @@ pub struct Process {
     child: Child,
     /// Its admin address (`/metrics`, `/healthz`, `/readyz`), for operators.
     pub admin: Option<SocketAddr>,
+    /// Its kubelet API address, for operators.
+    pub kubelet: Option<SocketAddr>,
 }
 
 impl Process {
@@ -229,6 +231,7 @@ impl Stack {
         Ok(Process {
             child,
             admin: Some(admin),
+            kubelet: Some(kubelet),
         })
     }
 
@@ -297,6 +300,7 @@ async fn start_sim(
     let sim = Process {
         child: sim,
         admin: None,
+        kubelet: None,
     };
     wait("the ECI simulator", Duration::from_secs(30), || async {
         tokio::net::TcpStream::connect(sim_addr)

@@ -500,3 +500,79 @@ async fn an_exhausted_log_budget_is_said_not_hung() {
     assert!(!ok, "{refused}");
     assert!(refused.contains("exhausted"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_node_points_at_the_leader_and_a_standby_says_so() {
+    if !have_kubectl() {
+        return;
+    }
+    let (stack, leader) = stack("standby", &[]).await;
+    let leader_url = kubelet_url(&stack).await;
+    assert_eq!(
+        leader_url,
+        format!("https://127.0.0.1:{}", leader.kubelet.unwrap().port())
+    );
+    let standby = stack.operator("replica-b").unwrap();
+    let standby_url = format!("https://127.0.0.1:{}", standby.kubelet.unwrap().port());
+    ok(&stack, &["create", "serviceaccount", "reader"]);
+    ok(
+        &stack,
+        &[
+            "create",
+            "clusterrole",
+            "node-proxy",
+            "--verb=get",
+            "--resource=nodes/proxy",
+        ],
+    );
+    ok(
+        &stack,
+        &[
+            "create",
+            "clusterrolebinding",
+            "reader-proxies-nodes",
+            "--clusterrole=node-proxy",
+            "--serviceaccount=default:reader",
+        ],
+    );
+    let token = ok(&stack, &["create", "token", "reader"])
+        .trim()
+        .to_string();
+    let client = insecure_client();
+    let get = |url: String| {
+        let (client, token) = (client.clone(), token.clone());
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status().as_u16())
+        }
+    };
+    let standby_pods = wait("the standby to listen", LIMIT, || {
+        get(format!("{standby_url}/pods"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(standby_pods, 503, "a standby refuses politely");
+    assert_eq!(get(format!("{standby_url}/healthz")).await, Some(200));
+    assert_eq!(get(format!("{leader_url}/pods")).await, Some(200));
+
+    // The standby takes over: the Node moves to it and it serves.
+    leader.kill();
+    let moved = wait("the Node to point at the new leader", LIMIT, || async {
+        let url = kubelet_url(&stack).await;
+        (url == standby_url).then_some(url)
+    })
+    .await
+    .unwrap();
+    let served = wait("the new leader to serve", LIMIT, || async {
+        get(format!("{moved}/pods"))
+            .await
+            .filter(|code| *code == 200)
+    })
+    .await;
+    assert!(served.is_ok());
+}

@@ -9,7 +9,7 @@
 //!   rather than resolved either way: one of them is a mistake, and guessing wrong either runs
 //!   production pods nowhere or spends real money on a tryout.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -178,7 +178,13 @@ impl RunArgs {
             }
         };
         KubeletConfig {
-            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, settings.kubelet_port)),
+            // The family of the address the Node advertises (an IPv6 pod IP needs `::`).
+            listen: match settings.pod_ip {
+                Some(IpAddr::V6(_)) => {
+                    SocketAddr::from((Ipv6Addr::UNSPECIFIED, settings.kubelet_port))
+                }
+                _ => SocketAddr::from((Ipv4Addr::UNSPECIFIED, settings.kubelet_port)),
+            },
             serving,
             client_ca: self.kubelet_client_ca.clone(),
             log_calls_per_minute: self.kubelet_log_calls_per_minute,
