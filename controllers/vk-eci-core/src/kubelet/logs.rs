@@ -213,6 +213,14 @@ impl FollowCursor {
         }
     }
 
+    /// Takes an answer as already sent without sending it: following with `tailLines=0`
+    /// starts after what the first call found.
+    pub fn skip(&mut self, content: &str) {
+        let bytes_left = self.bytes_left.take();
+        self.accept(content, false);
+        self.bytes_left = bytes_left;
+    }
+
     /// Takes one answer's `Content` (with timestamps) and returns what is new.
     pub fn accept(&mut self, content: &str, timestamps: bool) -> FollowStep {
         let mut step = FollowStep::default();

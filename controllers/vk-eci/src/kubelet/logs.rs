@@ -271,6 +271,11 @@ impl Follow {
         let _counted = StreamGuard::new(self.state.clone());
         let mut cursor = FollowCursor::new(&self.options);
         let mut content = first_content;
+        if self.options.tail_lines == Some(0) {
+            // ECI cannot be asked for no lines: what the first call found is history.
+            cursor.skip(&content);
+            content.clear();
+        }
         loop {
             let step = cursor.accept(&content, self.options.timestamps);
             for chunk in step.chunks {

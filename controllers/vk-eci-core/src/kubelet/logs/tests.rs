@@ -152,3 +152,17 @@ fn poll_intervals_spread_the_budget_evenly_once_it_is_short() {
     );
     assert_eq!(poll_interval(0, 0, floor), TimeDelta::seconds(60));
 }
+
+#[test]
+fn following_from_zero_lines_skips_what_the_first_call_found() {
+    let options = parse(&[("follow", "true"), ("tailLines", "0"), ("limitBytes", "4")]).unwrap();
+    let mut cursor = FollowCursor::new(&options);
+    cursor.skip(&stamped(1, "old"));
+    let step = cursor.accept(&(stamped(1, "old") + &stamped(2, "new")), false);
+    assert_eq!(
+        step.chunks,
+        ["new\n"],
+        "limitBytes counts only what is sent"
+    );
+    assert!(step.exhausted);
+}
