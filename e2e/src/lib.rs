@@ -2,6 +2,7 @@
 //! over plain HTTP, so the whole `vk-eci` binary can be tested on a machine with no cluster.
 //! What it does and does not do is listed in `e2e/README.md`.
 
+pub mod access;
 pub mod admission;
 pub mod bench;
 pub mod cluster;
@@ -9,6 +10,8 @@ pub mod control_plane;
 pub mod defaults;
 pub mod disruption;
 pub mod faults;
+pub mod kubelet_proxy;
+pub mod metrics_api;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;

@@ -169,7 +169,7 @@ pub fn builtin() -> Vec<ResourceType> {
             "pods",
             true,
             &["po"],
-            &["status", "eviction", "binding"],
+            &["status", "eviction", "binding", "log"],
         ),
         R::builtin("", "v1", "ConfigMap", "configmaps", true, &["cm"], &[]),
         R::builtin("", "v1", "Secret", "secrets", true, &[], &[]),
@@ -251,7 +251,46 @@ pub fn builtin() -> Vec<ResourceType> {
         ),
         R::builtin(rbac, "v1", "Role", "roles", true, &[], &[]),
         R::builtin(rbac, "v1", "RoleBinding", "rolebindings", true, &[], &[]),
-        // Reviews are answered, never stored: the sandbox authorizes everything.
+        // Reviews are answered, never stored. The sandbox's own API lets every client do
+        // everything; SubjectAccessReviews (for servers that delegate authorization) are
+        // evaluated against the stored RBAC objects (see `access`).
+        R::builtin(
+            "authorization.k8s.io",
+            "v1",
+            "SubjectAccessReview",
+            "subjectaccessreviews",
+            false,
+            &[],
+            &[],
+        ),
+        // Served from kubelet scrapes (`metrics_api`), never stored.
+        R::builtin(
+            "metrics.k8s.io",
+            "v1beta1",
+            "NodeMetrics",
+            "nodes",
+            false,
+            &[],
+            &[],
+        ),
+        R::builtin(
+            "metrics.k8s.io",
+            "v1beta1",
+            "PodMetrics",
+            "pods",
+            true,
+            &[],
+            &[],
+        ),
+        R::builtin(
+            "authentication.k8s.io",
+            "v1",
+            "TokenReview",
+            "tokenreviews",
+            false,
+            &[],
+            &[],
+        ),
         R::builtin(
             "authorization.k8s.io",
             "v1",

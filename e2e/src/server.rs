@@ -31,6 +31,9 @@ pub struct Sandbox {
     store: Arc<Mutex<Store>>,
     accesses: Arc<Mutex<std::collections::BTreeSet<Access>>>,
     faults: Faults,
+    /// How it reaches kubelets (`None` if its certificate could not be generated).
+    kubelet: Arc<Option<crate::kubelet_proxy::KubeletIdentity>>,
+    metrics: Arc<crate::metrics_api::MetricsApi>,
 }
 
 /// One kind of request a client made, as RBAC sees it: what an audit log would show.
@@ -143,7 +146,29 @@ impl Sandbox {
             store: Arc::new(Mutex::new(Store::new(changes))),
             accesses: Arc::default(),
             faults: Faults::default(),
+            kubelet: Arc::new(match crate::kubelet_proxy::KubeletIdentity::generate() {
+                Ok(identity) => Some(identity),
+                Err(error) => {
+                    tracing::warn!(%error, "the sandbox cannot reach kubelets");
+                    None
+                }
+            }),
+            metrics: Arc::default(),
         }
+    }
+
+    /// How the sandbox reaches kubelets (logs, metrics).
+    pub fn kubelet_identity(&self) -> Option<&crate::kubelet_proxy::KubeletIdentity> {
+        self.kubelet.as_ref().as_ref()
+    }
+
+    /// The CA of the sandbox's kubelet client certificate (a kubelet's `--client-ca-file`).
+    pub fn kubelet_client_ca(&self) -> Option<String> {
+        self.kubelet_identity().map(|k| k.ca_pem().to_string())
+    }
+
+    pub(crate) fn metrics_api(&self) -> &crate::metrics_api::MetricsApi {
+        &self.metrics
     }
 
     /// The fault registry every request to this sandbox (and its clones) goes through.
@@ -222,6 +247,7 @@ impl Sandbox {
         let (stop, stopped) = oneshot::channel::<()>();
         let router = self.router();
         let controllers = tokio::spawn(self.clone().run_controllers());
+        let scraper = tokio::spawn(crate::metrics_api::scrape_forever(self.clone()));
         tokio::spawn(async move {
             let shutdown = async {
                 let _stop_requested_or_handle_dropped = stopped.await;
@@ -233,6 +259,7 @@ impl Sandbox {
                 tracing::warn!(%error, "sandbox server stopped with an error");
             }
             controllers.abort();
+            scraper.abort();
         });
         Ok(RunningSandbox {
             addr,
@@ -351,6 +378,11 @@ impl RunningSandbox {
     /// A kubeconfig that kubectl and kube-rs accept.
     pub fn kubeconfig(&self) -> String {
         kubeconfig(&self.url())
+    }
+
+    /// See [`Sandbox::kubelet_client_ca`].
+    pub fn kubelet_client_ca(&self) -> Option<String> {
+        self.sandbox.kubelet_client_ca()
     }
 }
 
@@ -590,6 +622,34 @@ async fn handle(
         Answer::Error(error) => return injected_error_response(&error),
         Answer::Hang => return std::future::pending().await,
     }
+    if target.rt.group == "metrics.k8s.io" {
+        return match crate::metrics_api::serve(
+            sandbox.metrics_api(),
+            method.as_str(),
+            &target.rt.plural,
+            target.namespace.as_deref(),
+            target.name.as_deref(),
+        ) {
+            Ok(value) => json_response(200, &value),
+            Err(error) => error_response(&error),
+        };
+    }
+    if target.rt.group.is_empty()
+        && target.rt.plural == "pods"
+        && target.subresource.as_deref() == Some("log")
+        && method == Method::GET
+    {
+        let pairs: Vec<(String, String)> =
+            form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let namespace = target.namespace.clone().unwrap_or_default();
+        let name = target.name.clone().unwrap_or_default();
+        return match crate::kubelet_proxy::proxy_log(&sandbox, &namespace, &name, &pairs).await {
+            Ok(response) => response,
+            Err(error) => error_response(&error),
+        };
+    }
     let (body, warnings) = match admit(&sandbox, &method, &query, &target, body).await {
         Ok(admitted) => admitted,
         Err(error) => return error_response(&error),
@@ -766,8 +826,10 @@ fn serve(
                 json!({"apiVersion": rt.api_version(), "kind": list_kind(&rt), "metadata": metadata, "items": items}),
             ))
         }
-        ("POST", None, None) if rt.group == "authorization.k8s.io" => {
-            review(&rt, parse_body(body)?).map(|v| Served::Object(201, v))
+        ("POST", None, None)
+            if rt.group == "authorization.k8s.io" || rt.group == "authentication.k8s.io" =>
+        {
+            review(sandbox, &rt, parse_body(body)?).map(|v| Served::Object(201, v))
         }
         ("POST", None, None) if query.get("dryRun").is_some_and(|d| d == "All") => {
             let object = parse_body(body)?;
@@ -922,15 +984,21 @@ fn serve(
     }
 }
 
-/// A self-subject access or rules review, answered as allowed: the sandbox has no
-/// authorization, so every request a client can make is one it may make.
-fn review(rt: &ResourceType, mut review: Value) -> Result<Value, ApiError> {
+/// A review. Self-subject access and rules reviews are answered as allowed: the sandbox's own
+/// API lets every client do everything. Token and subject access reviews are evaluated
+/// (`access`), for servers that delegate to the API server.
+fn review(sandbox: &Sandbox, rt: &ResourceType, mut review: Value) -> Result<Value, ApiError> {
     if !review.is_object() {
         return Err(ApiError::bad_request("the body is not an object"));
     }
     review["apiVersion"] = json!(rt.api_version());
     review["kind"] = json!(rt.kind);
     review["metadata"] = json!({"creationTimestamp": null});
+    match rt.kind.as_str() {
+        "TokenReview" => return Ok(crate::access::token_review(sandbox, review)),
+        "SubjectAccessReview" => return Ok(crate::access::subject_access_review(sandbox, review)),
+        _ => {}
+    }
     review["status"] = match rt.kind.as_str() {
         "SelfSubjectRulesReview" => json!({
             "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],

@@ -112,6 +112,8 @@ pub struct Process {
     child: Child,
     /// Its admin address (`/metrics`, `/healthz`, `/readyz`), for operators.
     pub admin: Option<SocketAddr>,
+    /// Its kubelet API address, for operators.
+    pub kubelet: Option<SocketAddr>,
 }
 
 impl Process {
@@ -161,6 +163,8 @@ pub struct Stack {
     pub namespace: String,
     /// The virtual node the operators register.
     pub node: String,
+    /// Extra environment of every replica `operator` starts (kubelet API certificates...).
+    pub operator_env: Vec<(String, String)>,
     operator_kubeconfig: PathBuf,
     operator_namespace: String,
     vk_eci: PathBuf,
@@ -188,6 +192,17 @@ impl Stack {
         std::fs::write(&kubeconfig, sandbox.kubeconfig())
             .map_err(io(format!("cannot write {}", kubeconfig.display())))?;
         let (sim, sim_endpoint) = start_sim(vk_eci, dir, sim_args).await?;
+        // The operators trust the sandbox's kubelet client certificate, as a cluster's kubelets
+        // trust the API server's.
+        let mut operator_env = Vec::new();
+        if let Some(ca) = sandbox.kubelet_client_ca() {
+            let path = dir.join("kubelet-client-ca.pem");
+            std::fs::write(&path, ca).map_err(io(format!("cannot write {}", path.display())))?;
+            operator_env.push((
+                "VK_ECI_KUBELET_CLIENT_CA".to_string(),
+                path.display().to_string(),
+            ));
+        }
         let mut config = Config::new(
             sandbox
                 .url()
@@ -200,6 +215,7 @@ impl Stack {
             sandbox: Some(sandbox),
             client,
             sim_endpoint,
+            operator_env,
             operator_kubeconfig: kubeconfig.clone(),
             kubeconfig,
             cluster_id: "quickstart".into(),
@@ -236,6 +252,7 @@ impl Stack {
             client,
             sim_endpoint,
             kubeconfig: admin_kubeconfig.to_path_buf(),
+            operator_env: Vec::new(),
             operator_kubeconfig,
             cluster_id: name.into(),
             operator_namespace: installation.namespace.clone(),
@@ -262,6 +279,8 @@ impl Stack {
             .open(self.log(identity))
             .map_err(io(format!("cannot open {identity}.log")))?;
         let admin = free_port()?;
+        // Each replica its own kubelet port: they share this machine's address.
+        let kubelet = free_port()?;
         let child = Command::new(&self.vk_eci)
             .args([
                 "run",
@@ -278,6 +297,9 @@ impl Stack {
             .env("VKUBELET_NODE_NAME", &self.node)
             .env("POD_NAMESPACE", &self.operator_namespace)
             .env("ECI_ENDPOINT", &self.sim_endpoint)
+            .env("KUBELET_PORT", kubelet.port().to_string())
+            .env("VKUBELET_POD_IP", "127.0.0.1")
+            .envs(self.operator_env.iter().map(|(k, v)| (k, v)))
             .env_remove("ECI_ACCESS_KEY")
             .env_remove("ECI_SECRET_KEY")
             .stdout(Stdio::null())
@@ -287,6 +309,7 @@ impl Stack {
         Ok(Process {
             child,
             admin: Some(admin),
+            kubelet: Some(kubelet),
         })
     }
 
@@ -355,6 +378,7 @@ async fn start_sim(
     let sim = Process {
         child: sim,
         admin: None,
+        kubelet: None,
     };
     wait("the ECI simulator", Duration::from_secs(30), || async {
         tokio::net::TcpStream::connect(sim_addr)

@@ -36,3 +36,13 @@ own, so a failover would find none of the pods' instances); as configured otherw
 {{- define "vk-eci.electionLease" -}}
 {{- printf "vk-eci-%s" .Values.nodeName -}}
 {{- end -}}
+
+{{- /* The Secret holding the kubelet API's CA (generatedCA, certManager) or serving
+certificate (existingSecret). */ -}}
+{{- define "vk-eci.kubeletTLSSecret" -}}
+{{- if eq .Values.kubelet.tls.mode "existingSecret" -}}
+{{- required "kubelet.tls.existingSecret is required with kubelet.tls.mode existingSecret" .Values.kubelet.tls.existingSecret -}}
+{{- else -}}
+{{- printf "%s-kubelet-ca" (include "vk-eci.fullname" .) -}}
+{{- end -}}
+{{- end -}}

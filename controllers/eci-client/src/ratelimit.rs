@@ -109,6 +109,11 @@ impl Default for RateLimits {
             ("DescribeContainerGroupStatus", Limit::per_minute(10000.0)),
             ("DescribeContainerGroupEvents", Limit::per_minute(10000.0)),
             ("DescribeContainerGroupMetric", Limit::per_minute(2000.0)),
+            // The current limits page says 2000, an older one 500: stay within the lower.
+            (
+                "DescribeMultiContainerGroupMetric",
+                Limit::per_minute(500.0),
+            ),
             ("UpdateContainerGroup", Limit::per_minute(500.0)),
             ("RestartContainerGroup", Limit::per_minute(500.0)),
             ("ExecContainerCommand", Limit::per_minute(500.0)),

@@ -75,6 +75,11 @@ action!(
     "DescribeContainerGroupMetric",
     DescribeContainerGroupMetricResponse
 );
+action!(
+    DescribeMultiContainerGroupMetricRequest,
+    "DescribeMultiContainerGroupMetric",
+    DescribeMultiContainerGroupMetricResponse
+);
 
 /// Every action the simulator serves, by wire name.
 pub const ACTIONS: &[&str] = &[
@@ -88,6 +93,7 @@ pub const ACTIONS: &[&str] = &[
     DescribeContainerLogRequest::NAME,
     ExecContainerCommandRequest::NAME,
     DescribeContainerGroupMetricRequest::NAME,
+    DescribeMultiContainerGroupMetricRequest::NAME,
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -1074,6 +1080,21 @@ pub struct DescribeContainerGroupMetricRequest {
     pub period: Option<String>,
 }
 
+/// The latest metrics of up to 20 container groups in one call (`ContainerGroupIds` is a JSON
+/// array string).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeMultiContainerGroupMetricRequest {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region_id: String,
+    pub container_group_ids: JsonList,
+    /// `summary` is the only documented value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_group_id: Option<String>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Responses
 
@@ -1501,6 +1522,32 @@ pub struct MetricRecord {
     #[serde(rename = "CPU")]
     pub cpu: CpuMetric,
     pub memory: MemoryMetric,
+    pub containers: Vec<ContainerMetric>,
+}
+
+/// One container's share of a [`MetricRecord`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ContainerMetric {
+    pub name: String,
+    #[serde(rename = "CPU")]
+    pub cpu: CpuMetric,
+    pub memory: MemoryMetric,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DescribeMultiContainerGroupMetricResponse {
+    pub request_id: String,
+    pub monitor_datas: Vec<GroupMonitorData>,
+}
+
+/// One container group's records in a [`DescribeMultiContainerGroupMetricResponse`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct GroupMonitorData {
+    pub container_group_id: String,
+    pub records: Vec<MetricRecord>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

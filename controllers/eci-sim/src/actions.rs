@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::render;
-use crate::state::{GroupFilter, RunPhase, Sim, format_time};
+use crate::state::{GroupFilter, RunPhase, Sim};
+use crate::telemetry;
 use crate::validate;
 
 /// Everything an action handler needs besides the state.
@@ -44,6 +45,7 @@ pub fn dispatch(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
         "DescribeContainerLog" => logs(sim, call),
         "ExecContainerCommand" => exec(sim, call),
         "DescribeContainerGroupMetric" => metric(sim, call),
+        "DescribeMultiContainerGroupMetric" => multi_metric(sim, call),
         _ => Err(ApiError::unknown_action()),
     }
 }
@@ -295,7 +297,14 @@ fn find_run<'a>(
     Ok((group, run))
 }
 
-const LOG_INTERVAL_SECONDS: i64 = 10;
+fn parse_time(name: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(text) => DateTime::parse_from_rfc3339(text)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|_| ApiError::invalid(name, "It must be an RFC 3339 time.")),
+    }
+}
 
 fn logs(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
     let request: DescribeContainerLogRequest = parse(call)?;
@@ -311,72 +320,27 @@ fn logs(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
             "It must be between 1 and 1048576.",
         ));
     }
+    let since = match request.since_seconds {
+        Some(seconds) if seconds < 1 => {
+            return Err(ApiError::invalid("SinceSeconds", "It must be at least 1."));
+        }
+        Some(seconds) => Some(call.now - TimeDelta::seconds(seconds.min(100 * 365 * 86_400))),
+        None => parse_time("StartTime", request.start_time.as_deref())?,
+    };
+    let interval = TimeDelta::milliseconds(sim.config().telemetry.log_interval_ms.max(1) as i64);
     let (group, run) = find_run(sim, &request.container_group_id, &request.container_name)?;
     let state = if request.last_time == Some(true) {
         &run.previous
     } else {
         &run.current
     };
-    let parse_time = |text: &str| {
-        DateTime::parse_from_rfc3339(text)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
+    let query = telemetry::LogQuery {
+        tail: tail as usize,
+        since,
+        timestamps: request.timestamps == Some(true),
+        limit_bytes: limit_bytes as usize,
     };
-    let mut lines: Vec<String> = Vec::new();
-    if let Some(started) = state.started {
-        let end = state.finished.unwrap_or(call.now);
-        let since = request
-            .since_seconds
-            .map(|s| call.now - TimeDelta::seconds(s.max(0)))
-            .or_else(|| request.start_time.as_deref().and_then(parse_time));
-        let beats = (end - started).num_seconds().max(0) / LOG_INTERVAL_SECONDS;
-        let first = beats.saturating_sub(tail - 1).max(0);
-        let stamp = |at: DateTime<Utc>, text: String| {
-            if request.timestamps == Some(true) {
-                format!(
-                    "{} {text}",
-                    at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-                )
-            } else {
-                text
-            }
-        };
-        for beat in first..=beats {
-            let at = started + TimeDelta::seconds(beat * LOG_INTERVAL_SECONDS);
-            if since.is_some_and(|s| at < s) {
-                continue;
-            }
-            let text = if beat == 0 {
-                format!(
-                    "[eci-sim] {} {}: started container {} (image {})",
-                    group.id,
-                    format_time(at),
-                    run.name,
-                    run.image
-                )
-            } else {
-                format!(
-                    "[eci-sim] {} {}: {} is alive ({} s)",
-                    group.id,
-                    format_time(at),
-                    run.name,
-                    beat * LOG_INTERVAL_SECONDS
-                )
-            };
-            lines.push(stamp(at, text));
-        }
-    }
-    let mut content = lines.join("\n");
-    if !content.is_empty() {
-        content.push('\n');
-    }
-    if content.len() > limit_bytes as usize {
-        let cut = content.len() - limit_bytes as usize;
-        let boundary = (cut..=content.len())
-            .find(|i| content.is_char_boundary(*i))
-            .unwrap_or(content.len());
-        content = content[boundary..].to_string();
-    }
+    let content = telemetry::log_content(&group.id, run, state, interval, call.now, &query);
     respond(&DescribeContainerLogResponse {
         request_id: call.request_id.clone(),
         container_name: request.container_name,
@@ -452,64 +416,83 @@ fn metric(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
     let request: DescribeContainerGroupMetricRequest = parse(call)?;
     validate::region(&request.region_id, sim.config())?;
     require_id(&request.container_group_id)?;
+    let sample = sim.config().telemetry.metric_sample_seconds.max(1) as i64;
     let group = sim.group(&request.container_group_id).ok_or_else(|| {
         ApiError::not_found(format!(
             "The specified ContainerGroupId {} is not found.",
             request.container_group_id
         ))
     })?;
-    let period: i64 = match request.period.as_deref() {
+    let period = match request.period.as_deref() {
         None | Some("") => 60,
         Some(p @ ("15" | "30" | "60" | "600")) => p.parse().unwrap_or(60),
         Some(_) => return Err(ApiError::invalid("Period", "15, 30, 60 or 600.")),
     };
-    let parse_time = |text: &Option<String>| {
-        text.as_deref()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
+    let start = parse_time("StartTime", request.start_time.as_deref())?;
+    let end = parse_time("EndTime", request.end_time.as_deref())?;
+    // Without a window ECI answers the last five minutes at its real-time granularity.
+    let (start, end, period) = match (start, end) {
+        (None, None) => (call.now - TimeDelta::minutes(5), call.now, sample),
+        (start, end) => {
+            let end = end.unwrap_or(call.now).min(call.now);
+            let start = start.unwrap_or(end - TimeDelta::minutes(5));
+            (start, end, period.max(sample))
+        }
     };
-    let end = parse_time(&request.end_time).unwrap_or(call.now);
-    let start = parse_time(&request.start_time).unwrap_or(end - TimeDelta::minutes(5));
     if start > end {
         return Err(ApiError::invalid(
             "StartTime",
             "StartTime must be before EndTime.",
         ));
     }
-    let running = group.status == status::RUNNING;
-    let limit = (group.cpu * 1000.0) as i64;
-    let memory = (group.memory * 1024.0 * 1024.0 * 1024.0) as i64;
-    let mut records = Vec::new();
-    let mut at = start;
-    while at <= end && records.len() < 1440 {
-        let seconds = (at - group.created_at).num_seconds().max(0);
-        let load = if running {
-            limit / 10 + (seconds % 7) * limit / 100
-        } else {
-            0
-        };
-        let used = if running { memory / 5 } else { 0 };
-        records.push(MetricRecord {
-            timestamp: format_time(at),
-            cpu: CpuMetric {
-                limit,
-                load,
-                usage_core_nano_seconds: seconds * load * 1_000_000,
-                usage_nano_cores: load * 1_000_000,
-            },
-            memory: MemoryMetric {
-                available_bytes: memory - used,
-                cache: used / 4,
-                rss: used / 2,
-                usage_bytes: used,
-                working_set: used * 3 / 4,
-            },
-        });
-        at += TimeDelta::seconds(period);
+    if start < call.now - TimeDelta::days(30) {
+        return Err(ApiError::invalid(
+            "StartTime",
+            "StartTime must be within the last 30 days.",
+        ));
     }
+    let records = telemetry::records(group, start, end, TimeDelta::seconds(period));
     respond(&DescribeContainerGroupMetricResponse {
         request_id: call.request_id.clone(),
         container_group_id: request.container_group_id,
         records,
+    })
+}
+
+fn multi_metric(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
+    let request: DescribeMultiContainerGroupMetricRequest = parse(call)?;
+    validate::region(&request.region_id, sim.config())?;
+    let ids = &request.container_group_ids.0;
+    if ids.is_empty() {
+        return Err(ApiError::missing("ContainerGroupIds"));
+    }
+    if ids.len() > 20 {
+        return Err(ApiError::invalid(
+            "ContainerGroupIds",
+            "At most 20 ids per call.",
+        ));
+    }
+    if let Some(kind) = request.metric_type.as_deref()
+        && !matches!(kind, "" | "summary")
+    {
+        return Err(ApiError::invalid(
+            "MetricType",
+            "Only summary is supported.",
+        ));
+    }
+    let sample = TimeDelta::seconds(sim.config().telemetry.metric_sample_seconds.max(1) as i64);
+    let start = call.now - TimeDelta::minutes(5);
+    // Unknown (or long deleted) ids are left out rather than failing the whole batch.
+    let monitor_datas = ids
+        .iter()
+        .filter_map(|id| sim.group(id))
+        .map(|group| GroupMonitorData {
+            container_group_id: group.id.clone(),
+            records: telemetry::records(group, start, call.now, sample),
+        })
+        .collect();
+    respond(&DescribeMultiContainerGroupMetricResponse {
+        request_id: call.request_id.clone(),
+        monitor_datas,
     })
 }

@@ -26,6 +26,7 @@ pub struct SimConfig {
     pub throttling: ThrottlingConfig,
     pub faults: BTreeMap<String, FaultConfig>,
     pub retention: RetentionConfig,
+    pub telemetry: TelemetryConfig,
     /// Allowed difference between request time and server time.
     pub max_clock_skew_seconds: i64,
     /// Seed for every random choice (ids, latencies, faults): same seed, same run.
@@ -59,6 +60,7 @@ impl Default for SimConfig {
             throttling: ThrottlingConfig::default(),
             faults: BTreeMap::new(),
             retention: RetentionConfig::default(),
+            telemetry: TelemetryConfig::default(),
             max_clock_skew_seconds: 15 * 60,
             seed: 1,
         }
@@ -75,6 +77,7 @@ impl SimConfig {
     pub fn fast() -> Self {
         Self {
             timing: TimingConfig::fast(),
+            telemetry: TelemetryConfig::fast(),
             ..Self::default()
         }
     }
@@ -252,6 +255,39 @@ impl Default for RetentionConfig {
             full_seconds: 3600,
             keep_latest: 100,
             schedule_failed_seconds: 24 * 3600,
+        }
+    }
+}
+
+/// The synthetic logs and metrics of running containers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// A running container writes a heartbeat line this often.
+    pub log_interval_ms: u64,
+    /// Metric samples are taken at multiples of this many seconds (ECI's real-time
+    /// granularity is 15 s).
+    pub metric_sample_seconds: u64,
+    /// Lines appended through the admin API that a container keeps.
+    pub max_appended_lines: usize,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_interval_ms: 10_000,
+            metric_sample_seconds: 15,
+            max_appended_lines: 10_000,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    pub fn fast() -> Self {
+        Self {
+            log_interval_ms: 1_000,
+            metric_sample_seconds: 1,
+            ..Self::default()
         }
     }
 }

@@ -13,13 +13,14 @@ pub mod error;
 pub mod render;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod throttle;
 pub mod validate;
 pub mod xml;
 
 pub use config::{CredentialConfig, FaultConfig, MillisRange, SimConfig};
 pub use server::{
-    DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, FaultRequest, RunningSimulator, Simulator,
-    SpotReleaseRequest, StockView,
+    AppendLogRequest, DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, FaultRequest,
+    RunningSimulator, Simulator, SpotReleaseRequest, StockView,
 };
 pub use state::behaviour_env;

@@ -127,6 +127,7 @@ impl Simulator {
             .route("/_sim/groups", get(admin_groups))
             .route("/_sim/spot-release", post(admin_spot_release))
             .route("/_sim/stock", put(admin_stock))
+            .route("/_sim/log", post(admin_append_log))
             .route(
                 "/_sim/faults",
                 put(admin_set_faults).delete(admin_clear_faults),
@@ -530,6 +531,41 @@ async fn admin_stock(State(simulator): State<Simulator>, body: Bytes) -> Respons
     simulator
         .with_state(|sim| sim.set_stock(&request.zone, request.spec.as_deref(), request.count));
     axum::Json(request).into_response()
+}
+
+/// Body of `POST /_sim/log`: lines a running container writes to its log now.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendLogRequest {
+    pub container_group_id: String,
+    pub container: String,
+    pub lines: Vec<String>,
+}
+
+async fn admin_append_log(State(simulator): State<Simulator>, body: Bytes) -> Response {
+    let request: AppendLogRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => return bad_request(format!("invalid log request: {error}")),
+    };
+    if request.lines.iter().any(|line| line.contains('\n')) {
+        return bad_request("a line may not contain a newline");
+    }
+    let outcome = simulator.with_state(|sim| {
+        sim.append_log(
+            &request.container_group_id,
+            &request.container,
+            &request.lines,
+            Utc::now(),
+        )
+    });
+    match outcome {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(message) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({ "error": message })),
+        )
+            .into_response(),
+    }
 }
 
 /// Body of `PUT /_sim/faults`: a [`FaultConfig`] for `action` (`*` = every action).

@@ -157,6 +157,9 @@ pub struct ContainerRun {
     pub restart_count: i64,
     pub current: RunState,
     pub previous: RunState,
+    /// Log lines written through the admin API, oldest first; each run's log shows those
+    /// within its own start and finish.
+    pub appended: Vec<(DateTime<Utc>, Box<str>)>,
     behaviour: Behaviour,
     ready_due: Option<DateTime<Utc>>,
     exit_due: Option<DateTime<Utc>>,
@@ -175,6 +178,7 @@ impl ContainerRun {
                 ..RunState::default()
             },
             previous: RunState::default(),
+            appended: Vec::new(),
             behaviour: Behaviour::of(container),
             ready_due: None,
             exit_due: None,
@@ -558,6 +562,34 @@ impl Sim {
 
     pub fn group(&self, id: &str) -> Option<&Group> {
         self.groups.get(id).map(|g| &**g)
+    }
+
+    /// Appends `lines` to the log of a running container, as if it had written them at `now`.
+    pub fn append_log(
+        &mut self,
+        id: &str,
+        container: &str,
+        lines: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        let keep = self.config.telemetry.max_appended_lines;
+        let group = self
+            .groups
+            .get_mut(id)
+            .ok_or_else(|| format!("no container group {id}"))?;
+        let run = group
+            .containers
+            .iter_mut()
+            .find(|c| *c.name == *container)
+            .ok_or_else(|| format!("no container {container} in {id}"))?;
+        if run.current.phase != RunPhase::Running {
+            return Err(format!("container {container} in {id} is not running"));
+        }
+        run.appended
+            .extend(lines.iter().map(|line| (now, Box::from(line.as_str()))));
+        let excess = run.appended.len().saturating_sub(keep);
+        run.appended.drain(..excess);
+        Ok(())
     }
 
     pub fn groups(&self) -> impl Iterator<Item = &Group> {

@@ -706,14 +706,22 @@ async fn status_logs_exec_metrics_restart_and_update() {
         .unwrap();
     assert_eq!(exec.sync_response, "hi there\n");
 
-    let metrics = client
-        .call(&DescribeContainerGroupMetricRequest {
-            container_group_id: id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert!(!metrics.records.is_empty());
+    // The first sample is taken at the next sampling instant after the container started.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let metrics = client
+            .call(&DescribeContainerGroupMetricRequest {
+                container_group_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if !metrics.records.is_empty() {
+            break metrics;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no metric sample");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(metrics.records[0].cpu.limit, 1000, "1 vCPU in millicores");
 
     client

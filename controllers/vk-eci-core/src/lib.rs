@@ -12,6 +12,7 @@
 //! - [`lifecycle`]: create failures, status-sync pacing, ECI events as pod Events.
 //! - [`ownership`]: which container group is whose: orphans, lost and foreign instances,
 //!   adoption on a retried create.
+//! - [`kubelet`]: the kubelet API's logs, metrics, call budgets and authorization, pure.
 //! - [`node`]: the virtual Node (labels, taint, status) and its Lease.
 //! - [`profile`]: the `eci-profile` ConfigMap: network defaults, selectors, effects.
 //! - [`settings`]: the settings of `vk-eci run`, validated, with the reference names.
@@ -22,6 +23,7 @@ pub mod admission;
 pub mod annotations;
 pub mod cache;
 pub mod crd;
+pub mod kubelet;
 pub mod lifecycle;
 pub mod node;
 pub mod ownership;

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod context;
 pub mod fanout;
 pub mod heartbeat;
+pub mod kubelet;
 pub mod leader;
 pub mod liveness;
 pub mod metrics;

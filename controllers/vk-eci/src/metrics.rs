@@ -59,6 +59,18 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubeletRequestLabels {
+    /// The route, never the raw path: `/containerLogs`, `/metrics/resource`, `other`...
+    pub path: &'static str,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabels {
+    pub path: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
@@ -84,6 +96,10 @@ pub struct Metrics {
     pub escalations: Counter,
     pub admissions: Family<DecisionLabels, Counter>,
     pub admission_seconds: Histogram,
+    pub kubelet_requests: Family<KubeletRequestLabels, Counter>,
+    pub kubelet_request_seconds: Family<PathLabels, Histogram, fn() -> Histogram>,
+    pub kubelet_log_streams: Gauge,
+    pub kubelet_metric_pods: Gauge,
 }
 
 impl Default for Metrics {
@@ -206,10 +222,41 @@ impl Metrics {
             "Time to answer one AdmissionReview, body parsing included",
             admission_seconds.clone(),
         );
+        let kubelet_requests = Family::<KubeletRequestLabels, Counter>::default();
+        registry.register(
+            "kubelet_requests",
+            "Kubelet API requests by route and HTTP status",
+            kubelet_requests.clone(),
+        );
+        let kubelet_request_seconds =
+            Family::<PathLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "kubelet_request_duration_seconds",
+            "Kubelet API request latency (a followed log: until its first byte)",
+            kubelet_request_seconds.clone(),
+        );
+        let kubelet_log_streams = Gauge::default();
+        registry.register(
+            "kubelet_log_streams",
+            "Followed container logs being served",
+            kubelet_log_streams.clone(),
+        );
+        let kubelet_metric_pods = Gauge::default();
+        registry.register(
+            "kubelet_metric_pods",
+            "Pods with a usable ECI metric sample in the kubelet API's cache",
+            kubelet_metric_pods.clone(),
+        );
         Self {
             registry,
             admissions,
             admission_seconds,
+            kubelet_requests,
+            kubelet_request_seconds,
+            kubelet_log_streams,
+            kubelet_metric_pods,
             rotations,
             rotations_before_release,
             notice_to_replacement_ready,
@@ -258,6 +305,16 @@ impl Metrics {
         self.admissions
             .get_or_create(&DecisionLabels { decision })
             .inc();
+    }
+
+    /// Counts one kubelet API request.
+    pub fn kubelet_request(&self, path: &'static str, code: u16, elapsed: Duration) {
+        self.kubelet_requests
+            .get_or_create(&KubeletRequestLabels { path, code })
+            .inc();
+        self.kubelet_request_seconds
+            .get_or_create(&PathLabels { path })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Counts one reconciliation of `controller`.
@@ -324,5 +381,21 @@ mod tests {
         assert!(text.contains(
             r#"vk_eci_eci_call_duration_seconds_count{action="CreateContainerGroup"} 2"#
         ));
+    }
+
+    #[test]
+    fn kubelet_requests_are_counted_by_route_and_status() {
+        let metrics = Metrics::new();
+        metrics.kubelet_request("/containerLogs", 403, Duration::from_millis(3));
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"vk_eci_kubelet_requests_total{path="/containerLogs",code="403"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"vk_eci_kubelet_request_duration_seconds_count{path="/containerLogs"} 1"#
+            )
+        );
     }
 }

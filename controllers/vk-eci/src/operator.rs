@@ -46,6 +46,8 @@ pub enum OperatorError {
     Leader(#[from] crate::leader::LeaderError),
     #[error(transparent)]
     Webhook(#[from] webhook::WebhookError),
+    #[error(transparent)]
+    Kubelet(#[from] crate::kubelet::KubeletError),
     #[error("a controller stopped unexpectedly")]
     ControllerStopped,
 }
@@ -59,6 +61,8 @@ pub struct Operator {
     /// Where the leader Lease lives (the operator's own namespace).
     pub lease_namespace: String,
     pub admin: Option<SocketAddr>,
+    /// The kubelet API (HTTPS on `KUBELET_PORT`); `None` serves none.
+    pub kubelet: Option<crate::kubelet::KubeletConfig>,
     pub leader_timing: Timing,
     /// How often the status sync lists every group (catching what incremental passes missed,
     /// collecting orphans, checking that recorded groups exist).
@@ -187,6 +191,10 @@ impl Operator {
         )
         .default_backoff();
 
+        let kubelet_listener = match &self.kubelet {
+            Some(config) => Some(crate::kubelet::bind(config).await?),
+            None => None,
+        };
         let (health, _) = watch::channel(EciHealth::Reachable);
         let ctx = Arc::new(Context {
             client: self.client.clone(),
@@ -321,6 +329,19 @@ impl Operator {
             acquisitions(leadership.clone()),
             shutdown.clone(),
         );
+        let kubelet_api = {
+            let (ctx, config, stopping) = (ctx.clone(), self.kubelet.clone(), shutdown.clone());
+            async move {
+                match (config, kubelet_listener) {
+                    (Some(config), Some(listener)) => {
+                        crate::kubelet::serve(ctx, config, listener, stopping.clone()).await?;
+                        stopping.await;
+                        futures::future::pending::<Result<(), OperatorError>>().await
+                    }
+                    _ => futures::future::pending::<Result<(), OperatorError>>().await,
+                }
+            }
+        };
         let work = async move {
             tokio::select! {
                 () = pod_reflector => {}
@@ -338,6 +359,7 @@ impl Operator {
                 () = readiness => {}
                 () = leader_gauge => {}
                 result = admin => result?,
+                result = kubelet_api => result?,
             }
             if stopping.peek().is_some() {
                 // Stopping on request: the election hands the lease back, then returns.

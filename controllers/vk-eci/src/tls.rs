@@ -124,6 +124,73 @@ impl ServingCert {
         }))
     }
 
+    /// A certificate for `names` (DNS names or IP addresses), subject `common_name` /
+    /// `organization`, valid a year, issued now by the CA whose PEM certificate and key are
+    /// in `ca_cert` / `ca_key`: for an address known only at start (the pod IP) that clients
+    /// can still verify against that CA. The chain served is the leaf and the CA.
+    pub fn issued_by(
+        ca_cert: &Path,
+        ca_key: &Path,
+        common_name: &str,
+        organization: Option<&str>,
+        names: &[String],
+    ) -> Result<Arc<Self>, TlsError> {
+        let read = |what, path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| TlsError::Read {
+                what,
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let ca_pem = read("CA certificate", ca_cert)?;
+        let ca_signing_key =
+            ca_key_pair(read("CA key", ca_key)?.as_bytes()).ok_or_else(|| TlsError::Pem {
+                what: "usable private key (RSA, or ECDSA/Ed25519 in PKCS#8)",
+                path: ca_key.to_path_buf(),
+            })?;
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_signing_key).map_err(|_| {
+            TlsError::Pem {
+                what: "CA certificate",
+                path: ca_cert.to_path_buf(),
+            }
+        })?;
+        let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        if let Some(organization) = organization {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, organization);
+        }
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::DigitalSignature,
+            rcgen::KeyUsagePurpose::KeyEncipherment,
+        ];
+        set_validity_from_yesterday_for_a_year(&mut params);
+        let leaf_key = rcgen::KeyPair::generate()?;
+        let leaf = params.signed_by(&leaf_key, &issuer)?;
+        let ca_der =
+            CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|_| TlsError::Pem {
+                what: "CA certificate",
+                path: ca_cert.to_path_buf(),
+            })?;
+        let key = PrivateKeyDer::try_from(leaf_key.serialize_der()).map_err(|_| TlsError::Pem {
+            what: "private key",
+            path: PathBuf::from("<generated>"),
+        })?;
+        let certified = certified_key(vec![leaf.der().clone(), ca_der], key, Path::new(""))?;
+        Ok(Arc::new(Self {
+            files: None,
+            current: Mutex::new(Current {
+                key: certified,
+                modified: None,
+                checked: Instant::now(),
+            }),
+        }))
+    }
+
     /// The certificate to serve now, reloaded first if its files changed.
     pub fn current(&self) -> Option<Arc<CertifiedKey>> {
         let mut current = self.current.lock().ok()?;
@@ -187,6 +254,59 @@ impl CertFiles {
             })?;
         certified_key(chain, key, &self.key)
     }
+}
+
+/// A CA key from PEM: PKCS#8, or PKCS#1 RSA (what Helm's `genCA` and cert-manager write by
+/// default), rewrapped as PKCS#8 for ring.
+fn ca_key_pair(pem: &[u8]) -> Option<rcgen::KeyPair> {
+    let pkcs8 = match PrivateKeyDer::from_pem_slice(pem).ok()? {
+        PrivateKeyDer::Pkcs8(key) => key.secret_pkcs8_der().to_vec(),
+        PrivateKeyDer::Pkcs1(key) => rsa_pkcs1_to_pkcs8(key.secret_pkcs1_der()),
+        _ => return None,
+    };
+    rcgen::KeyPair::try_from(pkcs8.as_slice()).ok()
+}
+
+fn der_length(length: usize) -> Vec<u8> {
+    if length < 0x80 {
+        return vec![length as u8];
+    }
+    let bytes: Vec<u8> = length
+        .to_be_bytes()
+        .into_iter()
+        .skip_while(|b| *b == 0)
+        .collect();
+    let mut out = vec![0x80 | bytes.len() as u8];
+    out.extend(bytes);
+    out
+}
+
+/// `PrivateKeyInfo { version 0, rsaEncryption, OCTET STRING pkcs1 }` (RFC 5208).
+fn rsa_pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
+    const VERSION: [u8; 3] = [0x02, 0x01, 0x00];
+    const RSA_ENCRYPTION: [u8; 15] = [
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    let mut body = Vec::with_capacity(pkcs1.len() + 32);
+    body.extend(VERSION);
+    body.extend(RSA_ENCRYPTION);
+    body.push(0x04);
+    body.extend(der_length(pkcs1.len()));
+    body.extend_from_slice(pkcs1);
+    let mut out = vec![0x30];
+    out.extend(der_length(body.len()));
+    out.extend(body);
+    out
+}
+
+/// From yesterday for a year (day of month at most 28, so both dates exist).
+fn set_validity_from_yesterday_for_a_year(params: &mut rcgen::CertificateParams) {
+    use chrono::Datelike;
+    let yesterday = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    let day = yesterday.day().min(28) as u8;
+    let month = yesterday.month() as u8;
+    params.not_before = rcgen::date_time_ymd(yesterday.year(), month, day);
+    params.not_after = rcgen::date_time_ymd(yesterday.year().saturating_add(1), month, day);
 }
 
 fn certified_key(
@@ -340,6 +460,84 @@ mod tests {
                 .as_ref()
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_certificate_issued_by_a_ca_verifies_against_it_for_the_names_given() {
+        use rustls::client::danger::ServerCertVerifier;
+        let dir = std::env::temp_dir().join(format!("vk-eci-tls-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let (ca_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        std::fs::write(&key_path, ca_key.serialize_pem()).unwrap();
+
+        let serving = ServingCert::issued_by(
+            &ca_path,
+            &key_path,
+            "system:node:virtual-kubelet",
+            Some("system:nodes"),
+            &["10.1.2.3".into(), "virtual-kubelet".into()],
+        )
+        .unwrap();
+        let served = serving.current().unwrap();
+        assert_eq!(served.cert.len(), 2, "leaf and CA");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .unwrap();
+        let now = rustls::pki_types::UnixTime::now();
+        let ip = rustls::pki_types::ServerName::try_from("10.1.2.3").unwrap();
+        verifier
+            .verify_server_cert(&served.cert[0], &served.cert[1..], &ip, &[], now)
+            .unwrap();
+        let other = rustls::pki_types::ServerName::try_from("10.9.9.9").unwrap();
+        assert!(
+            verifier
+                .verify_server_cert(&served.cert[0], &served.cert[1..], &other, &[], now)
+                .is_err()
+        );
+        let missing = ServingCert::issued_by(&dir.join("none"), &key_path, "x", None, &[]);
+        assert!(missing.unwrap_err().to_string().contains("none"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_rsa_ca_key_in_pkcs1_form_is_accepted() {
+        let dir = std::env::temp_dir().join(format!("vk-eci-tls-rsa-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("ca.key");
+        let made = std::process::Command::new("openssl")
+            .args(["genrsa", "-traditional", "-out"])
+            .arg(&key)
+            .arg("2048")
+            .output();
+        if !made.is_ok_and(|o| o.status.success()) {
+            eprintln!("skipped: openssl cannot make an RSA key here");
+            return;
+        }
+        let pem = std::fs::read(&key).unwrap();
+        assert!(String::from_utf8_lossy(&pem).contains("BEGIN RSA PRIVATE KEY"));
+        let pair = ca_key_pair(&pem).expect("a PKCS#1 RSA key becomes a key pair");
+        assert!(pair.is_compatible(&rcgen::PKCS_RSA_SHA256));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn der_lengths_use_the_short_and_long_forms() {
+        assert_eq!(der_length(5), [5]);
+        assert_eq!(der_length(0x80), [0x81, 0x80]);
+        assert_eq!(der_length(0x1234), [0x82, 0x12, 0x34]);
     }
 
     #[test]

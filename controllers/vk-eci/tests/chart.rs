@@ -135,10 +135,8 @@ fn the_chart_lints_and_renders_for_production_and_for_the_simulator() {
     assert_eq!(container["resources"]["requests"]["memory"], "64Mi");
     assert!(env_names(deployment).contains(&"ECI_ACCESS_KEY".to_string()));
     assert!(!env_names(deployment).contains(&"ECI_SIMULATOR".to_string()));
-    assert_eq!(
-        names_of(&objects, "Secret"),
-        ["vk-eci-accesskey", "vk-eci-webhook-tls"]
-    );
+    assert_eq!(accesskey_secrets(&objects).len(), 1);
+    assert!(names_of(&objects, "Secret").contains(&"vk-eci-webhook-tls".to_string()));
     assert_eq!(kind(&objects, "PodDisruptionBudget").len(), 1);
     assert_eq!(
         names_of(&objects, "Service"),
@@ -164,9 +162,8 @@ fn the_chart_lints_and_renders_for_production_and_for_the_simulator() {
     assert!(!env_names(deployment).contains(&"ECI_ACCESS_KEY".to_string()));
     assert_eq!(env_value(deployment, "ECI_SIMULATOR"), Some("true"));
     assert_eq!(deployment["spec"]["replicas"], 1);
-    assert_eq!(
-        names_of(&objects, "Secret"),
-        ["vk-eci-webhook-tls"],
+    assert!(
+        accesskey_secrets(&objects).is_empty(),
         "no AccessKey, no AccessKey Secret"
     );
     assert!(
@@ -190,6 +187,125 @@ fn the_chart_lints_and_renders_for_production_and_for_the_simulator() {
         refused.contains("region"),
         "the schema names the value: {refused}"
     );
+}
+
+fn accesskey_secrets(objects: &[Value]) -> Vec<&Value> {
+    kind(objects, "Secret")
+        .into_iter()
+        .filter(|s| s["metadata"]["name"] == "vk-eci-accesskey")
+        .collect()
+}
+
+fn base64_field(secret: &Value, key: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(secret["data"][key].as_str().unwrap())
+        .unwrap()
+}
+
+#[test]
+fn the_kubelet_api_is_served_securely_by_default() {
+    let Some(python) = python() else { return };
+    let (_, objects) = render(&python, PRODUCTION).unwrap();
+    let deployment = kind(&objects, "Deployment")[0];
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert!(
+        container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "kubelet" && p["containerPort"] == 10250)
+    );
+    assert_eq!(
+        env_value(deployment, "VK_ECI_KUBELET_CA_CERT"),
+        Some("/etc/vk-eci/kubelet-tls/tls.crt")
+    );
+    assert_eq!(
+        env_value(deployment, "VK_ECI_KUBELET_CLIENT_CA"),
+        Some("/etc/vk-eci/kubelet-client-ca/ca.crt")
+    );
+    let volumes = pod["volumes"].as_array().unwrap();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["configMap"]["name"] == "kube-root-ca.crt")
+    );
+
+    // Helm's generated CA is one vk-eci can issue its serving certificate from.
+    let secrets = kind(&objects, "Secret");
+    let ca = secrets
+        .iter()
+        .find(|s| s["metadata"]["name"] == "vk-eci-kubelet-ca")
+        .expect("the generated kubelet CA");
+    assert_eq!(
+        ca["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    let dir = std::env::temp_dir().join(format!("vk-eci-chart-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.crt"), base64_field(ca, "tls.crt")).unwrap();
+    std::fs::write(dir.join("ca.key"), base64_field(ca, "tls.key")).unwrap();
+    let issued = vk_eci::tls::ServingCert::issued_by(
+        &dir.join("ca.crt"),
+        &dir.join("ca.key"),
+        "system:node:virtual-kubelet",
+        Some("system:nodes"),
+        &["10.0.0.7".into()],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(issued.is_ok(), "{:?}", issued.err());
+
+    // The reviews, and nothing else in their groups.
+    let role = kind(&objects, "ClusterRole")[0];
+    let review_rules: Vec<&Value> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["apiGroups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g == "authentication.k8s.io" || g == "authorization.k8s.io")
+        })
+        .collect();
+    assert_eq!(review_rules.len(), 2, "{review_rules:?}");
+    for rule in review_rules {
+        assert_eq!(rule["verbs"], json!(["create"]));
+    }
+
+    let (_, managed) = render(
+        &python,
+        &format!(
+            "{PRODUCTION}kubelet:\n  tls:\n    mode: certManager\n    certManager:\n      issuerRef: {{name: cluster-ca}}\n"
+        ),
+    )
+    .unwrap();
+    let certificate = kind(&managed, "Certificate")[0];
+    assert_eq!(certificate["spec"]["isCA"], true);
+    assert_eq!(certificate["spec"]["issuerRef"]["name"], "cluster-ca");
+    assert_eq!(certificate["spec"]["secretName"], "vk-eci-kubelet-ca");
+
+    let refused = render(
+        &python,
+        &format!("{PRODUCTION}kubelet:\n  tls:\n    mode: existingSecret\n"),
+    )
+    .unwrap_err();
+    assert!(refused.contains("kubelet.tls.existingSecret"), "{refused}");
+    let (_, own) = render(
+        &python,
+        &format!(
+            "{PRODUCTION}kubelet:\n  tls:\n    mode: existingSecret\n    existingSecret: my-tls\n"
+        ),
+    )
+    .unwrap();
+    let deployment = kind(&own, "Deployment")[0];
+    assert_eq!(
+        env_value(deployment, "VK_ECI_KUBELET_CERT"),
+        Some("/etc/vk-eci/kubelet-tls/tls.crt")
+    );
+    assert!(env_value(deployment, "VK_ECI_KUBELET_CA_CERT").is_none());
 }
 
 #[test]
@@ -314,7 +430,7 @@ fn the_webhook_fails_open_skips_the_system_namespaces_and_its_ca_verifies_the_se
         hook["namespaceSelector"]["matchExpressions"][0]["values"],
         json!(["kube-system", "vk-eci", "monitoring"])
     );
-    assert_eq!(names_of(&objects, "Secret"), ["vk-eci-accesskey"]);
+    assert!(!names_of(&objects, "Secret").contains(&"vk-eci-webhook-tls".to_string()));
     let certificate = kind(&objects, "Certificate")[0];
     assert_eq!(certificate["spec"]["secretName"], "vk-eci-webhook-tls");
     assert_eq!(
@@ -505,6 +621,10 @@ async fn the_rbac_grants_exactly_what_the_controllers_use() {
         ("apps", "replicasets/scale", "update"),
         ("apps", "statefulsets/scale", "get"),
         ("apps", "statefulsets/scale", "update"),
+        // The kubelet API's reviews: this walk runs the operator without it (the e2e kubelet
+        // tests send it authenticated requests).
+        ("authentication.k8s.io", "tokenreviews", "create"),
+        ("authorization.k8s.io", "subjectaccessreviews", "create"),
     ]
     .into_iter()
     .collect();

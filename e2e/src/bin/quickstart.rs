@@ -62,7 +62,13 @@ async fn run(args: Args) -> Result<(), StackError> {
         None => vk_eci_binary()?,
     };
     progress.say("starting the Kubernetes API sandbox and the ECI simulator (vk-eci sim)");
-    let stack = Stack::start(&vk_eci, &args.dir, &[]).await?;
+    let mut stack = Stack::start(&vk_eci, &args.dir, &[]).await?;
+    // ECI samples every 15 s; the simulator (fast) every second: refresh often enough that
+    // `kubectl top` has two samples soon.
+    stack.operator_env.push((
+        "VK_ECI_KUBELET_METRIC_MIN_REFRESH_SECONDS".into(),
+        "5".into(),
+    ));
     progress.say("starting vk-eci run --simulator: it drives that simulator, not Alibaba Cloud");
     let tls = WebhookTls::generate(stack.dir(), &["127.0.0.1"])?;
     let webhook = free_port()?;
@@ -260,8 +266,9 @@ async fn run(args: Args) -> Result<(), StackError> {
                 .unwrap_or("-"),
         );
     }
+    show_logs_and_top(&stack, &pods, &progress).await?;
     println!(
-        "\nIt keeps running. Look around with kubectl:\n  export KUBECONFIG={}\n  kubectl get nodes,pods -o wide\n  kubectl get spotrotations\n  kubectl describe pod -l app=web\nMore spot releases: {} sim-ctl --endpoint {} spot-release --fraction 0.3\nLogs: {}\nCtrl-C stops everything.",
+        "\nIt keeps running. Look around with kubectl:\n  export KUBECONFIG={}\n  kubectl get nodes,pods -o wide\n  kubectl get spotrotations\n  kubectl describe pod -l app=web\n  kubectl logs -f deploy/web\n  kubectl top pod; kubectl top node\nMore spot releases: {} sim-ctl --endpoint {} spot-release --fraction 0.3\nLogs: {}\nCtrl-C stops everything.",
         stack.kubeconfig.display(),
         vk_eci.display(),
         stack.sim_endpoint,
@@ -270,6 +277,61 @@ async fn run(args: Args) -> Result<(), StackError> {
     let _interrupted = tokio::signal::ctrl_c().await;
     progress.say("stopping");
     let _status = operator.terminate(Duration::from_secs(10));
+    Ok(())
+}
+
+/// `kubectl logs` and `kubectl top pod` for one web pod, through the sandbox as kubectl would
+/// (pods/log proxied to vk-eci's kubelet API; metrics.k8s.io from its /metrics/resource).
+async fn show_logs_and_top(
+    stack: &Stack,
+    pods: &Api<Pod>,
+    progress: &Progress,
+) -> Result<(), StackError> {
+    let listed = pods.list(&ListParams::default().labels("app=web")).await?;
+    let Some(name) = listed
+        .items
+        .iter()
+        .find(|p| ready(p))
+        .and_then(|p| p.metadata.name.clone())
+    else {
+        return Ok(());
+    };
+    let logs = pods
+        .logs(
+            &name,
+            &kube::api::LogParams {
+                tail_lines: Some(3),
+                ..kube::api::LogParams::default()
+            },
+        )
+        .await?;
+    println!("\nkubectl logs {name} --tail=3:\n{}", logs.trim_end());
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("metrics.k8s.io", "v1beta1", "PodMetrics"),
+        "pods",
+    );
+    let metrics: Api<DynamicObject> =
+        Api::namespaced_with(stack.client.clone(), "default", &resource);
+    progress.say("waiting for two metric samples (kubectl top pod)");
+    let usage = wait("pod metrics", Duration::from_secs(60), || async {
+        let item = metrics.get(&name).await.ok()?;
+        let container = item.data["containers"].get(0)?.clone();
+        Some(container["usage"].clone())
+    })
+    .await?;
+    let nano_cores: f64 = usage["cpu"]
+        .as_str()
+        .and_then(|c| c.trim_end_matches('n').parse().ok())
+        .unwrap_or(0.0);
+    let bytes: f64 = usage["memory"]
+        .as_str()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0.0);
+    println!(
+        "\nkubectl top pod {name}: CPU {:.0}m, memory {:.0}Mi",
+        nano_cores / 1e6,
+        bytes / 1024.0 / 1024.0
+    );
     Ok(())
 }
 

@@ -9,7 +9,7 @@
 //!   rather than resolved either way: one of them is a mistake, and guessing wrong either runs
 //!   production pods nowhere or spends real money on a tryout.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -78,6 +78,38 @@ pub struct RunArgs {
     /// The Node's InternalIP (the operator pod's IP).
     #[arg(long, env = "VKUBELET_POD_IP")]
     pod_ip: Option<String>,
+    /// Serving certificate of the kubelet API (PEM; reloaded when it changes). Its SANs must
+    /// include the pod IP. Without it a self-signed one is generated (with a warning).
+    #[arg(long, env = "VK_ECI_KUBELET_CERT", requires = "kubelet_key")]
+    kubelet_cert: Option<PathBuf>,
+    #[arg(long, env = "VK_ECI_KUBELET_KEY", requires = "kubelet_cert")]
+    kubelet_key: Option<PathBuf>,
+    /// A CA (PEM certificate and key) that issues the kubelet API's serving certificate at
+    /// start, for the pod IP and the node name (the chart's generated CA or a cert-manager
+    /// CA). Ignored when --kubelet-cert is given.
+    #[arg(long, env = "VK_ECI_KUBELET_CA_CERT", requires = "kubelet_ca_key")]
+    kubelet_ca_cert: Option<PathBuf>,
+    #[arg(long, env = "VK_ECI_KUBELET_CA_KEY", requires = "kubelet_ca_cert")]
+    kubelet_ca_key: Option<PathBuf>,
+    /// CA bundle that signs the API server's kubelet client certificate
+    /// (`--kubelet-client-certificate`); without it only bearer tokens authenticate.
+    #[arg(long, env = "VK_ECI_KUBELET_CLIENT_CA")]
+    kubelet_client_ca: Option<PathBuf>,
+    /// DescribeContainerLog calls a minute shared by every log request (ECI allows 500 per
+    /// account: leave room for other tools).
+    #[arg(long, env = "VK_ECI_KUBELET_LOG_CALLS_PER_MINUTE", default_value_t = 400,
+        value_parser = clap::value_parser!(u32).range(1..=500))]
+    kubelet_log_calls_per_minute: u32,
+    /// DescribeMultiContainerGroupMetric calls a minute for the metric refresher (ECI: 500,
+    /// or 2000 per the current limits page).
+    #[arg(long, env = "VK_ECI_KUBELET_METRIC_CALLS_PER_MINUTE", default_value_t = 400,
+        value_parser = clap::value_parser!(u32).range(1..=2000))]
+    kubelet_metric_calls_per_minute: u32,
+    /// The shortest time between two metric refreshes (ECI samples every 15 s; refreshing
+    /// faster fetches the same sample again).
+    #[arg(long, env = "VK_ECI_KUBELET_METRIC_MIN_REFRESH_SECONDS", default_value_t = 15,
+        value_parser = clap::value_parser!(u64).range(1..=600))]
+    kubelet_metric_min_refresh_seconds: u64,
     /// Cluster DNS service IP, for `ClusterFirst` pods.
     #[arg(long, env = "CLUSTER_DNS")]
     cluster_dns: Option<String>,
@@ -155,6 +187,48 @@ impl RunArgs {
             listen: self.webhook_listen,
             cert,
         }))
+    }
+
+    fn kubelet(&self, settings: &Settings) -> vk_eci::kubelet::KubeletConfig {
+        use vk_eci::kubelet::{KubeletConfig, Serving};
+        let mut names = vec![settings.node_name.clone()];
+        names.extend(settings.pod_ip.map(|ip| ip.to_string()));
+        let serving = match (
+            &self.kubelet_cert,
+            &self.kubelet_key,
+            &self.kubelet_ca_cert,
+            &self.kubelet_ca_key,
+        ) {
+            (Some(cert), Some(key), _, _) => Serving::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            (_, _, Some(ca_cert), Some(ca_key)) => Serving::IssuedBy {
+                ca_cert: ca_cert.clone(),
+                ca_key: ca_key.clone(),
+                names,
+            },
+            _ => {
+                names.push("localhost".into());
+                Serving::SelfSigned { names }
+            }
+        };
+        KubeletConfig {
+            // The family of the address the Node advertises (an IPv6 pod IP needs `::`).
+            listen: match settings.pod_ip {
+                Some(IpAddr::V6(_)) => {
+                    SocketAddr::from((Ipv6Addr::UNSPECIFIED, settings.kubelet_port))
+                }
+                _ => SocketAddr::from((Ipv4Addr::UNSPECIFIED, settings.kubelet_port)),
+            },
+            serving,
+            client_ca: self.kubelet_client_ca.clone(),
+            log_calls_per_minute: self.kubelet_log_calls_per_minute,
+            metric_calls_per_minute: self.kubelet_metric_calls_per_minute,
+            metric_min_interval: std::time::Duration::from_secs(
+                self.kubelet_metric_min_refresh_seconds,
+            ),
+        }
     }
 
     fn timing(&self) -> Timing {
@@ -240,7 +314,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let identity = args.identity.clone().unwrap_or_else(|| {
         std::env::var("HOSTNAME").unwrap_or_else(|_| format!("vk-eci-{}", std::process::id()))
     });
+    let kubelet = Some(args.kubelet(&settings));
     let operator = Operator {
+        kubelet,
         client,
         eci,
         settings,

@@ -42,6 +42,7 @@ pub fn load_config(args: &SimArgs) -> anyhow::Result<SimConfig> {
     };
     if args.fast {
         config.timing = eci_sim::config::TimingConfig::fast();
+        config.telemetry = eci_sim::config::TelemetryConfig::fast();
     }
     if let Some(seed) = args.seed {
         config.seed = seed;

@@ -165,6 +165,7 @@ impl World {
             identity: identity.into(),
             lease_namespace: namespace.into(),
             admin: Some(admin),
+            kubelet: None,
             leader_timing: Timing {
                 lease_duration: Duration::from_secs(3),
                 renew_deadline: Duration::from_secs(2),

@@ -1,0 +1,578 @@
+//! The kubelet API of `vk-eci run`, with kubectl as the client through the sandbox (which
+//! proxies `pods/log` to the node's kubelet endpoint over HTTPS with its own client
+//! certificate, and serves `metrics.k8s.io` from `/metrics/resource` scrapes like
+//! metrics-server): `kubectl logs` and its options, `-f`, `kubectl top`; and the kubelet
+//! port's own authentication and authorization. Skips with a message where kubectl is missing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::Api;
+use kube_sandbox::stack::{Stack, vk_eci_binary, wait};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(60);
+const NODE: &str = "virtual-kubelet";
+
+fn kubectl(stack: &Stack, args: &[&str]) -> (bool, String) {
+    let output = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&stack.kubeconfig)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn ok(stack: &Stack, args: &[&str]) -> String {
+    let (ok, out) = tokio::task::block_in_place(|| kubectl(stack, args));
+    assert!(ok, "kubectl {}: {out}", args.join(" "));
+    out
+}
+
+fn have_kubectl() -> bool {
+    let found = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok();
+    if !found {
+        eprintln!("SKIPPED: kubectl is not installed");
+    }
+    found
+}
+
+/// A stack (whose operators trust the sandbox's kubelet client certificate) and its operator.
+async fn stack(name: &str, extra_env: &[(&str, &str)]) -> (Stack, kube_sandbox::stack::Process) {
+    let dir = std::env::temp_dir().join(format!("vk-eci-kubelet-{name}-{}", std::process::id()));
+    let vk_eci = vk_eci_binary().unwrap();
+    let mut stack = Stack::start(&vk_eci, &dir, &[]).await.unwrap();
+    assert!(
+        stack
+            .operator_env
+            .iter()
+            .any(|(k, _)| k == "VK_ECI_KUBELET_CLIENT_CA")
+    );
+    stack.operator_env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let operator = stack.operator("replica-a").unwrap();
+    (stack, operator)
+}
+
+const PODS: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: steady}
+spec:
+  nodeName: virtual-kubelet
+  containers: [{name: app, image: nginx}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: restarter}
+spec:
+  nodeName: virtual-kubelet
+  restartPolicy: Always
+  containers:
+  - name: app
+    image: busybox
+    env:
+    - {name: ECI_SIM_EXIT_AFTER_SECONDS, value: '2'}
+    - {name: ECI_SIM_EXIT_CODE, value: '1'}
+";
+
+async fn running(stack: &Stack, name: &str, restarted: bool) -> Pod {
+    let pods: Api<Pod> = Api::namespaced(stack.client.clone(), "default");
+    wait(&format!("pod {name} running"), LIMIT, || async {
+        let pod = pods.get(name).await.ok()?;
+        let status = pod.status.as_ref()?;
+        let container = status.container_statuses.as_ref()?.first()?;
+        let has_group = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("k8s.aliyun.com/eci-instance-id"));
+        let ready = status.phase.as_deref() == Some("Running")
+            && has_group
+            && (!restarted || container.restart_count > 0);
+        ready.then_some(pod.clone())
+    })
+    .await
+    .unwrap()
+}
+
+fn group_id(pod: &Pod) -> String {
+    pod.metadata.annotations.as_ref().unwrap()["k8s.aliyun.com/eci-instance-id"].clone()
+}
+
+async fn kubelet_url(stack: &Stack) -> String {
+    let nodes: Api<Node> = Api::all(stack.client.clone());
+    wait("the node's kubelet endpoint", LIMIT, || async {
+        let node = nodes.get(NODE).await.ok()?;
+        let status = node.status?;
+        let port = status.daemon_endpoints?.kubelet_endpoint?.port;
+        let ip = status
+            .addresses?
+            .into_iter()
+            .find(|a| a.type_ == "InternalIP")?
+            .address;
+        Some(format!("https://{ip}:{port}"))
+    })
+    .await
+    .unwrap()
+}
+
+fn insecure_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_logs_with_every_option_and_follow_within_two_seconds() {
+    if !have_kubectl() {
+        return;
+    }
+    let (stack, _operator) = stack("logs", &[]).await;
+    stack.apply_yaml(PODS, "default").await.unwrap();
+    let steady = running(&stack, "steady", false).await;
+    kubelet_url(&stack).await;
+
+    let all = wait("three log lines", LIMIT, || async {
+        let (ok, out) = tokio::task::block_in_place(|| kubectl(&stack, &["logs", "steady"]));
+        (ok && out.lines().count() >= 3).then_some(out)
+    })
+    .await
+    .unwrap();
+    assert!(
+        all.lines()
+            .next()
+            .unwrap()
+            .contains("started container app"),
+        "{all}"
+    );
+
+    let tail = ok(&stack, &["logs", "steady", "--tail=1"]);
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    assert!(tail.contains("heartbeat"), "{tail}");
+
+    let stamped = ok(&stack, &["logs", "steady", "--timestamps", "--tail=2"]);
+    for line in stamped.lines() {
+        let (time, _) = line.split_once(' ').unwrap();
+        chrono::DateTime::parse_from_rfc3339(time).unwrap();
+    }
+
+    let recent = ok(&stack, &["logs", "steady", "--since=2s"]);
+    assert!(!recent.contains("started container"), "{recent}");
+    assert!(recent.lines().count() <= 3, "{recent}");
+
+    let (refused, message) =
+        tokio::task::block_in_place(|| kubectl(&stack, &["logs", "steady", "--previous"]));
+    assert!(!refused, "{message}");
+    assert!(
+        message.contains("previous terminated container"),
+        "{message}"
+    );
+
+    running(&stack, "restarter", true).await;
+    let previous = ok(&stack, &["logs", "restarter", "--previous"]);
+    assert!(previous.contains("started container app"), "{previous}");
+
+    let (missing, message) =
+        tokio::task::block_in_place(|| kubectl(&stack, &["logs", "steady", "-c", "nope"]));
+    assert!(
+        !missing && message.contains("not valid for pod"),
+        "{message}"
+    );
+
+    // -f: a line written in ECI shows within 2 s.
+    let mut follower = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&stack.kubeconfig)
+        .args(["logs", "-f", "--tail=1", "steady"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel::<(Instant, String)>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send((Instant::now(), line)).is_err() {
+                return;
+            }
+        }
+    });
+    let first = received.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        first.1.contains("steady") || first.1.contains("app"),
+        "{first:?}"
+    );
+    let marker = format!("marker-{}", std::process::id());
+    let appended = reqwest::Client::new()
+        .post(format!("{}/_sim/log", stack.sim_endpoint))
+        .body(
+            serde_json::json!({"container_group_id": group_id(&steady), "container": "app", "lines": [marker]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let written = Instant::now();
+    assert_eq!(appended.status(), 204);
+    let seen = loop {
+        let (at, line) = received
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the marker line never arrived");
+        if line == marker {
+            break at;
+        }
+    };
+    let latency = seen.saturating_duration_since(written);
+    assert!(
+        latency < Duration::from_secs(2),
+        "the line took {latency:?}"
+    );
+    let _ = follower.kill();
+    let _ = follower.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kubelet_port_authenticates_and_authorizes_like_a_kubelet() {
+    if !have_kubectl() {
+        return;
+    }
+    let (stack, _operator) = stack("auth", &[]).await;
+    let url = kubelet_url(&stack).await;
+    let client = insecure_client();
+
+    let anonymous = client.get(format!("{url}/pods")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    ok(&stack, &["create", "serviceaccount", "nosy"]);
+    let token = ok(&stack, &["create", "token", "nosy"]).trim().to_string();
+    let denied = client
+        .get(format!("{url}/pods"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let message = denied.text().await.unwrap();
+    assert!(message.contains("subresource=proxy"), "{message}");
+
+    let forged = client
+        .get(format!("{url}/pods"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+
+    ok(
+        &stack,
+        &[
+            "create",
+            "clusterrole",
+            "node-reader",
+            "--verb=get",
+            "--resource=nodes/proxy,nodes/metrics,nodes/stats",
+        ],
+    );
+    // Another account: the kubelet keeps a denial for 30 s, as a kubelet would.
+    ok(&stack, &["create", "serviceaccount", "reader"]);
+    ok(
+        &stack,
+        &[
+            "create",
+            "clusterrolebinding",
+            "reader-reads-nodes",
+            "--clusterrole=node-reader",
+            "--serviceaccount=default:reader",
+        ],
+    );
+    let token = ok(&stack, &["create", "token", "reader"])
+        .trim()
+        .to_string();
+    let allowed = client
+        .get(format!("{url}/pods"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        allowed.status(),
+        200,
+        "{}",
+        ok(
+            &stack,
+            &[
+                "get",
+                "clusterrole/node-reader",
+                "clusterrolebinding/reader-reads-nodes",
+                "-o",
+                "json"
+            ]
+        )
+    );
+    let list: Value = serde_json::from_str(&allowed.text().await.unwrap()).unwrap();
+    assert_eq!(list["kind"], "PodList");
+
+    let refused = client
+        .get(format!("{url}/portForward/default/x"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 501);
+    assert!(refused.text().await.unwrap().contains("port-forward"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_parse_as_prometheus_advance_and_kubectl_top_shows_them() {
+    if !have_kubectl() {
+        return;
+    }
+    let (stack, _operator) =
+        stack("top", &[("VK_ECI_KUBELET_METRIC_MIN_REFRESH_SECONDS", "1")]).await;
+    stack.apply_yaml(PODS, "default").await.unwrap();
+    running(&stack, "steady", false).await;
+    let url = kubelet_url(&stack).await;
+    ok(&stack, &["create", "serviceaccount", "scraper"]);
+    ok(
+        &stack,
+        &[
+            "create",
+            "clusterrole",
+            "metrics-reader",
+            "--verb=get",
+            "--resource=nodes/metrics,nodes/stats",
+        ],
+    );
+    ok(
+        &stack,
+        &[
+            "create",
+            "clusterrolebinding",
+            "scraper-reads-metrics",
+            "--clusterrole=metrics-reader",
+            "--serviceaccount=default:scraper",
+        ],
+    );
+    let token = ok(&stack, &["create", "token", "scraper"])
+        .trim()
+        .to_string();
+    let client = insecure_client();
+    let scrape = || async {
+        let response = client
+            .get(format!("{url}/metrics/resource"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
+    };
+    let cpu_of = |scrape: &prometheus_parse::Scrape| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "container_cpu_usage_seconds_total"
+                    && s.labels.get("pod") == Some("steady")
+                    && s.labels.get("namespace") == Some("default")
+                    && s.labels.get("container") == Some("app")
+            })
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => {
+                    (v, s.timestamp)
+                }
+                _ => panic!("container_cpu_usage_seconds_total is not a counter"),
+            })
+    };
+    let first = wait("a CPU sample for steady", LIMIT, || async {
+        cpu_of(&scrape().await)
+    })
+    .await
+    .unwrap();
+    let later = wait("a newer CPU sample", LIMIT, || async {
+        cpu_of(&scrape().await).filter(|(_, at)| *at > first.1)
+    })
+    .await
+    .unwrap();
+    assert!(
+        later.0 > first.0,
+        "the counter must grow: {first:?} then {later:?}"
+    );
+    let parsed = scrape().await;
+    for name in [
+        "container_memory_working_set_bytes",
+        "container_start_time_seconds",
+        "node_cpu_usage_seconds_total",
+        "node_memory_working_set_bytes",
+    ] {
+        assert!(
+            parsed.samples.iter().any(|s| s.metric == name),
+            "{name} missing"
+        );
+    }
+    let memory = parsed
+        .samples
+        .iter()
+        .find(|s| s.metric == "container_memory_working_set_bytes")
+        .unwrap();
+    assert!(matches!(memory.value, prometheus_parse::Value::Gauge(v) if v > 0.0));
+
+    let summary = client
+        .get(format!("{url}/stats/summary"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let summary: Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(summary["node"]["nodeName"], NODE);
+    assert!(
+        summary["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["podRef"]["name"] == "steady")
+    );
+
+    let top = wait("kubectl top pod", LIMIT, || async {
+        let (ok, out) = tokio::task::block_in_place(|| kubectl(&stack, &["top", "pod", "steady"]));
+        (ok && out.contains("steady")).then_some(out)
+    })
+    .await
+    .unwrap();
+    assert!(top.contains('m') && top.contains("Mi"), "{top}");
+    let nodes = wait("kubectl top node", LIMIT, || async {
+        let (ok, out) = tokio::task::block_in_place(|| kubectl(&stack, &["top", "node", NODE]));
+        (ok && out.contains(NODE)).then_some(out)
+    })
+    .await
+    .unwrap();
+    assert!(nodes.contains("Mi"), "{nodes}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exhausted_log_budget_is_said_not_hung() {
+    if !have_kubectl() {
+        return;
+    }
+    // Three calls a minute: one at once, then one every 30 s. The stream spreads its polls
+    // over the budget (one every 20 s), and its second poll finds the budget still short.
+    let (stack, _operator) = stack("budget", &[("VK_ECI_KUBELET_LOG_CALLS_PER_MINUTE", "3")]).await;
+    stack.apply_yaml(PODS, "default").await.unwrap();
+    running(&stack, "steady", false).await;
+    kubelet_url(&stack).await;
+
+    let started = Instant::now();
+    let (_, followed) = tokio::task::block_in_place(|| kubectl(&stack, &["logs", "-f", "steady"]));
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "the stream must end, not wait for the budget"
+    );
+    assert!(followed.contains("started container app"), "{followed}");
+    let last = followed.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("DescribeContainerLog budget") && last.contains("exhausted"),
+        "{followed}"
+    );
+
+    let (ok, refused) = tokio::task::block_in_place(|| kubectl(&stack, &["logs", "steady"]));
+    assert!(!ok, "{refused}");
+    assert!(refused.contains("exhausted"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_node_points_at_the_leader_and_a_standby_says_so() {
+    if !have_kubectl() {
+        return;
+    }
+    let (stack, leader) = stack("standby", &[]).await;
+    let leader_url = kubelet_url(&stack).await;
+    assert_eq!(
+        leader_url,
+        format!("https://127.0.0.1:{}", leader.kubelet.unwrap().port())
+    );
+    let standby = stack.operator("replica-b").unwrap();
+    let standby_url = format!("https://127.0.0.1:{}", standby.kubelet.unwrap().port());
+    ok(&stack, &["create", "serviceaccount", "reader"]);
+    ok(
+        &stack,
+        &[
+            "create",
+            "clusterrole",
+            "node-proxy",
+            "--verb=get",
+            "--resource=nodes/proxy",
+        ],
+    );
+    ok(
+        &stack,
+        &[
+            "create",
+            "clusterrolebinding",
+            "reader-proxies-nodes",
+            "--clusterrole=node-proxy",
+            "--serviceaccount=default:reader",
+        ],
+    );
+    let token = ok(&stack, &["create", "token", "reader"])
+        .trim()
+        .to_string();
+    let client = insecure_client();
+    let get = |url: String| {
+        let (client, token) = (client.clone(), token.clone());
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status().as_u16())
+        }
+    };
+    let standby_pods = wait("the standby to listen", LIMIT, || {
+        get(format!("{standby_url}/pods"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(standby_pods, 503, "a standby refuses politely");
+    assert_eq!(get(format!("{standby_url}/healthz")).await, Some(200));
+    assert_eq!(get(format!("{leader_url}/pods")).await, Some(200));
+
+    // The standby takes over: the Node moves to it and it serves.
+    leader.kill();
+    let moved = wait("the Node to point at the new leader", LIMIT, || async {
+        let url = kubelet_url(&stack).await;
+        (url == standby_url).then_some(url)
+    })
+    .await
+    .unwrap();
+    let served = wait("the new leader to serve", LIMIT, || async {
+        get(format!("{moved}/pods"))
+            .await
+            .filter(|code| *code == 200)
+    })
+    .await;
+    assert!(served.is_ok());
+}
