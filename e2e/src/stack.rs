@@ -247,12 +247,26 @@ impl Stack {
             format!("cannot write {}", operator_kubeconfig.display()),
         ))?;
         let (sim, sim_endpoint) = start_sim(vk_eci, dir, sim_args).await?;
+        // The CA of the API server's kubelet client certificate (`hack/control-plane.sh`
+        // keeps its PKI beside the admin kubeconfig).
+        let operator_env = admin_kubeconfig
+            .parent()
+            .map(|state| state.join("pki").join("ca.crt"))
+            .filter(|ca| ca.exists())
+            .map(|ca| {
+                (
+                    "VK_ECI_KUBELET_CLIENT_CA".to_string(),
+                    ca.display().to_string(),
+                )
+            })
+            .into_iter()
+            .collect();
         Ok(Self {
             sandbox: None,
             client,
             sim_endpoint,
             kubeconfig: admin_kubeconfig.to_path_buf(),
-            operator_env: Vec::new(),
+            operator_env,
             operator_kubeconfig,
             cluster_id: name.into(),
             operator_namespace: installation.namespace.clone(),

@@ -659,3 +659,112 @@ async fn bad_input_is_refused_clearly_and_nothing_else_suffers() {
     assert_eq!(broken.reason.as_deref(), Some("InvalidAnnotation"));
     assert!(broken.message.unwrap().contains("eci-use-specs"));
 }
+
+/// Scenario 10: `kubectl logs` and `kubectl logs -f` reach an ECI container through the API
+/// server's proxy to the node's kubelet endpoint (on the real control plane: the real
+/// kube-apiserver with its kubelet client certificate); a line written in ECI shows within 2 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_logs_follow_an_eci_container_through_the_api_server() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use tokio::time::Instant;
+
+    let stack = stack("logs").await;
+    let _operator = stack.operator("replica-a").unwrap();
+    stack
+        .apply_yaml(
+            &json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "talker", "namespace": stack.namespace},
+                "spec": {"nodeName": stack.node,
+                         "tolerations": [{"operator": "Exists"}],
+                         "containers": [{"name": "app", "image": "nginx"}]}})
+            .to_string(),
+            &stack.namespace,
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(stack.client.clone(), &stack.namespace);
+    let group = wait("talker running on ECI", LIMIT, || async {
+        let pod = pods.get("talker").await.ok()?;
+        let running = pod.status.as_ref()?.phase.as_deref() == Some("Running");
+        let group = pod
+            .metadata
+            .annotations
+            .as_ref()?
+            .get("k8s.aliyun.com/eci-instance-id")?
+            .clone();
+        running.then_some(group)
+    })
+    .await
+    .unwrap();
+    let kubectl = |args: &[&str]| {
+        let output = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&stack.kubeconfig)
+            .args(["-n", &stack.namespace])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let all = wait("three log lines through the API server", LIMIT, || async {
+        let (ok, out) = tokio::task::block_in_place(|| kubectl(&["logs", "talker"]));
+        (ok && out.lines().count() >= 3).then_some(out)
+    })
+    .await
+    .unwrap();
+    assert!(all.contains("started container app"), "{all}");
+    let (ok, tail) = kubectl(&["logs", "talker", "--tail=1"]);
+    assert!(ok && tail.lines().count() == 1, "{tail}");
+
+    let mut follower = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&stack.kubeconfig)
+        .args(["-n", &stack.namespace, "logs", "-f", "--tail=1", "talker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel::<(Instant, String)>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send((Instant::now(), line)).is_err() {
+                return;
+            }
+        }
+    });
+    received
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the followed log printed nothing");
+    let marker = format!("marker-{}", std::process::id());
+    let appended = reqwest::Client::new()
+        .post(format!("{}/_sim/log", stack.sim_endpoint))
+        .body(
+            json!({"container_group_id": group, "container": "app", "lines": [marker]}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let written = Instant::now();
+    assert_eq!(appended.status(), 204);
+    let seen = loop {
+        let (at, line) = received
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the marker line never arrived");
+        if line == marker {
+            break at;
+        }
+    };
+    let latency = seen.saturating_duration_since(written);
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(
+        latency < Duration::from_secs(2),
+        "the line took {latency:?}"
+    );
+}
