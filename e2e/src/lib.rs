@@ -10,6 +10,7 @@ pub mod control_plane;
 pub mod defaults;
 pub mod disruption;
 pub mod faults;
+pub mod followed_logs;
 pub mod kubelet_proxy;
 pub mod metrics_api;
 pub mod patch;

@@ -332,6 +332,29 @@ impl Stack {
         self.dir.join(format!("{identity}.log"))
     }
 
+    /// Writes `lines` to the log of `container` in the simulator's group `group`.
+    pub async fn append_log(
+        &self,
+        group: &str,
+        container: &str,
+        lines: &[&str],
+    ) -> Result<(), StackError> {
+        let body = serde_json::json!({"container_group_id": group, "container": container, "lines": lines});
+        let response = reqwest::Client::new()
+            .post(format!("{}/_sim/log", self.sim_endpoint))
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| StackError::NotReady(format!("cannot append to the log: {e}")))?;
+        if response.status() != reqwest::StatusCode::NO_CONTENT {
+            return Err(StackError::NotReady(format!(
+                "the simulator refused the log lines: {}",
+                response.status()
+            )));
+        }
+        Ok(())
+    }
+
     /// Runs `vk-eci sim-ctl` against the simulator.
     pub fn sim_ctl(&self, args: &[&str]) -> Result<Output, StackError> {
         Command::new(&self.vk_eci)

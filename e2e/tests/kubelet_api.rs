@@ -5,12 +5,12 @@
 //! port's own authentication and authorization. Skips with a message where kubectl is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
+use kube_sandbox::followed_logs::FollowedLogs;
 use kube_sandbox::stack::{Stack, vk_eci_binary, wait};
 use serde_json::Value;
 
@@ -198,55 +198,26 @@ async fn kubectl_logs_with_every_option_and_follow_within_two_seconds() {
     );
 
     // -f: a line written in ECI shows within 2 s.
-    let mut follower = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&stack.kubeconfig)
-        .args(["logs", "-f", "--tail=1", "steady"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = follower.stdout.take().unwrap();
-    let (lines, received) = std::sync::mpsc::channel::<(Instant, String)>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send((Instant::now(), line)).is_err() {
-                return;
-            }
-        }
-    });
-    let first = received.recv_timeout(Duration::from_secs(10)).unwrap();
+    let follower = FollowedLogs::start(&stack.kubeconfig, "default", "steady").unwrap();
+    let first = follower.next_within(Duration::from_secs(10)).unwrap();
     assert!(
         first.1.contains("steady") || first.1.contains("app"),
         "{first:?}"
     );
     let marker = format!("marker-{}", std::process::id());
-    let appended = reqwest::Client::new()
-        .post(format!("{}/_sim/log", stack.sim_endpoint))
-        .body(
-            serde_json::json!({"container_group_id": group_id(&steady), "container": "app", "lines": [marker]})
-                .to_string(),
-        )
-        .send()
+    stack
+        .append_log(&group_id(&steady), "app", &[&marker])
         .await
         .unwrap();
     let written = Instant::now();
-    assert_eq!(appended.status(), 204);
-    let seen = loop {
-        let (at, line) = received
-            .recv_timeout(Duration::from_secs(5))
-            .expect("the marker line never arrived");
-        if line == marker {
-            break at;
-        }
-    };
+    let seen = follower
+        .arrival_of(&marker, Duration::from_secs(5))
+        .expect("the marker line never arrived");
     let latency = seen.saturating_duration_since(written);
     assert!(
         latency < Duration::from_secs(2),
         "the line took {latency:?}"
     );
-    let _ = follower.kill();
-    let _ = follower.wait();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -665,9 +665,9 @@ async fn bad_input_is_refused_clearly_and_nothing_else_suffers() {
 /// kube-apiserver with its kubelet client certificate); a line written in ECI shows within 2 s.
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_logs_follow_an_eci_container_through_the_api_server() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    use tokio::time::Instant;
+    use kube_sandbox::followed_logs::FollowedLogs;
+    use std::process::Command;
+    use std::time::Instant;
 
     let stack = stack("logs").await;
     let _operator = stack.operator("replica-a").unwrap();
@@ -721,48 +721,17 @@ async fn kubectl_logs_follow_an_eci_container_through_the_api_server() {
     let (ok, tail) = kubectl(&["logs", "talker", "--tail=1"]);
     assert!(ok && tail.lines().count() == 1, "{tail}");
 
-    let mut follower = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&stack.kubeconfig)
-        .args(["-n", &stack.namespace, "logs", "-f", "--tail=1", "talker"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = follower.stdout.take().unwrap();
-    let (lines, received) = std::sync::mpsc::channel::<(Instant, String)>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send((Instant::now(), line)).is_err() {
-                return;
-            }
-        }
-    });
-    received
-        .recv_timeout(Duration::from_secs(10))
+    let follower = FollowedLogs::start(&stack.kubeconfig, &stack.namespace, "talker").unwrap();
+    follower
+        .next_within(Duration::from_secs(10))
         .expect("the followed log printed nothing");
     let marker = format!("marker-{}", std::process::id());
-    let appended = reqwest::Client::new()
-        .post(format!("{}/_sim/log", stack.sim_endpoint))
-        .body(
-            json!({"container_group_id": group, "container": "app", "lines": [marker]}).to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
+    stack.append_log(&group, "app", &[&marker]).await.unwrap();
     let written = Instant::now();
-    assert_eq!(appended.status(), 204);
-    let seen = loop {
-        let (at, line) = received
-            .recv_timeout(Duration::from_secs(5))
-            .expect("the marker line never arrived");
-        if line == marker {
-            break at;
-        }
-    };
+    let seen = follower
+        .arrival_of(&marker, Duration::from_secs(5))
+        .expect("the marker line never arrived");
     let latency = seen.saturating_duration_since(written);
-    let _ = follower.kill();
-    let _ = follower.wait();
     assert!(
         latency < Duration::from_secs(2),
         "the line took {latency:?}"

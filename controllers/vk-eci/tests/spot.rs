@@ -692,24 +692,30 @@ async fn two_rotations_share_one_hpa_hold_and_a_user_edit_during_it_is_kept() {
     hpa_back_to(&world, "web", 2).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn failed_scale_writes_after_the_intent_are_retried_up_and_down() {
-    let world = World::new().await;
-    let _operator = world.operator("replica-a").await;
+/// A Deployment `web` of two spot pods (Ready 3 s after start) under a policy surging by
+/// one, and its pods running.
+async fn two_web_pods_surging_by_one(world: &World) -> Vec<Pod> {
     create(
-        &world,
+        world,
         deployment("web", 2, spot_annotations(), ready_after(3)),
     )
     .await;
     create(
-        &world,
+        world,
         policy(
             "web",
             json!({"targetRef": {"kind": "Deployment", "name": "web"}, "maxSurge": 1}),
         ),
     )
     .await;
-    let pods = running(&world, "web", 2, true).await;
+    running(world, "web", 2, true).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_scale_writes_after_the_intent_are_retried_up_and_down() {
+    let world = World::new().await;
+    let _operator = world.operator("replica-a").await;
+    let pods = two_web_pods_surging_by_one(&world).await;
     let doomed = pods[0].clone();
     let faults = world.sandbox.sandbox.faults();
     let up = faults.inject(
@@ -743,20 +749,7 @@ async fn failed_scale_writes_after_the_intent_are_retried_up_and_down() {
 async fn a_leader_killed_between_the_surge_intent_and_its_scale_surges_once() {
     let world = World::new().await;
     let first = world.operator("replica-a").await;
-    create(
-        &world,
-        deployment("web", 2, spot_annotations(), ready_after(3)),
-    )
-    .await;
-    create(
-        &world,
-        policy(
-            "web",
-            json!({"targetRef": {"kind": "Deployment", "name": "web"}, "maxSurge": 1}),
-        ),
-    )
-    .await;
-    let pods = running(&world, "web", 2, true).await;
+    let pods = two_web_pods_surging_by_one(&world).await;
     let doomed = pods[0].clone();
     let most = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
     let watching = {
