@@ -13,6 +13,8 @@ use std::pin::pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use kube::Resource;
+use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::warn;
@@ -45,17 +47,29 @@ impl<K: Send + Sync + 'static> Fanout<K> {
         }
     }
 
-    /// Forwards every object of `touched` (a reflector's `touched_objects()`) until it ends.
-    /// Watch errors are logged here; the watcher's backoff retries them.
+    /// Forwards every object of `touched` (the `touched_objects()` of the reflector writing
+    /// `store`) until it ends. A change is handed on as the store's own copy, so a queued one
+    /// costs a pointer, not a second object; objects the store does not hold (deleted ones,
+    /// and those of a (re)list, which the store takes in only when the list is complete) go
+    /// as the watch delivered them. Watch errors are logged here; the watcher's backoff
+    /// retries them.
     pub async fn forward<E: std::fmt::Display>(
         self,
         kind: &'static str,
+        store: Store<K>,
         touched: impl Stream<Item = Result<K, E>>,
-    ) {
+    ) where
+        K: Resource<DynamicType = ()> + Clone,
+    {
         let mut touched = pin!(touched);
         while let Some(object) = touched.next().await {
             match object {
-                Ok(object) => self.send(Arc::new(object)).await,
+                Ok(object) => {
+                    let shared = store
+                        .get(&ObjectRef::from_obj(&object))
+                        .unwrap_or_else(|| Arc::new(object));
+                    self.send(shared).await;
+                }
                 Err(error) => warn!(kind, %error, "watch failed; retrying with backoff"),
             }
         }
@@ -88,7 +102,11 @@ mod tests {
         let (fanout, [subscription]) = Fanout::new(16);
         let (events, watch) =
             futures::channel::mpsc::unbounded::<Result<Event<Pod>, watcher::Error>>();
-        tokio::spawn(fanout.forward("Pod", watch.reflect(writer).touched_objects()));
+        tokio::spawn(fanout.forward(
+            "Pod",
+            store.clone(),
+            watch.reflect(writer).touched_objects(),
+        ));
         for event in [
             Event::Init,
             Event::InitDone,
@@ -112,8 +130,16 @@ mod tests {
         events.unbounded_send(Ok(Event::Apply(pod("b")))).unwrap();
         let next = tokio::time::timeout(Duration::from_secs(5), triggers.next())
             .await
-            .expect("the subscriber stalled");
-        assert_eq!(name(next).as_deref(), Some("b"));
+            .expect("the subscriber stalled")
+            .unwrap();
+        assert_eq!(next.metadata.name.as_deref(), Some("b"));
+        let cached = store
+            .get(&reflector::ObjectRef::new("b").within("ns"))
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&next, &cached),
+            "the store's copy, not a second one"
+        );
     }
 
     #[tokio::test]

@@ -116,6 +116,7 @@ impl Operator {
             Fanout::new(SUBSCRIPTION_BUFFER);
         let pod_reflector = pod_fanout.forward(
             "Pod",
+            pod_store.clone(),
             watcher(
                 Api::<Pod>::all(self.client.clone()),
                 watcher::Config::default().fields(&format!("spec.nodeName={node_name}")),
@@ -140,6 +141,7 @@ impl Operator {
             Fanout::new(SUBSCRIPTION_BUFFER);
         let rotation_reflector = rotation_fanout.forward(
             "SpotRotation",
+            rotation_store.clone(),
             watcher(
                 Api::<SpotRotation>::all(self.client.clone()),
                 watcher::Config::default()
