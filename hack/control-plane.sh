@@ -259,6 +259,9 @@ down() {
 }
 
 suite() {
+  # The scenarios start target/debug/vk-eci and only build it when it is missing: build it
+  # now, so a suite never judges an older binary than the checkout.
+  cargo build --bin vk-eci
   up
   trap down EXIT
   VK_ECI_E2E_CONTROL_PLANE="$state/admin.kubeconfig" \

@@ -47,18 +47,7 @@ async fn webhooked(name: &str, fail_closed: bool) -> Option<Webhooked> {
     )
     .await
     .unwrap();
-    let tls = WebhookTls::generate(stack.dir(), &["127.0.0.1"]).unwrap();
-    let listen = free_port().unwrap();
-    let operator = stack
-        .operator_with("replica-a", &tls.run_args(listen))
-        .unwrap();
-    let admin = operator.admin.unwrap();
-    wait("the replica to be ready", LIMIT, || async move {
-        (admin_get(admin, "/readyz").await?.0 == 200).then_some(())
-    })
-    .await
-    .unwrap();
-    let url = format!("https://{listen}/mutate-pods");
+    let (tls, operator, url) = webhook_replica(&stack).await;
     apply(
         &stack.client,
         &tls.configuration("vk-eci", &url, fail_closed),
@@ -72,6 +61,23 @@ async fn webhooked(name: &str, fail_closed: bool) -> Option<Webhooked> {
         url,
         operator,
     })
+}
+
+/// A `vk-eci run --webhook` replica with certificates of its own, once it is ready; its
+/// webhook's URL.
+async fn webhook_replica(stack: &Stack) -> (WebhookTls, Process, String) {
+    let tls = WebhookTls::generate(stack.dir(), &["127.0.0.1"]).unwrap();
+    let listen = free_port().unwrap();
+    let operator = stack
+        .operator_with("replica-a", &tls.run_args(listen))
+        .unwrap();
+    let admin = operator.admin.unwrap();
+    wait("the replica to be ready", LIMIT, || async move {
+        (admin_get(admin, "/readyz").await?.0 == 200).then_some(())
+    })
+    .await
+    .unwrap();
+    (tls, operator, format!("https://{listen}/mutate-pods"))
 }
 
 /// Status and body of a plain HTTP GET on the admin port.
@@ -457,17 +463,7 @@ async fn burst_on_the_real_scheduler_uses_eci_only_when_no_normal_node_has_room(
         .await
         .unwrap();
 
-    let tls = WebhookTls::generate(stack.dir(), &["127.0.0.1"]).unwrap();
-    let listen = free_port().unwrap();
-    let operator = stack
-        .operator_with("replica-a", &tls.run_args(listen))
-        .unwrap();
-    let admin_port = operator.admin.unwrap();
-    wait("the replica to be ready", LIMIT, || async move {
-        (admin_get(admin_port, "/readyz").await?.0 == 200).then_some(())
-    })
-    .await
-    .unwrap();
+    let (tls, operator, url) = webhook_replica(&stack).await;
     // Both nodes must be candidates: the virtual node Ready, untainted but for its own taint.
     let virtual_node = stack.node.clone();
     wait("the virtual node to be schedulable", LIMIT, || {
@@ -502,8 +498,7 @@ async fn burst_on_the_real_scheduler_uses_eci_only_when_no_normal_node_has_room(
         .await
         .unwrap();
     // Only this stack's namespace: other scenarios share the control plane.
-    let mut configuration =
-        tls.configuration(&name, &format!("https://{listen}/mutate-pods"), false);
+    let mut configuration = tls.configuration(&name, &url, false);
     configuration["webhooks"][0]["namespaceSelector"] =
         json!({"matchLabels": {"kubernetes.io/metadata.name": stack.namespace}});
     apply(&stack.client, &configuration, "").await.unwrap();
