@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane on loopback for the real-cluster suite: etcd, kube-apiserver,
-# kube-controller-manager and kube-scheduler built from source (hack/control-plane/go.mod pins
-# the versions), with a generated PKI. No kubelet: vk-eci runs beside it as a process.
+# kube-controller-manager, kube-scheduler and metrics-server (behind the aggregation layer)
+# built from source (hack/control-plane/go.mod pins the versions), with a generated PKI. No
+# kubelet: vk-eci runs beside it as a process.
 #
 # usage: hack/control-plane.sh build   build the binaries (or reuse the cached ones); print their dir
 #        hack/control-plane.sh up      start the control plane, wait for /readyz, print how to use it
@@ -24,7 +25,7 @@ module_hash=$(cat "$module/go.mod" "$module/go.sum" | sha256sum | cut -c1-12)
 cache_root=${VK_ECI_CONTROL_PLANE_CACHE:-$HOME/.cache/vk-eci/control-plane}
 bin="$cache_root/$kubernetes_version-$module_hash"
 state=${VK_ECI_CONTROL_PLANE_DIR:-/tmp/vk-eci-control-plane-$(printf %s "$root" | sha256sum | cut -c1-8)}
-components=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler metrics-server)
 
 log() { echo "control-plane: $*" >&2; }
 
@@ -98,6 +99,11 @@ pki() {
   cert admin ca "/O=system:masters/CN=vk-eci-e2e-admin" clientAuth
   cert controller-manager ca "/CN=system:kube-controller-manager" clientAuth
   cert scheduler ca "/CN=system:kube-scheduler" clientAuth
+  # The aggregator dials metrics-server by its Service's DNS name and checks it against the
+  # APIService's caBundle (our CA), as in a cluster.
+  cert metrics-server ca "/CN=metrics-server" serverAuth \
+    "DNS:metrics-server.kube-system.svc,DNS:localhost,IP:127.0.0.1"
+  cert metrics-server-client ca "/CN=system:metrics-server" clientAuth
   openssl genrsa -out "$state/pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$state/pki/sa.key" -pubout -out "$state/pki/sa.pub" 2>/dev/null
 }
@@ -159,16 +165,18 @@ up() {
   mkdir -p "$state/logs" "$state/pids" "$state/etcd"
   chmod 700 "$state"
   pki
-  local etcd_port etcd_peer_port api_port cm_port scheduler_port
+  local etcd_port etcd_peer_port api_port cm_port scheduler_port metrics_port
   etcd_port=$(free_port)
   etcd_peer_port=$(free_port)
   api_port=$(free_port)
   cm_port=$(free_port)
   scheduler_port=$(free_port)
+  metrics_port=$(free_port)
   local server="https://127.0.0.1:$api_port"
   kubeconfig admin "$server"
   kubeconfig controller-manager "$server"
   kubeconfig scheduler "$server"
+  kubeconfig metrics-server-client "$server"
   local pki="$state/pki"
 
   # etcd on plain HTTP: loopback only, and the data is thrown away at `down`.
@@ -200,7 +208,6 @@ up() {
     --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
     --requestheader-extra-headers-prefix X-Remote-Extra- \
     --proxy-client-cert-file "$pki/front-proxy-client.crt" --proxy-client-key-file "$pki/front-proxy-client.key" \
-    --enable-aggregator-routing=true \
     --endpoint-reconciler-type none \
     --allow-privileged=true \
     --profiling=false
@@ -225,10 +232,79 @@ up() {
   # Their /healthz needs no credentials; their serving certificates are self-signed.
   await kube-controller-manager kube-controller-manager -k "https://127.0.0.1:$cm_port/healthz"
   await kube-scheduler kube-scheduler -k "https://127.0.0.1:$scheduler_port/healthz"
+  metrics_server "$binaries" "$metrics_port" "$server"
 
   trap - EXIT
   log "up in $state (API server $server). Point kubectl and the suite at it with:"
   env_exports >&2
+}
+
+# metrics-server as the upstream manifest installs it (its RBAC, an APIService for
+# metrics.k8s.io), but as a process on loopback. Endpoints may not hold a loopback address, so
+# its Service is an ExternalName one naming localhost, which the aggregator resolves without
+# endpoint routing. It reaches each node's kubelet at its InternalIP and the port in the Node's
+# status, with its own client certificate (the virtual node trusts our CA for clients); it does
+# not verify kubelet serving certificates, as the API server here does not either.
+metrics_server() {
+  local binaries=$1 port=$2 server=$3 pki="$state/pki"
+  kubectl --kubeconfig "$state/admin.kubeconfig" apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:metrics-server"}
+rules:
+- apiGroups: [""]
+  resources: [nodes/metrics]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [pods, nodes]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:metrics-server"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:metrics-server"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "metrics-server:system:auth-delegator"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:auth-delegator"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: metrics-server-auth-reader, namespace: kube-system}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: extension-apiserver-authentication-reader}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: metrics-server, namespace: kube-system}
+spec: {type: ExternalName, externalName: localhost}
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.metrics.k8s.io}
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  caBundle: $(base64 -w0 "$pki/ca.crt")
+  service: {name: metrics-server, namespace: kube-system, port: $port}
+EOF
+  # Started after its RBAC: it reads the request-header CA at start and exits if it may not.
+  start metrics-server "$binaries/metrics-server" \
+    --kubeconfig "$state/metrics-server-client.kubeconfig" \
+    --authentication-kubeconfig "$state/metrics-server-client.kubeconfig" \
+    --authorization-kubeconfig "$state/metrics-server-client.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$port" \
+    --tls-cert-file "$pki/metrics-server.crt" --tls-private-key-file "$pki/metrics-server.key" \
+    --kubelet-preferred-address-types InternalIP --kubelet-use-node-status-port \
+    --kubelet-insecure-tls --metric-resolution 15s
+  await "metrics.k8s.io through the aggregator" metrics-server \
+    --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
+    "$server/apis/metrics.k8s.io/v1beta1/nodes"
 }
 
 env_exports() {

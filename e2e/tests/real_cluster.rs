@@ -11,6 +11,8 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -142,6 +144,122 @@ async fn node_runs_a_pod(client: &Client, node: &str, namespace: &str) {
                 .then_some(())
         }
     })
+    .await
+    .unwrap();
+}
+
+/// The real metrics pipeline on ECI pods: metrics-server (behind the real aggregation layer)
+/// scrapes the virtual node's kubelet port with its own client certificate, `kubectl top`
+/// shows the pod through the API server, and the real HPA controller scales the Deployment on
+/// that CPU. The simulator's load is a fifth of the group's CPU (0.25 core for a 100m request,
+/// so 25–75 % of the request): a 10 % target can only be met by scaling up.
+#[tokio::test(flavor = "multi_thread")]
+async fn beside_a_real_control_plane_kubectl_top_and_an_hpa_read_eci_metrics() {
+    let Some(kubeconfig) = std::env::var_os("VK_ECI_E2E_CONTROL_PLANE") else {
+        eprintln!(
+            "skipped: set VK_ECI_E2E_CONTROL_PLANE (hack/control-plane.sh test) to run against a real control plane"
+        );
+        return;
+    };
+    let name = format!("vk-eci-hpa-{}", std::process::id());
+    let dir = std::env::temp_dir().join(&name);
+    let mut stack = Stack::on_control_plane(
+        &vk_eci_binary().unwrap(),
+        &dir,
+        &[],
+        kubeconfig.as_ref(),
+        &name,
+    )
+    .await
+    .unwrap();
+    // metrics-server scrapes every 15 s and needs two distinct samples for a CPU rate.
+    stack.operator_env.push((
+        "VK_ECI_KUBELET_METRIC_MIN_REFRESH_SECONDS".into(),
+        "5".into(),
+    ));
+    let _operator = stack.operator("replica-a").unwrap();
+    let workload = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "busy"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "busy"}},
+            "template": {"metadata": {"labels": {"app": "busy"}},
+                "spec": {"nodeSelector": {"type": "virtual-kubelet", "kubernetes.io/hostname": stack.node},
+                    "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [{"name": "app", "image": "nginx",
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}}}
+    });
+    let autoscaler = json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "busy"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "busy"},
+            "minReplicas": 1, "maxReplicas": 2,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 10}}}]}
+    });
+    for object in [workload, autoscaler] {
+        stack
+            .apply_yaml(&object.to_string(), &stack.namespace)
+            .await
+            .unwrap();
+    }
+    let kubectl = |args: &[&str]| {
+        let output = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&stack.kubeconfig)
+            .args(["-n", &stack.namespace])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let top = wait(
+        "kubectl top to show the ECI pod",
+        Duration::from_secs(180),
+        || async {
+            let (ok, out) = tokio::task::block_in_place(|| {
+                kubectl(&["top", "pod", "-l", "app=busy", "--no-headers"])
+            });
+            (ok && out.contains("busy-")).then_some(out)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(top.contains('m') && top.contains("Mi"), "{top}");
+
+    let autoscalers: Api<HorizontalPodAutoscaler> =
+        Api::namespaced(stack.client.clone(), &stack.namespace);
+    let utilization = wait(
+        "the HPA to read the pod's CPU and scale to 2",
+        Duration::from_secs(180),
+        || async {
+            let status = autoscalers.get("busy").await.ok()?.status?;
+            let cpu = status
+                .current_metrics?
+                .into_iter()
+                .find_map(|m| m.resource?.current.average_utilization)?;
+            (status.desired_replicas == 2).then_some(cpu)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        (10..=100).contains(&utilization),
+        "CPU utilization {utilization}% of the request"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(stack.client.clone(), &stack.namespace);
+    wait(
+        "two busy pods Running on ECI",
+        Duration::from_secs(120),
+        || async {
+            let ready = deployments.get("busy").await.ok()?.status?.ready_replicas;
+            (ready == Some(2)).then_some(())
+        },
+    )
     .await
     .unwrap();
 }
