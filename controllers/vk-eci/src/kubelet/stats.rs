@@ -1,8 +1,9 @@
 //! `/metrics/resource` and `/stats/summary` from a per-pod cache that a background refresher
 //! fills with `DescribeMultiContainerGroupMetric` (20 groups a call) while this replica leads,
 //! pacing itself to its share of the call limit: a full pass every
-//! `refresh_interval(pods, 20, calls a minute)` (75 s for 10,000 pods on 400 calls a minute,
-//! never faster than ECI's 15 s sampling).
+//! `refresh_interval(pods, 20, calls a minute)` (90 s for 10,000 pods on a budget of 400
+//! calls a minute, 333 of them sustained; never faster than ECI's 15 s sampling). A few calls are in flight at once: one at a time, a
+//! call's round trip (~0.3 s) rather than the budget would set the pace of a large node.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -12,6 +13,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use eci_client::params::JsonList;
 use eci_client::types::DescribeMultiContainerGroupMetricRequest;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use http::{StatusCode, header};
 use k8s_openapi::api::core::v1::Pod;
 use tracing::{debug, warn};
@@ -25,6 +28,10 @@ use super::KubeletState;
 
 /// Container groups per `DescribeMultiContainerGroupMetric` call (ECI's maximum).
 pub const IDS_PER_CALL: usize = 20;
+
+/// Metric calls in flight at once: enough to spend a 400-a-minute budget on 0.3 s round trips
+/// (one at a time managed ~190 a minute), few enough not to crowd the pod calls' connections.
+const CALLS_IN_FLIGHT: usize = 4;
 
 #[derive(Default)]
 struct Snapshot {
@@ -156,48 +163,27 @@ async fn refresh(
             .filter_map(|pod| sampled(pod))
             .collect();
         let mut fresh: HashMap<String, PodUsage> = HashMap::with_capacity(targets.len());
+        let mut in_flight = FuturesUnordered::new();
         for batch in targets.chunks(IDS_PER_CALL) {
-            while let Err(wait) = budget.try_take(Instant::now()) {
-                tokio::time::sleep(wait).await;
-            }
-            let request = DescribeMultiContainerGroupMetricRequest {
-                container_group_ids: JsonList(batch.iter().map(|t| t.group_id.clone()).collect()),
-                metric_type: Some("summary".into()),
-                ..DescribeMultiContainerGroupMetricRequest::default()
-            };
-            let answer = state.ctx.eci.call(&request).await;
-            state.ctx.observe_eci(&answer);
-            let answer = match answer {
-                Ok(answer) => answer,
-                Err(error) => {
-                    warn!(%error, "ECI metrics refresh failed for a batch; keeping its last samples");
-                    keep_previous(state, batch, &mut fresh);
-                    continue;
+            // A slot, then a token of the budget; answers are taken in while waiting for either.
+            loop {
+                let wait = if in_flight.len() >= CALLS_IN_FLIGHT {
+                    None
+                } else {
+                    match budget.try_take(Instant::now()) {
+                        Ok(()) => break,
+                        Err(wait) => Some(wait),
+                    }
+                };
+                tokio::select! {
+                    Some((batch, answer)) = in_flight.next() => take_in(state, batch, answer, &mut fresh),
+                    () = sleep_for(wait) => {}
                 }
-            };
-            let by_group: HashMap<&str, &[eci_client::types::MetricRecord]> = answer
-                .monitor_datas
-                .iter()
-                .map(|d| (d.container_group_id.as_str(), d.records.as_slice()))
-                .collect();
-            let usages: Vec<PodUsage> = batch
-                .iter()
-                .filter_map(|target| {
-                    let records = by_group
-                        .get(target.group_id.as_str())
-                        .copied()
-                        .unwrap_or(&[]);
-                    PodUsage::from_records(
-                        target.pod.clone(),
-                        target.start_time,
-                        &target.container_starts,
-                        records,
-                    )
-                })
-                .collect();
-            // Published as they come, so a long pass shows its fresh samples early.
-            publish_batch(state, &usages);
-            fresh.extend(usages.into_iter().map(|u| (u.pod.uid.clone(), u)));
+            }
+            in_flight.push(fetch(state, batch));
+        }
+        while let Some((batch, answer)) = in_flight.next().await {
+            take_in(state, batch, answer, &mut fresh);
         }
         let pods: Vec<PodUsage> = fresh.values().cloned().collect();
         let node = counter.observe(&pods);
@@ -216,6 +202,70 @@ async fn refresh(
                 .max(Duration::from_millis(100)),
         )
         .await;
+    }
+}
+
+/// Sleeps `wait`, or forever when there is nothing to wait for but a call in flight.
+async fn sleep_for(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
+    }
+}
+
+type MetricAnswer = Result<Vec<PodUsage>, eci_client::EciError>;
+
+/// One `DescribeMultiContainerGroupMetric` call for `batch`, as the pods' usages.
+async fn fetch<'a>(state: &KubeletState, batch: &'a [Sampled]) -> (&'a [Sampled], MetricAnswer) {
+    let request = DescribeMultiContainerGroupMetricRequest {
+        container_group_ids: JsonList(batch.iter().map(|t| t.group_id.clone()).collect()),
+        metric_type: Some("summary".into()),
+        ..DescribeMultiContainerGroupMetricRequest::default()
+    };
+    let answer = state.ctx.eci.call(&request).await;
+    state.ctx.observe_eci(&answer);
+    let usages = answer.map(|answer| {
+        let by_group: HashMap<&str, &[eci_client::types::MetricRecord]> = answer
+            .monitor_datas
+            .iter()
+            .map(|d| (d.container_group_id.as_str(), d.records.as_slice()))
+            .collect();
+        batch
+            .iter()
+            .filter_map(|target| {
+                let records = by_group
+                    .get(target.group_id.as_str())
+                    .copied()
+                    .unwrap_or(&[]);
+                PodUsage::from_records(
+                    target.pod.clone(),
+                    target.start_time,
+                    &target.container_starts,
+                    records,
+                )
+            })
+            .collect()
+    });
+    (batch, usages)
+}
+
+/// Adds one call's answer to the pass, publishing it at once, so a long pass shows its fresh
+/// samples early; a failed call keeps its pods' last samples.
+fn take_in(
+    state: &KubeletState,
+    batch: &[Sampled],
+    answer: MetricAnswer,
+    fresh: &mut HashMap<String, PodUsage>,
+) {
+    match answer {
+        Ok(usages) => {
+            publish_batch(state, &usages);
+            fresh.extend(usages.into_iter().map(|u| (u.pod.uid.clone(), u)));
+        }
+        Err(error) => {
+            warn!(%error, "ECI metrics refresh failed for a batch; keeping its last samples");
+            keep_previous(state, batch, fresh);
+        }
     }
 }
 
