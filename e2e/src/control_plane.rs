@@ -128,16 +128,18 @@ pub struct Installation {
 
 impl Installation {
     /// Installs vk-eci's CRDs and the chart's identity and RBAC (simulator mode, node and
-    /// release `name`) with the admin `client`, and mints a token for its ServiceAccount.
+    /// release `name`, plus the values YAML `chart_values`) with the admin `client`, and mints
+    /// a token for its ServiceAccount.
     pub async fn create(
         client: &Client,
         admin_kubeconfig: &Path,
         name: &str,
+        chart_values: &str,
     ) -> Result<Self, StackError> {
         let namespace = name.to_string();
         let node = name.to_string();
         let values = format!(
-            "simulator: true\nnodeName: {node}\neci: {{clusterId: e2e, region: cn-hangzhou}}\n"
+            "simulator: true\nnodeName: {node}\neci: {{clusterId: e2e, region: cn-hangzhou}}\n{chart_values}\n"
         );
         let namespace_object = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": namespace}});

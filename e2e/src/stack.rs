@@ -239,9 +239,23 @@ impl Stack {
         admin_kubeconfig: &Path,
         name: &str,
     ) -> Result<Self, StackError> {
+        Self::on_control_plane_with(vk_eci, dir, sim_args, admin_kubeconfig, name, "").await
+    }
+
+    /// [`Stack::on_control_plane`] with the chart's RBAC rendered with `chart_values` (YAML)
+    /// as well, for an installation whose options need other rights.
+    pub async fn on_control_plane_with(
+        vk_eci: &Path,
+        dir: &Path,
+        sim_args: &[&str],
+        admin_kubeconfig: &Path,
+        name: &str,
+        chart_values: &str,
+    ) -> Result<Self, StackError> {
         std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
         let client = control_plane::client(admin_kubeconfig).await?;
-        let installation = Installation::create(&client, admin_kubeconfig, name).await?;
+        let installation =
+            Installation::create(&client, admin_kubeconfig, name, chart_values).await?;
         let operator_kubeconfig = dir.join("operator.kubeconfig");
         std::fs::write(&operator_kubeconfig, &installation.operator_kubeconfig).map_err(io(
             format!("cannot write {}", operator_kubeconfig.display()),

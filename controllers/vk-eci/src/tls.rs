@@ -191,6 +191,27 @@ impl ServingCert {
         }))
     }
 
+    /// Serves `chain_pem` (PEM, leaf first) with `key` from now on: a certificate obtained
+    /// while running, such as a cluster-signed one. A chain that does not match the key is
+    /// refused and the current one kept.
+    pub fn replace(&self, chain_pem: &[u8], key: PrivateKeyDer<'static>) -> Result<(), TlsError> {
+        let issued = Path::new("<issued>");
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
+            .filter_map(Result::ok)
+            .collect();
+        if chain.is_empty() {
+            return Err(TlsError::Pem {
+                what: "certificate",
+                path: issued.to_path_buf(),
+            });
+        }
+        let certified = certified_key(chain, key, issued)?;
+        if let Ok(mut current) = self.current.lock() {
+            current.key = certified;
+        }
+        Ok(())
+    }
+
     /// The certificate to serve now, reloaded first if its files changed.
     pub fn current(&self) -> Option<Arc<CertifiedKey>> {
         let mut current = self.current.lock().ok()?;

@@ -309,6 +309,68 @@ fn the_kubelet_api_is_served_securely_by_default() {
 }
 
 #[test]
+fn cluster_signed_certificates_get_request_rights_and_approval_only_when_asked() {
+    let Some(python) = python() else { return };
+    let csr_rights = |granted: &BTreeSet<Grant>| -> BTreeSet<String> {
+        grants_on(granted, "certificatesigningrequests")
+            .iter()
+            .map(|g| g.verb.clone())
+            .collect()
+    };
+    let (_, default) = render(&python, PRODUCTION).unwrap();
+    let granted = grants(&default);
+    assert!(csr_rights(&granted).is_empty(), "no CSR rights by default");
+    assert!(grants_on(&granted, "signers").is_empty());
+
+    let (_, requesting) = render(
+        &python,
+        &format!("{PRODUCTION}kubelet:\n  tls:\n    mode: clusterSigned\n"),
+    )
+    .unwrap();
+    let deployment = kind(&requesting, "Deployment")[0];
+    assert_eq!(env_value(deployment, "VK_ECI_KUBELET_CSR"), Some("true"));
+    assert!(env_value(deployment, "VK_ECI_KUBELET_CSR_APPROVE").is_none());
+    assert!(env_value(deployment, "VK_ECI_KUBELET_CA_CERT").is_none());
+    assert!(
+        !names_of(&requesting, "Secret")
+            .iter()
+            .any(|n| n.ends_with("kubelet-ca")),
+        "no generated CA in clusterSigned mode"
+    );
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].to_string();
+    assert!(!volumes.contains("kubelet-tls"), "{volumes}");
+    let granted = grants(&requesting);
+    assert_eq!(
+        csr_rights(&granted),
+        ["create", "get", "list", "watch"].map(String::from).into()
+    );
+    assert!(grants_on(&granted, "certificatesigningrequests/approval").is_empty());
+    assert!(grants_on(&granted, "signers").is_empty());
+
+    let (_, approving) = render(
+        &python,
+        &format!(
+            "{PRODUCTION}kubelet:\n  tls:\n    mode: clusterSigned\n    clusterSigned: {{approve: true}}\n"
+        ),
+    )
+    .unwrap();
+    let deployment = kind(&approving, "Deployment")[0];
+    assert_eq!(
+        env_value(deployment, "VK_ECI_KUBELET_CSR_APPROVE"),
+        Some("true")
+    );
+    let granted = grants(&approving);
+    let signers = grants_on(&granted, "signers");
+    assert_eq!(signers.len(), 1, "{signers:?}");
+    assert_eq!(signers[0].verb, "approve");
+    assert_eq!(
+        signers[0].names,
+        ["kubernetes.io/kubelet-serving".to_string()].into()
+    );
+    assert!(!grants_on(&granted, "certificatesigningrequests/approval").is_empty());
+}
+
+#[test]
 fn simulator_mode_runs_one_replica_unless_the_simulator_is_shared() {
     let Some(python) = python() else { return };
     let simulator =

@@ -91,6 +91,16 @@ pub struct RunArgs {
     kubelet_ca_cert: Option<PathBuf>,
     #[arg(long, env = "VK_ECI_KUBELET_CA_KEY", requires = "kubelet_ca_cert")]
     kubelet_ca_key: Option<PathBuf>,
+    /// Get the kubelet API's serving certificate from the cluster: a CertificateSigningRequest
+    /// for signer kubernetes.io/kubelet-serving (CN system:node:<node>, the pod IP and node
+    /// name as SANs), renewed at 80 % of its validity. Someone must approve it (kubectl
+    /// certificate approve), unless --kubelet-csr-approve.
+    #[arg(long, env = "VK_ECI_KUBELET_CSR", conflicts_with_all = ["kubelet_cert", "kubelet_ca_cert"])]
+    kubelet_csr: bool,
+    /// With --kubelet-csr: approve the request itself (needs the approval right on the
+    /// kubelet-serving signer, which lets it approve any node's serving certificate).
+    #[arg(long, env = "VK_ECI_KUBELET_CSR_APPROVE", requires = "kubelet_csr")]
+    kubelet_csr_approve: bool,
     /// CA bundle that signs the API server's kubelet client certificate
     /// (`--kubelet-client-certificate`); without it only bearer tokens authenticate.
     #[arg(long, env = "VK_ECI_KUBELET_CLIENT_CA")]
@@ -207,6 +217,10 @@ impl RunArgs {
                 ca_cert: ca_cert.clone(),
                 ca_key: ca_key.clone(),
                 names,
+            },
+            _ if self.kubelet_csr => Serving::ClusterSigned {
+                names,
+                approve: self.kubelet_csr_approve,
             },
             _ => {
                 names.push("localhost".into());

@@ -11,6 +11,7 @@
 //! `vk_eci_kubelet_request_duration_seconds{path}`.
 
 pub mod auth;
+pub mod csr;
 pub mod logs;
 pub mod stats;
 
@@ -51,6 +52,9 @@ pub enum Serving {
         ca_key: PathBuf,
         names: Vec<String>,
     },
+    /// Signed by the cluster through a CertificateSigningRequest for these names (see
+    /// [`csr`]), approved by this replica itself when `approve`; self-signed until then.
+    ClusterSigned { names: Vec<String>, approve: bool },
     /// Generated at start for these names (nothing can verify it).
     SelfSigned { names: Vec<String> },
 }
@@ -151,6 +155,13 @@ pub async fn serve(
                 names,
             )?
         }
+        Serving::ClusterSigned { names, .. } => {
+            info!(
+                ?names,
+                "kubelet API serves a self-signed certificate until the cluster signs its request"
+            );
+            ServingCert::self_signed(names)?
+        }
         Serving::SelfSigned { names } => {
             warn!(
                 ?names,
@@ -160,6 +171,16 @@ pub async fn serve(
             );
             ServingCert::self_signed(names)?
         }
+    };
+    let signing = match &config.serving {
+        Serving::ClusterSigned { names, approve } => Some(csr::keep_signed(
+            ctx.client.clone(),
+            ctx.settings.node_name.clone(),
+            names.clone(),
+            *approve,
+            cert.clone(),
+        )),
+        _ => None,
     };
     let verifier = config.client_ca.as_ref().map(client_verifier).transpose()?;
     if verifier.is_none() {
@@ -184,9 +205,16 @@ pub async fn serve(
         config.metric_calls_per_minute,
         config.metric_min_interval,
     );
+    let signing = async {
+        match signing {
+            Some(signing) => signing.await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = tls::serve(listener, server_config, router, shutdown) => {}
         () = refresher => {}
+        () = signing => {}
     }
     Ok(())
 }
