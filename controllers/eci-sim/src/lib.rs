@@ -18,7 +18,7 @@ pub mod throttle;
 pub mod validate;
 pub mod xml;
 
-pub use config::{CredentialConfig, FaultConfig, MillisRange, SimConfig};
+pub use config::{CredentialConfig, FaultConfig, MillisRange, SimConfig, TimingConfig};
 pub use server::{
     AppendLogRequest, DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, FaultRequest,
     RunningSimulator, Simulator, SpotReleaseRequest, StockView,

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::actions::{self, Call};
 use crate::auth::{AccessKey, Authenticator, RawRequest};
-use crate::config::{CredentialConfig, FaultConfig, SimConfig};
+use crate::config::{CredentialConfig, FaultConfig, SimConfig, TimingConfig};
 use crate::error::ApiError;
 use crate::state::{Sim, SpotReleaseOutcome, Stats, format_time};
 use crate::throttle::Throttle;
@@ -128,6 +128,7 @@ impl Simulator {
             .route("/_sim/spot-release", post(admin_spot_release))
             .route("/_sim/stock", put(admin_stock))
             .route("/_sim/log", post(admin_append_log))
+            .route("/_sim/timing", put(admin_set_timing))
             .route(
                 "/_sim/faults",
                 put(admin_set_faults).delete(admin_clear_faults),
@@ -575,6 +576,22 @@ pub struct FaultRequest {
     pub action: Option<String>,
     #[serde(flatten)]
     pub fault: FaultConfig,
+}
+
+/// `PUT /_sim/timing`: how long instances created from now on take (a [`TimingConfig`],
+/// omitted fields at real ECI's values), so a run can start its fleet fast and then see ECI's
+/// real start times.
+async fn admin_set_timing(State(simulator): State<Simulator>, body: Bytes) -> Response {
+    let timing: TimingConfig = match serde_json::from_slice(&body) {
+        Ok(timing) => timing,
+        Err(error) => return bad_request(format!("invalid timing request: {error}")),
+    };
+    let ranges = [timing.schedule_ms, timing.start_ms, timing.restart_ms];
+    if ranges.iter().any(|r| r.min > r.max) {
+        return bad_request("every range needs min <= max");
+    }
+    simulator.with_state(|sim| sim.set_timing(timing.clone()));
+    axum::Json(timing).into_response()
 }
 
 async fn admin_set_faults(State(simulator): State<Simulator>, body: Bytes) -> Response {

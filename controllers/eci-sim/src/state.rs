@@ -17,7 +17,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::config::{MillisRange, SimConfig};
+use crate::config::{MillisRange, SimConfig, TimingConfig};
 use crate::error::ApiError;
 use eci_client::spec;
 
@@ -1441,6 +1441,11 @@ impl Sim {
         let count = ((eligible.len() as f64) * fraction.clamp(0.0, 1.0)).round() as usize;
         eligible.truncate(count);
         eligible
+    }
+
+    /// How long instances created (or restarted) from now on take.
+    pub fn set_timing(&mut self, timing: TimingConfig) {
+        self.config.timing = timing;
     }
 
     /// Sets the remaining stock of a zone (and spec); `None` makes it unlimited.

@@ -844,3 +844,47 @@ async fn an_observer_sees_every_call_with_its_outcome() {
         ]
     );
 }
+
+/// `PUT /_sim/timing` changes how long instances created afterwards take: a fleet started
+/// fast, then real ECI's start times (here a fixed 1.5 s, so the test can tell).
+#[tokio::test]
+async fn timing_set_at_run_time_applies_to_the_next_instances() {
+    let sim = start(SimConfig::fast()).await;
+    let client = client(&sim, SignatureVersion::V1);
+    let admin = reqwest::Client::new();
+    let refused = admin
+        .put(format!("{}/_sim/timing", sim.endpoint()))
+        .body(r#"{"start_ms":{"min":5,"max":1}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let fast = client
+        .call(&group_request("fast", vec![]))
+        .await
+        .unwrap()
+        .container_group_id;
+    let started = std::time::Instant::now();
+    wait_for_status(&client, &fast, status::RUNNING).await;
+    assert!(started.elapsed() < Duration::from_millis(1_000));
+
+    let set = admin
+        .put(format!("{}/_sim/timing", sim.endpoint()))
+        .body(r#"{"schedule_ms":{"min":0,"max":0},"start_ms":{"min":1500,"max":1500}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(set.status().is_success(), "{}", set.text().await.unwrap());
+    let slow = client
+        .call(&group_request("slow", vec![]))
+        .await
+        .unwrap()
+        .container_group_id;
+    let started = std::time::Instant::now();
+    wait_for_status(&client, &slow, status::RUNNING).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_500),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -5,6 +5,11 @@
 //! notice → surge, notice → replacement Ready, notice → doomed pod gone (p50/p99), how many
 //! were replaced and gone before their release, and, from a pod watch, the fewest Ready pods
 //! during the storm. Prints JSON (`hack/bench-storm.sh` saves it to `hack/results/`).
+//!
+//! Variants, each set once the fleet is Ready: `--real-timing` (ECI's own 1–4 s scheduling and
+//! 4–20 s starts for the replacements, instead of a quarter second), `--create-error-rate`
+//! (that fraction of CreateContainerGroup calls fails), `--second-storm-after-seconds` (the
+//! same fraction released again while the first storm is being rotated).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,10 +38,32 @@ struct Args {
     max_surge: String,
     #[arg(long, default_value_t = 50)]
     max_concurrent: u32,
+    /// ECI's real start times for the instances created during the storm.
+    #[arg(long)]
+    real_timing: bool,
+    /// Fraction of CreateContainerGroup calls that fail during the storm.
+    #[arg(long, default_value_t = 0.0)]
+    create_error_rate: f64,
+    /// A second release of `fraction` of the spot fleet this long after the first.
+    #[arg(long)]
+    second_storm_after_seconds: Option<u64>,
     #[arg(long)]
     vk_eci: Option<PathBuf>,
     #[arg(long, default_value = "/tmp/vk-eci-bench-storm")]
     dir: PathBuf,
+}
+
+fn sim_ok(stack: &Stack, args: &[&str]) -> Result<(), StackError> {
+    let output = stack.sim_ctl(args)?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(StackError::NotReady(format!(
+            "sim-ctl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        )))
+    }
 }
 
 fn time(value: &Value) -> Option<DateTime<FixedOffset>> {
@@ -102,24 +129,47 @@ async fn run(args: Args) -> Result<Value, StackError> {
     let mut ready = ReadyPods::watch(stack.client.clone(), "default", "app=fleet");
     ready.at_least(args.pods, Duration::from_secs(1800)).await?;
 
+    if args.real_timing {
+        sim_ok(&stack, &["timing"])?;
+    }
+    if args.create_error_rate > 0.0 {
+        let rate = args.create_error_rate.to_string();
+        sim_ok(
+            &stack,
+            &[
+                "faults",
+                "--action",
+                "CreateContainerGroup",
+                "--error-rate",
+                &rate,
+            ],
+        )?;
+    }
     ready.track_fewest();
-    let lead = args.lead_seconds.to_string();
-    let fraction = args.fraction.to_string();
-    let released: Value = serde_json::from_slice(
-        &stack
-            .sim_ctl(&[
-                "spot-release",
-                "--fraction",
-                &fraction,
-                "--lead-seconds",
-                &lead,
-            ])?
-            .stdout,
-    )
-    .map_err(|e| StackError::NotReady(format!("spot-release answered: {e}")))?;
-    let doomed = released["released"].as_array().map_or(0, Vec::len);
-    let release_at = time(&released["release_at"])
-        .ok_or_else(|| StackError::NotReady(format!("spot-release answered {released}")))?;
+    let release = || -> Result<usize, StackError> {
+        let released: Value = serde_json::from_slice(
+            &stack
+                .sim_ctl(&[
+                    "spot-release",
+                    "--fraction",
+                    &args.fraction.to_string(),
+                    "--lead-seconds",
+                    &args.lead_seconds.to_string(),
+                ])?
+                .stdout,
+        )
+        .map_err(|e| StackError::NotReady(format!("spot-release answered: {e}")))?;
+        released["released"]
+            .as_array()
+            .map(Vec::len)
+            .ok_or_else(|| StackError::NotReady(format!("spot-release answered {released}")))
+    };
+    let first_storm = release()?;
+    let mut doomed = first_storm;
+    let second_storm_at = args
+        .second_storm_after_seconds
+        .map(|after| tokio::time::Instant::now() + Duration::from_secs(after));
+    let mut second_storm = None;
 
     let resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("spot.vk-eci.io", "v1alpha1", "SpotRotation"),
@@ -135,10 +185,20 @@ async fn run(args: Args) -> Result<Value, StackError> {
         ) || r.data["status"]["podGoneAt"].is_string()
     };
     let mut most_replicas = 0;
-    let deadline = tokio::time::Instant::now()
+    let mut deadline = tokio::time::Instant::now()
         + Duration::from_secs(args.lead_seconds)
         + Duration::from_secs(60);
     let list = loop {
+        if second_storm.is_none()
+            && second_storm_at.is_some_and(|at| tokio::time::Instant::now() >= at)
+        {
+            let released = release()?;
+            doomed += released;
+            second_storm = Some(released);
+            deadline = tokio::time::Instant::now()
+                + Duration::from_secs(args.lead_seconds)
+                + Duration::from_secs(60);
+        }
         let replicas = deployments
             .get("fleet")
             .await?
@@ -147,7 +207,8 @@ async fn run(args: Args) -> Result<Value, StackError> {
             .unwrap_or(0);
         most_replicas = most_replicas.max(replicas);
         let list = rotations.list(&ListParams::default()).await?.items;
-        if list.len() >= doomed && list.iter().all(finished) {
+        let second_storm_due = second_storm_at.is_some() && second_storm.is_none();
+        if !second_storm_due && list.len() >= doomed && list.iter().all(finished) {
             break list;
         }
         if tokio::time::Instant::now() > deadline {
@@ -166,7 +227,11 @@ async fn run(args: Args) -> Result<Value, StackError> {
     }
     let before_release = |field: &str| {
         list.iter()
-            .filter(|r| time(&r.data["status"][field]).is_some_and(|at| at < release_at))
+            .filter(|r| {
+                let at = time(&r.data["status"][field]);
+                let release_at = time(&r.data["spec"]["releaseAt"]);
+                at.zip(release_at).is_some_and(|(at, release)| at < release)
+            })
             .count()
     };
     let metrics = match operator.admin {
@@ -177,6 +242,10 @@ async fn run(args: Args) -> Result<Value, StackError> {
     Ok(json!({
         "pods": args.pods,
         "doomed": doomed,
+        "storms": {"first": first_storm, "second": second_storm,
+            "second_after_seconds": args.second_storm_after_seconds},
+        "real_timing": args.real_timing,
+        "create_error_rate": args.create_error_rate,
         "lead_seconds": args.lead_seconds,
         "policy": {"maxSurge": args.max_surge, "maxConcurrent": args.max_concurrent},
         "rotations": list.len(),
@@ -192,7 +261,11 @@ async fn run(args: Args) -> Result<Value, StackError> {
         "fewest_ready_pods": ready.fewest(),
         "most_replicas": most_replicas,
         "escalations": counter(&metrics, "vk_eci_spot_escalations_total"),
-        "note": "times are the SpotRotation's own timestamps (whole seconds); with the simulator's --fast timing a container group starts within a quarter second, so the spans are mostly the operator's own",
+        "note": if args.real_timing {
+            "times are the SpotRotation's own timestamps (whole seconds); replacements took ECI's real 1-4 s to schedule and 4-20 s to start"
+        } else {
+            "times are the SpotRotation's own timestamps (whole seconds); with the simulator's --fast timing a container group starts within a quarter second, so the spans are mostly the operator's own"
+        },
     }))
 }
 

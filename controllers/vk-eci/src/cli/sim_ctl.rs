@@ -3,7 +3,9 @@
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use eci_client::types::Tag;
-use eci_sim::{FaultConfig, FaultRequest, MillisRange, SpotReleaseRequest, StockView};
+use eci_sim::{
+    FaultConfig, FaultRequest, MillisRange, SpotReleaseRequest, StockView, TimingConfig,
+};
 
 #[derive(Args, Debug)]
 pub struct SimCtlArgs {
@@ -42,6 +44,16 @@ enum SimCtlCommand {
         count: Option<u64>,
         #[arg(long)]
         unlimited: bool,
+    },
+    /// How long instances created from now on take to schedule and start (without ranges:
+    /// real ECI's 1–4 s and 4–20 s).
+    Timing {
+        /// `MIN-MAX` milliseconds from create to scheduled.
+        #[arg(long, value_parser = parse_range)]
+        schedule_ms: Option<MillisRange>,
+        /// `MIN-MAX` milliseconds from scheduled to running.
+        #[arg(long, value_parser = parse_range)]
+        start_ms: Option<MillisRange>,
     },
     /// Inject faults into one action (or all), or clear them.
     Faults {
@@ -119,6 +131,21 @@ pub async fn run(args: SimCtlArgs) -> anyhow::Result<()> {
                 count: if unlimited { None } else { count },
             })?),
         ),
+        SimCtlCommand::Timing {
+            schedule_ms,
+            start_ms,
+        } => {
+            let real = TimingConfig::default();
+            (
+                reqwest::Method::PUT,
+                "timing",
+                Some(serde_json::to_string(&TimingConfig {
+                    schedule_ms: schedule_ms.unwrap_or(real.schedule_ms),
+                    start_ms: start_ms.unwrap_or(real.start_ms),
+                    ..real
+                })?),
+            )
+        }
         SimCtlCommand::Faults { clear: true, .. } => (reqwest::Method::DELETE, "faults", None),
         SimCtlCommand::Faults {
             action,
