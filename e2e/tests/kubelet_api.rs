@@ -547,3 +547,216 @@ async fn the_node_points_at_the_leader_and_a_standby_says_so() {
     .await;
     assert!(served.is_ok());
 }
+
+/// kubectl with SPDY toward the API server (what it falls back to, and what every API server
+/// before 1.36 speaks to kubelets): exit code, stdout, stderr.
+fn kubectl_spdy(
+    stack: &Stack,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&stack.kubeconfig)
+        .args(args)
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn exec_spdy(stack: &Stack, args: &[&str], stdin: Option<&str>) -> (Option<i32>, String, String) {
+    tokio::task::block_in_place(|| kubectl_spdy(stack, args, stdin))
+}
+
+const DONE_POD: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: done}
+spec:
+  nodeName: virtual-kubelet
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: busybox
+    env:
+    - {name: ECI_SIM_EXIT_AFTER_SECONDS, value: '1'}
+";
+
+/// An exec request straight to the kubelet port, as an API server would send it.
+async fn exec_upgrade(url: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = insecure_client()
+        .post(format!("{url}{path}"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "SPDY/3.1")
+        .header("x-stream-protocol-version", "v5.channel.k8s.io")
+        .header("x-stream-protocol-version", "v4.channel.k8s.io");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_exec_and_attach_over_spdy() {
+    if !have_kubectl() {
+        return;
+    }
+    let (stack, _operator) = stack("exec", &[]).await;
+    stack.apply_yaml(PODS, "default").await.unwrap();
+    stack.apply_yaml(DONE_POD, "default").await.unwrap();
+    let steady = running(&stack, "steady", false).await;
+    kubelet_url(&stack).await;
+
+    let (code, out, err) = exec_spdy(
+        &stack,
+        &["exec", "steady", "--", "printf", "[%s]", "a", "b c"],
+        None,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "[a][b c]", "argv intact: {err}");
+
+    let (code, out, err) = exec_spdy(
+        &stack,
+        &["exec", "steady", "-c", "app", "--", "echo", "hi"],
+        None,
+    );
+    assert_eq!((code, out.as_str()), (Some(0), "hi\n"), "{err}");
+
+    // attach: what the container writes from now on.
+    let attached = FollowedLogs::kubectl(
+        &stack.kubeconfig,
+        &["attach", "steady"],
+        &[("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")],
+    )
+    .unwrap();
+    let marker = format!("attached-{}", std::process::id());
+    let seen = wait("attach follows the output", LIMIT, || async {
+        stack
+            .append_log(&group_id(&steady), "app", &[&marker])
+            .await
+            .unwrap();
+        // One line a probe, and the marker written again each time: a marker written before
+        // kubectl attach connected is history it never shows.
+        tokio::task::block_in_place(|| {
+            attached
+                .next_within(Duration::from_secs(3))
+                .filter(|(_, line)| line == &marker)
+        })
+    })
+    .await;
+    assert!(seen.is_ok(), "the marker never reached kubectl attach");
+    drop(attached);
+
+    let (code, _, err) = exec_spdy(&stack, &["attach", "-i", "steady"], Some("x\n"));
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("cannot attach to a container's stdin"),
+        "{err}"
+    );
+
+    // A completed pod: kubectl refuses, and so does the kubelet port on its own.
+    let pods: Api<Pod> = Api::namespaced(stack.client.clone(), "default");
+    wait("pod done completed", LIMIT, || async {
+        let pod = pods.get("done").await.ok()?;
+        (pod.status?.phase.as_deref() == Some("Succeeded")).then_some(())
+    })
+    .await
+    .unwrap();
+    let (code, _, err) = exec_spdy(&stack, &["exec", "done", "--", "echo", "x"], None);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("completed pod") || err.contains("not running"),
+        "{err}"
+    );
+    let url = kubelet_url(&stack).await;
+    ok(&stack, &["create", "serviceaccount", "runner"]);
+    ok(
+        &stack,
+        &[
+            "create",
+            "clusterrole",
+            "node-proxy",
+            "--verb=create",
+            "--resource=nodes/proxy",
+        ],
+    );
+    ok(
+        &stack,
+        &[
+            "create",
+            "clusterrolebinding",
+            "runner-proxies",
+            "--clusterrole=node-proxy",
+            "--serviceaccount=default:runner",
+        ],
+    );
+    let runner = ok(&stack, &["create", "token", "runner"])
+        .trim()
+        .to_string();
+    let (status, message) = exec_upgrade(
+        &url,
+        "/exec/default/done/app?command=echo&output=1",
+        Some(&runner),
+    )
+    .await;
+    assert_eq!(status, 400, "{message}");
+    assert!(message.contains("not running"), "{message}");
+
+    // Without nodes/proxy: 403, before anything runs.
+    ok(&stack, &["create", "serviceaccount", "stranger"]);
+    let stranger = ok(&stack, &["create", "token", "stranger"])
+        .trim()
+        .to_string();
+    let (status, message) = exec_upgrade(
+        &url,
+        "/exec/default/steady/app?command=echo&output=1",
+        Some(&stranger),
+    )
+    .await;
+    assert_eq!(status, 403, "{message}");
+    assert!(
+        message.contains("verb=create") && message.contains("subresource=proxy"),
+        "{message}"
+    );
+
+    // No protocol in common: refused with the versions the kubelet speaks.
+    let response = insecure_client()
+        .post(format!(
+            "{url}/exec/default/steady/app?command=echo&output=1"
+        ))
+        .bearer_auth(&runner)
+        .header("connection", "Upgrade")
+        .header("upgrade", "SPDY/3.1")
+        .header("x-stream-protocol-version", "v9.channel.k8s.io")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(
+        response
+            .headers()
+            .get_all("x-accepted-stream-protocol-versions")
+            .iter()
+            .any(|v| v == "v5.channel.k8s.io")
+    );
+}
