@@ -737,3 +737,102 @@ async fn kubectl_logs_follow_an_eci_container_through_the_api_server() {
         "the line took {latency:?}"
     );
 }
+
+/// Scenario 11: `kubectl exec` and `kubectl attach` reach an ECI container through the API
+/// server, with kubectl's default protocol (WebSocket; the real API server translates it to
+/// SPDY toward the kubelet, the sandbox makes kubectl fall back to SPDY) and with SPDY forced:
+/// every argument intact, the container's output followed by attach.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_exec_and_attach_reach_an_eci_container_through_the_api_server() {
+    use kube_sandbox::followed_logs::FollowedLogs;
+    use std::process::Command;
+
+    let stack = stack("exec").await;
+    let _operator = stack.operator("replica-a").unwrap();
+    stack
+        .apply_yaml(
+            &json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "shell", "namespace": stack.namespace},
+                "spec": {"nodeName": stack.node,
+                         "tolerations": [{"operator": "Exists"}],
+                         "containers": [{"name": "app", "image": "busybox",
+                                         "env": [{"name": "GREETING", "value": "hello"}]}]}})
+            .to_string(),
+            &stack.namespace,
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(stack.client.clone(), &stack.namespace);
+    let group = wait("shell running on ECI", LIMIT, || async {
+        let pod = pods.get("shell").await.ok()?;
+        let running = pod.status.as_ref()?.phase.as_deref() == Some("Running");
+        let group = pod
+            .metadata
+            .annotations
+            .as_ref()?
+            .get("k8s.aliyun.com/eci-instance-id")?
+            .clone();
+        running.then_some(group)
+    })
+    .await
+    .unwrap();
+    let kubectl = |args: &[&str], websockets: bool| {
+        let output = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&stack.kubeconfig)
+            .args(["-n", &stack.namespace])
+            .args(args)
+            .env(
+                "KUBECTL_REMOTE_COMMAND_WEBSOCKETS",
+                if websockets { "true" } else { "false" },
+            )
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    for websockets in [true, false] {
+        let (code, out, err) = tokio::task::block_in_place(|| {
+            kubectl(
+                &["exec", "shell", "--", "printf", "[%s]", "a", "b c"],
+                websockets,
+            )
+        });
+        assert_eq!(
+            (code, out.as_str()),
+            (Some(0), "[a][b c]"),
+            "websockets={websockets}: {err}"
+        );
+        let (code, out, err) = tokio::task::block_in_place(|| {
+            kubectl(
+                &["exec", "shell", "-c", "app", "--", "printenv", "GREETING"],
+                websockets,
+            )
+        });
+        assert_eq!((code, out.as_str()), (Some(0), "hello\n"), "{err}");
+    }
+
+    let attached = FollowedLogs::kubectl(
+        &stack.kubeconfig,
+        &["-n", &stack.namespace, "attach", "shell"],
+        &[],
+    )
+    .unwrap();
+    let marker = format!("attached-{}", std::process::id());
+    let seen = wait("attach follows the output", LIMIT, || async {
+        stack.append_log(&group, "app", &[&marker]).await.unwrap();
+        // A marker written before attach connected is history it never shows: write it again
+        // until one arrives.
+        tokio::task::block_in_place(|| {
+            attached
+                .next_within(Duration::from_secs(3))
+                .filter(|(_, line)| line == &marker)
+        })
+    })
+    .await;
+    assert!(seen.is_ok(), "the marker never reached kubectl attach");
+}
