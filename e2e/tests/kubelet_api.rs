@@ -642,6 +642,22 @@ async fn kubectl_exec_and_attach_over_spdy() {
     );
     assert_eq!((code, out.as_str()), (Some(0), "hi\n"), "{err}");
 
+    // Interactive: stdin reaches the command, and the exit code reaches kubectl.
+    let (code, out, err) = exec_spdy(&stack, &["exec", "-i", "steady", "--", "cat"], Some("hi\n"));
+    assert_eq!((code, out.as_str()), (Some(0), "hi\n"), "{err}");
+    let (code, _, err) = exec_spdy(
+        &stack,
+        &["exec", "-i", "steady", "--", "sh", "-c", "exit 3"],
+        Some(""),
+    );
+    assert_eq!(code, Some(3), "{err}");
+    let (code, out, err) = exec_spdy(
+        &stack,
+        &["exec", "-i", "steady", "--", "sh"],
+        Some("echo one\nexit 4\n"),
+    );
+    assert_eq!((code, out.as_str()), (Some(4), "one\n"), "{err}");
+
     // attach: what the container writes from now on.
     let attached = FollowedLogs::kubectl(
         &stack.kubeconfig,

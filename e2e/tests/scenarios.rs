@@ -741,7 +741,7 @@ async fn kubectl_logs_follow_an_eci_container_through_the_api_server() {
 /// Scenario 11: `kubectl exec` and `kubectl attach` reach an ECI container through the API
 /// server, with kubectl's default protocol (WebSocket; the real API server translates it to
 /// SPDY toward the kubelet, the sandbox makes kubectl fall back to SPDY) and with SPDY forced:
-/// every argument intact, the container's output followed by attach.
+/// every argument intact, stdin, the exit code, the container's output followed by attach.
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_exec_and_attach_reach_an_eci_container_through_the_api_server() {
     use kube_sandbox::followed_logs::FollowedLogs;
@@ -776,8 +776,9 @@ async fn kubectl_exec_and_attach_reach_an_eci_container_through_the_api_server()
     })
     .await
     .unwrap();
-    let kubectl = |args: &[&str], websockets: bool| {
-        let output = Command::new("kubectl")
+    let kubectl_with = |args: &[&str], websockets: bool, stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&stack.kubeconfig)
             .args(["-n", &stack.namespace])
@@ -786,16 +787,41 @@ async fn kubectl_exec_and_attach_reach_an_eci_container_through_the_api_server()
                 "KUBECTL_REMOTE_COMMAND_WEBSOCKETS",
                 if websockets { "true" } else { "false" },
             )
-            .stdin(std::process::Stdio::null())
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
         (
             output.status.code(),
             String::from_utf8_lossy(&output.stdout).into_owned(),
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )
     };
+    let kubectl = |args: &[&str], websockets: bool| kubectl_with(args, websockets, "");
     for websockets in [true, false] {
+        let (code, out, err) = tokio::task::block_in_place(|| {
+            kubectl_with(&["exec", "-i", "shell", "--", "cat"], websockets, "hi\n")
+        });
+        assert_eq!(
+            (code, out.as_str()),
+            (Some(0), "hi\n"),
+            "stdin, websockets={websockets}: {err}"
+        );
+        let (code, _, err) = tokio::task::block_in_place(|| {
+            kubectl(
+                &["exec", "-i", "shell", "--", "sh", "-c", "exit 3"],
+                websockets,
+            )
+        });
+        assert_eq!(code, Some(3), "exit code, websockets={websockets}: {err}");
         let (code, out, err) = tokio::task::block_in_place(|| {
             kubectl(
                 &["exec", "shell", "--", "printf", "[%s]", "a", "b c"],

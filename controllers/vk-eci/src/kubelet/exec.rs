@@ -3,7 +3,8 @@
 //! - exec without stdin or a TTY: one `ExecContainerCommand` with `Sync=true`; its
 //!   `SyncResponse` (the command's output) goes to stdout. ECI's Sync mode reports no exit code
 //!   and does not separate stderr: the command is reported as succeeded once ECI ran it.
-//! - exec with stdin or a TTY: refused for now.
+//! - exec with stdin or a TTY: `ExecContainerCommand` returns a WebSocket, bridged by
+//!   [`super::terminal`] (unverified against the real service: its framing is undocumented).
 //! - attach: ECI cannot attach to a container's own stdio; the container's output from now on
 //!   is followed through `DescribeContainerLog` (the log budget) until it ends. Stdin is
 //!   refused.
@@ -183,9 +184,16 @@ impl Session {
         let error = streams.error.clone();
         let outputs = [streams.stdout.clone(), streams.stderr.clone()];
         let outcome = match self.kind {
-            Kind::Exec if self.options.interactive() => Outcome::Failed(
-                "vk-eci does not run interactive commands (-i, -t) yet: run without them".into(),
-            ),
+            Kind::Exec if self.options.interactive() => {
+                super::terminal::run(
+                    &self.state,
+                    &self.target,
+                    &self.container,
+                    &self.options,
+                    streams,
+                )
+                .await
+            }
             Kind::Exec => self.sync(streams).await,
             Kind::Attach => self.attach(streams).await,
         };
@@ -213,7 +221,7 @@ impl Session {
             &self.target,
             &self.container,
             &self.options.command,
-            true,
+            ExecMode::Sync,
         )
         .await
         {
@@ -261,13 +269,22 @@ impl Session {
     }
 }
 
+/// How ECI is asked to run a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecMode {
+    /// `Sync=true`: the output in the answer (no TTY, no stdin).
+    Sync,
+    /// A WebSocket session.
+    Session { tty: bool, stdin: bool },
+}
+
 /// One budgeted `ExecContainerCommand` call; the error is the message the client sees.
 pub(crate) async fn exec_call(
     state: &KubeletState,
     target: &Target,
     container: &str,
     command: &[String],
-    sync: bool,
+    mode: ExecMode,
 ) -> Result<eci_client::types::ExecContainerCommandResponse, String> {
     if !take_budget(&state.exec_budget, BUDGET_WAIT).await {
         return Err(format!(
@@ -280,9 +297,9 @@ pub(crate) async fn exec_call(
         container_group_id: target.group_id.clone(),
         container_name: container.to_string(),
         command: JsonList(command.to_vec()),
-        tty: Some(false),
-        stdin: Some(!sync),
-        sync: Some(sync),
+        tty: Some(matches!(mode, ExecMode::Session { tty: true, .. })),
+        stdin: Some(matches!(mode, ExecMode::Session { stdin: true, .. })),
+        sync: Some(mode == ExecMode::Sync),
     };
     let result = state.ctx.eci.call(&request).await;
     state.ctx.observe_eci(&result);

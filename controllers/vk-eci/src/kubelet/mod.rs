@@ -16,6 +16,7 @@ pub mod exec;
 pub mod logs;
 pub mod spdy_session;
 pub mod stats;
+pub mod terminal;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
