@@ -296,9 +296,10 @@ fn kubelet_error(status: u16, message: &str) -> ApiError {
     ApiError::new(status, reason, message.trim().to_string())
 }
 
-/// Proxies `pods/{name}/exec|attach|portforward` to the pod's kubelet like an API server of
-/// 1.30–1.35 with SPDY from the client: the upgrade request is passed on (its protocol
-/// headers intact), the kubelet's `101` answered back, then bytes are copied both ways.
+/// Proxies `pods/{name}/exec|attach|portforward` to the pod's kubelet: the upgrade request is
+/// passed on with its protocol headers (SPDY as API servers of 1.30–1.35 pass it; a WebSocket
+/// as one from 1.36 does for nodes that take it), the kubelet's `101` answered back, then
+/// bytes are copied both ways.
 pub async fn proxy_stream(
     sandbox: &Sandbox,
     subresource: &str,
@@ -318,7 +319,8 @@ pub async fn proxy_stream(
             "the sandbox has no kubelet client certificate",
         )
     })?;
-    let mut upstream = identity.http.post(&url);
+    // The client's method: a WebSocket handshake is a GET, SPDY upgrades are POSTs.
+    let mut upstream = identity.http.request(request.method().clone(), &url);
     for (header, value) in request.headers() {
         if upgrade_header(header.as_str()) {
             upstream = upstream.header(header.as_str(), value.as_bytes());

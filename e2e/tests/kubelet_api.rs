@@ -617,7 +617,7 @@ async fn exec_upgrade(url: &str, path: &str, token: Option<&str>) -> (u16, Strin
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn kubectl_exec_and_attach_over_spdy() {
+async fn kubectl_exec_and_attach_over_spdy_and_websocket() {
     if !have_kubectl() {
         return;
     }
@@ -658,6 +658,49 @@ async fn kubectl_exec_and_attach_over_spdy() {
     );
     assert_eq!((code, out.as_str()), (Some(4), "one\n"), "{err}");
 
+    // kubectl's default, WebSocket v5, which the sandbox passes to the kubelet untranslated
+    // (as an API server from 1.36 would): the v5 CLOSE of stdin ends cat.
+    let websocket = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&stack.kubeconfig)
+            .args(args)
+            .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "true")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, out) = tokio::task::block_in_place(|| {
+        websocket(&["exec", "-i", "steady", "--", "cat"], "over websocket\n")
+    });
+    assert_eq!((code, out.as_str()), (Some(0), "over websocket\n"));
+    let (code, _) = tokio::task::block_in_place(|| {
+        websocket(&["exec", "steady", "-i", "--", "sh", "-c", "exit 5"], "")
+    });
+    assert_eq!(code, Some(5));
+    let log = std::fs::read_to_string(stack.log("replica-a")).unwrap();
+    assert!(
+        log.contains("WebSocket v5.channel.k8s.io"),
+        "the WebSocket path was not taken"
+    );
+    assert!(
+        log.contains("SPDY/3.1 v4.channel.k8s.io") || log.contains("SPDY/3.1 v5.channel.k8s.io")
+    );
+
     // attach: what the container writes from now on.
     let attached = FollowedLogs::kubectl(
         &stack.kubeconfig,
@@ -688,6 +731,22 @@ async fn kubectl_exec_and_attach_over_spdy() {
     assert!(
         err.contains("cannot attach to a container's stdin"),
         "{err}"
+    );
+
+    // Port-forward: refused at once with the reason, not a listener that never forwards.
+    let refused = tokio::task::block_in_place(|| {
+        Command::new("timeout")
+            .args(["30", "kubectl", "--kubeconfig"])
+            .arg(&stack.kubeconfig)
+            .args(["port-forward", "steady", "0:80"])
+            .output()
+            .unwrap()
+    });
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("ECI has no port-forwarding API"),
+        "{message}"
     );
 
     // A completed pod: kubectl refuses, and so does the kubelet port on its own.

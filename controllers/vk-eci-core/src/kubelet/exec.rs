@@ -57,6 +57,129 @@ pub fn negotiate<'a>(offered: impl IntoIterator<Item = &'a str>) -> Option<Proto
         .find_map(|name| Protocol::OFFERED.into_iter().find(|p| p.name() == name))
 }
 
+/// A WebSocket subprotocol of the channel protocol: its version and whether payloads are
+/// base64 text (for browsers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocketProtocol {
+    pub version: Protocol,
+    pub base64: bool,
+}
+
+impl WebSocketProtocol {
+    /// What vk-eci accepts, newest first (v5 has no base64 variant; v2 and v3 none at all).
+    pub const OFFERED: [WebSocketProtocol; 5] = [
+        WebSocketProtocol::binary(Protocol::V5),
+        WebSocketProtocol::binary(Protocol::V4),
+        WebSocketProtocol {
+            version: Protocol::V4,
+            base64: true,
+        },
+        WebSocketProtocol::binary(Protocol::V1),
+        WebSocketProtocol {
+            version: Protocol::V1,
+            base64: true,
+        },
+    ];
+
+    const fn binary(version: Protocol) -> Self {
+        WebSocketProtocol {
+            version,
+            base64: false,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match (self.version, self.base64) {
+            (Protocol::V5, _) => "v5.channel.k8s.io",
+            (Protocol::V4, false) => "v4.channel.k8s.io",
+            (Protocol::V4, true) => "v4.base64.channel.k8s.io",
+            (_, false) => "channel.k8s.io",
+            (_, true) => "base64.channel.k8s.io",
+        }
+    }
+}
+
+/// The first subprotocol in `Sec-WebSocket-Protocol` (every value, comma-separated lists
+/// included) that vk-eci speaks.
+pub fn negotiate_websocket<'a>(
+    offered: impl IntoIterator<Item = &'a str>,
+) -> Option<WebSocketProtocol> {
+    offered
+        .into_iter()
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .find_map(|name| {
+            WebSocketProtocol::OFFERED
+                .into_iter()
+                .find(|p| p.name() == name)
+        })
+}
+
+/// Channel numbers of the WebSocket channel protocol.
+pub mod channel {
+    pub const STDIN: u8 = 0;
+    pub const STDOUT: u8 = 1;
+    pub const STDERR: u8 = 2;
+    pub const ERROR: u8 = 3;
+    pub const RESIZE: u8 = 4;
+    /// v5: `[255, channel]` closes that channel.
+    pub const CLOSE: u8 = 255;
+}
+
+/// A WebSocket message of the channel protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelMessage {
+    Binary(Vec<u8>),
+    Text(String),
+}
+
+/// `data` on `channel`: the channel byte then the data, or with base64 the channel as an ASCII
+/// digit then the data in base64.
+pub fn channel_message(protocol: WebSocketProtocol, channel: u8, data: &[u8]) -> ChannelMessage {
+    use base64::Engine;
+    if protocol.base64 {
+        let mut text = char::from(b'0' + channel.min(9)).to_string();
+        text.push_str(&base64::engine::general_purpose::STANDARD.encode(data));
+        ChannelMessage::Text(text)
+    } else {
+        let mut bytes = Vec::with_capacity(data.len() + 1);
+        bytes.push(channel);
+        bytes.extend_from_slice(data);
+        ChannelMessage::Binary(bytes)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed channel message: {0}")]
+pub struct ChannelError(&'static str);
+
+/// The channel and data of a message from the client.
+pub fn read_channel_message(
+    protocol: WebSocketProtocol,
+    message: ChannelMessage,
+) -> Result<(u8, Vec<u8>), ChannelError> {
+    use base64::Engine;
+    match (protocol.base64, message) {
+        (false, ChannelMessage::Binary(bytes)) => {
+            let (channel, data) = bytes.split_first().ok_or(ChannelError("empty"))?;
+            Ok((*channel, data.to_vec()))
+        }
+        (true, ChannelMessage::Text(text)) => {
+            let mut chars = text.chars();
+            let channel = chars
+                .next()
+                .and_then(|c| c.to_digit(10))
+                .ok_or(ChannelError("no channel digit"))?;
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(chars.as_str())
+                .map_err(|_| ChannelError("invalid base64"))?;
+            Ok((channel as u8, data))
+        }
+        (false, ChannelMessage::Text(_)) => Err(ChannelError("text on a binary protocol")),
+        (true, ChannelMessage::Binary(_)) => Err(ChannelError("binary on a base64 protocol")),
+    }
+}
+
 /// What the `streamType` header of a SPDY stream names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StreamType {
@@ -314,6 +437,38 @@ mod tests {
         assert_eq!(negotiate(["channel.k8s.io"]), Some(Protocol::V1));
         assert_eq!(negotiate(["base64.channel.k8s.io"]), None);
         assert_eq!(negotiate([]), None);
+    }
+
+    #[test]
+    fn websocket_subprotocols_are_negotiated_over_every_value() {
+        let chosen = negotiate_websocket(["base64.channel.k8s.io, v4.channel.k8s.io"]).unwrap();
+        assert_eq!(chosen.name(), "base64.channel.k8s.io");
+        assert!(chosen.base64 && chosen.version == Protocol::V1);
+        let chosen = negotiate_websocket(["v6.channel.k8s.io", "v5.channel.k8s.io"]).unwrap();
+        assert_eq!(chosen.version, Protocol::V5);
+        assert_eq!(negotiate_websocket(["v3.channel.k8s.io"]), None);
+    }
+
+    #[test]
+    fn channel_messages_roundtrip_binary_and_base64() {
+        for protocol in WebSocketProtocol::OFFERED {
+            let message = channel_message(protocol, channel::STDOUT, b"hi\0");
+            assert_eq!(
+                read_channel_message(protocol, message).unwrap(),
+                (channel::STDOUT, b"hi\0".to_vec()),
+                "{}",
+                protocol.name()
+            );
+        }
+        let base64 = WebSocketProtocol::OFFERED[2];
+        assert_eq!(
+            channel_message(base64, channel::STDERR, b"ok"),
+            ChannelMessage::Text("2b2s=".into())
+        );
+        assert!(read_channel_message(base64, ChannelMessage::Text("x".into())).is_err());
+        assert!(read_channel_message(base64, ChannelMessage::Text("1!!".into())).is_err());
+        let binary = WebSocketProtocol::OFFERED[0];
+        assert!(read_channel_message(binary, ChannelMessage::Binary(Vec::new())).is_err());
     }
 
     #[test]

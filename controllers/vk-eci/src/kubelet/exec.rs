@@ -1,4 +1,5 @@
-//! `/exec/{ns}/{pod}/{container}` and `/attach/{ns}/{pod}/{container}` over SPDY/3.1.
+//! `/exec/{ns}/{pod}/{container}` and `/attach/{ns}/{pod}/{container}` over SPDY/3.1 (what API
+//! servers speak to kubelets) or WebSocket (the channel protocol, v5/v4/v1 and base64).
 //!
 //! - exec without stdin or a TTY: one `ExecContainerCommand` with `Sync=true`; its
 //!   `SyncResponse` (the command's output) goes to stdout. ECI's Sync mode reports no exit code
@@ -23,10 +24,14 @@ use http::{HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use vk_eci_core::kubelet::exec::{Outcome, Protocol, StreamOptions, error_stream, negotiate};
+use vk_eci_core::kubelet::exec::{
+    Outcome, Protocol, StreamOptions, WebSocketProtocol, error_stream, negotiate,
+    negotiate_websocket,
+};
 
 use super::logs::{Target, container_status, target};
 use super::spdy_session::{self, Streams};
+use super::websocket_session;
 use super::{KubeletState, take_budget, text};
 
 /// How long the client has to open its streams after the upgrade (the kubelet's default).
@@ -95,30 +100,84 @@ pub async fn serve(
              (kubectl attach without -i follows the container's output)",
         );
     }
-    match upgrade_to(&request).as_deref() {
-        Some("spdy/3.1") => {}
-        Some("websocket") => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "vk-eci serves exec and attach over SPDY/3.1 only: the API server translates \
-                 kubectl's WebSocket to SPDY",
-            );
-        }
+    let transport = match upgrade_to(&request).as_deref() {
+        Some("spdy/3.1") => match spdy_protocol(&request) {
+            Ok(protocol) => Transport::Spdy(protocol),
+            Err(refusal) => return *refusal,
+        },
+        Some("websocket") => match websocket_protocol(&request) {
+            Ok(accepted) => accepted,
+            Err(refusal) => return *refusal,
+        },
         _ => {
             return text(
                 StatusCode::BAD_REQUEST,
-                "Upgrade request required (SPDY/3.1)",
+                "Upgrade request required (SPDY/3.1 or WebSocket)",
             );
         }
+    };
+    let mut response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade");
+    response = match &transport {
+        Transport::Spdy(protocol) => response
+            .header(header::UPGRADE, "SPDY/3.1")
+            .header(PROTOCOL_HEADER, protocol.name()),
+        Transport::WebSocket { protocol, accept } => response
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_ACCEPT, accept.as_str())
+            .header(header::SEC_WEBSOCKET_PROTOCOL, protocol.name()),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let session = Session {
+        state,
+        target,
+        container: container.to_string(),
+        options,
+        kind,
+    };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => session.run(TokioIo::new(upgraded), transport).await,
+            Err(error) => debug!(%error, "exec upgrade failed"),
+        }
+    });
+    response
+        .body(Body::empty())
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "cannot upgrade"))
+}
+
+/// The connection's protocol after the upgrade.
+enum Transport {
+    Spdy(Protocol),
+    WebSocket {
+        protocol: WebSocketProtocol,
+        accept: String,
+    },
+}
+
+impl Transport {
+    fn version(&self) -> Protocol {
+        match self {
+            Transport::Spdy(protocol) => *protocol,
+            Transport::WebSocket { protocol, .. } => protocol.version,
+        }
     }
-    let offered = request
+}
+
+fn header_values(request: &Request, name: impl header::AsHeaderName) -> Vec<String> {
+    request
         .headers()
-        .get_all(PROTOCOL_HEADER)
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::to_string)
-        .collect::<Vec<_>>();
-    let Some(protocol) = negotiate(offered.iter().map(String::as_str)) else {
+        .collect()
+}
+
+fn spdy_protocol(request: &Request) -> Result<Protocol, Box<Response>> {
+    let offered = header_values(request, PROTOCOL_HEADER);
+    negotiate(offered.iter().map(String::as_str)).ok_or_else(|| {
         let mut response = text(
             StatusCode::FORBIDDEN,
             format!(
@@ -132,30 +191,30 @@ pub async fn serve(
                 .headers_mut()
                 .append(ACCEPTED_HEADER, HeaderValue::from_static(protocol.name()));
         }
-        return response;
+        Box::new(response)
+    })
+}
+
+fn websocket_protocol(request: &Request) -> Result<Transport, Box<Response>> {
+    let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(Box::new(text(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key is missing",
+        )));
     };
-    let on_upgrade = hyper::upgrade::on(&mut request);
-    let session = Session {
-        state,
-        target,
-        container: container.to_string(),
-        options,
-        protocol,
-        kind,
-    };
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => session.run(TokioIo::new(upgraded)).await,
-            Err(error) => debug!(%error, "exec upgrade failed"),
-        }
-    });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "SPDY/3.1")
-        .header(PROTOCOL_HEADER, protocol.name())
-        .body(Body::empty())
-        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "cannot upgrade"))
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let offered = header_values(request, header::SEC_WEBSOCKET_PROTOCOL);
+    let protocol = negotiate_websocket(offered.iter().map(String::as_str)).ok_or_else(|| {
+        Box::new(text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "unable to upgrade: no WebSocket subprotocol in common: client supports \
+                 {offered:?}, server accepts {:?}",
+                WebSocketProtocol::OFFERED.map(WebSocketProtocol::name)
+            ),
+        ))
+    })?;
+    Ok(Transport::WebSocket { protocol, accept })
 }
 
 struct Session {
@@ -163,24 +222,34 @@ struct Session {
     target: Target,
     container: String,
     options: StreamOptions,
-    protocol: Protocol,
     kind: Kind,
 }
 
 impl Session {
-    async fn run<IO>(self, io: IO)
+    async fn run<IO>(self, io: IO, transport: Transport)
     where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let expected = self.options.expected_streams(self.protocol);
-        let (streams, connection) =
-            match spdy_session::accept(io, expected, STREAM_CREATION_TIMEOUT).await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    warn!(%error, "exec session ended before it started");
-                    return;
+        let protocol = transport.version();
+        let wire = match &transport {
+            Transport::Spdy(protocol) => format!("SPDY/3.1 {}", protocol.name()),
+            Transport::WebSocket { protocol, .. } => format!("WebSocket {}", protocol.name()),
+        };
+        let (streams, connection) = match transport {
+            Transport::Spdy(protocol) => {
+                let expected = self.options.expected_streams(protocol);
+                match spdy_session::accept(io, expected, STREAM_CREATION_TIMEOUT).await {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        warn!(%error, "exec session ended before it started");
+                        return;
+                    }
                 }
-            };
+            }
+            Transport::WebSocket { protocol, .. } => {
+                websocket_session::accept(io, protocol, &self.options).await
+            }
+        };
         let error = streams.error.clone();
         let outputs = [streams.stdout.clone(), streams.stderr.clone()];
         let outcome = match self.kind {
@@ -201,13 +270,14 @@ impl Session {
             pod = %self.target.pod.metadata.name.as_deref().unwrap_or_default(),
             container = %self.container,
             kind = ?self.kind,
+            %wire,
             ?outcome,
             "exec session ended"
         );
         for output in outputs.iter().flatten() {
             output.close().await;
         }
-        let report = error_stream(self.protocol, &outcome);
+        let report = error_stream(protocol, &outcome);
         if !report.is_empty() {
             error.write(&report).await;
         }

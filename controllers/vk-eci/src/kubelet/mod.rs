@@ -17,6 +17,7 @@ pub mod logs;
 pub mod spdy_session;
 pub mod stats;
 pub mod terminal;
+pub mod websocket_session;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

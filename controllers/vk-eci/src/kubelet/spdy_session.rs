@@ -32,6 +32,11 @@ pub struct OutputStream {
 }
 
 impl OutputStream {
+    /// Writes to stream (or WebSocket channel) `id` through a connection's frame queue.
+    pub(crate) fn new(id: u32, frames: mpsc::Sender<Frame>) -> Self {
+        Self { id, frames }
+    }
+
     /// Writes `bytes` as DATA frames; false once the connection is gone.
     pub async fn write(&self, bytes: &[u8]) -> bool {
         for chunk in bytes.chunks(DATA_CHUNK) {
@@ -86,6 +91,20 @@ pub struct Session {
 }
 
 impl Session {
+    /// A connection whose writer ends after a GOAWAY frame (or when every sender is gone).
+    pub(crate) fn new(
+        frames: mpsc::Sender<Frame>,
+        reader: JoinHandle<()>,
+        writer: JoinHandle<()>,
+    ) -> Self {
+        Self {
+            frames,
+            reader,
+            writer,
+            last_stream: std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0)),
+        }
+    }
+
     /// Sends GOAWAY and lets the client close (so nothing it has not read is reset), within a
     /// grace period.
     pub async fn finish(self) {
