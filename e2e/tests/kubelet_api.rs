@@ -835,3 +835,82 @@ async fn kubectl_exec_and_attach_over_spdy_and_websocket() {
             .any(|v| v == "v5.channel.k8s.io")
     );
 }
+
+/// `kubectl exec -it` in a real pseudo-terminal (tmux): the prompt, what is typed and its
+/// output, a window resize reaching the kubelet, and the shell's exit code reaching kubectl.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_exec_it_gets_a_terminal_that_resizes() {
+    if !have_kubectl() {
+        return;
+    }
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("SKIPPED: tmux is not installed");
+        return;
+    }
+    let (stack, _operator) = stack(
+        "exec-it",
+        &[("RUST_LOG", "info,vk_eci::kubelet::terminal=debug")],
+    )
+    .await;
+    stack.apply_yaml(PODS, "default").await.unwrap();
+    running(&stack, "steady", false).await;
+    kubelet_url(&stack).await;
+
+    let socket = format!("vk-eci-exec-it-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        let output = Command::new("tmux")
+            .args(["-L", &socket])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let command = format!(
+        "kubectl --kubeconfig {} exec -it steady -- sh; echo EXIT=$?; sleep 60",
+        stack.kubeconfig.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "exec",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &command,
+    ]);
+    let screen = || tmux(&["capture-pane", "-p", "-t", "exec"]);
+    let shown = |what: &'static str| {
+        let screen = &screen;
+        async move {
+            wait(&format!("{what:?} on the terminal"), LIMIT, || async {
+                let text = screen();
+                text.contains(what).then_some(text)
+            })
+            .await
+        }
+    };
+    // capture-pane drops trailing spaces: the prompt "$ " shows as "$".
+    let prompt = shown("$").await;
+    assert!(prompt.is_ok(), "no prompt: {}", screen());
+    tmux(&["send-keys", "-t", "exec", "echo typed-here", "Enter"]);
+    let echoed = shown("\ntyped-here").await;
+    assert!(echoed.is_ok(), "no output: {}", screen());
+
+    tmux(&["resize-window", "-t", "exec", "-x", "100", "-y", "30"]);
+    let resized = wait("the resize at the kubelet", LIMIT, || async {
+        let log = std::fs::read_to_string(stack.log("replica-a")).ok()?;
+        log.contains("width: 100, height: 30").then_some(())
+    })
+    .await;
+    assert!(resized.is_ok(), "the resize never reached the kubelet");
+
+    tmux(&["send-keys", "-t", "exec", "exit 4", "Enter"]);
+    let exited = shown("EXIT=4").await;
+    tmux(&["kill-server"]);
+    assert!(
+        exited.is_ok(),
+        "the exit code did not reach kubectl: {exited:?}"
+    );
+}

@@ -740,7 +740,7 @@ async fn kubectl_logs_follow_an_eci_container_through_the_api_server() {
 
 /// Scenario 11: `kubectl exec` and `kubectl attach` reach an ECI container through the API
 /// server, with kubectl's default protocol (WebSocket; the real API server translates it to
-/// SPDY toward the kubelet, the sandbox makes kubectl fall back to SPDY) and with SPDY forced:
+/// SPDY toward the kubelet, the sandbox passes it on untranslated) and with SPDY forced:
 /// every argument intact, stdin, the exit code, the container's output followed by attach.
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_exec_and_attach_reach_an_eci_container_through_the_api_server() {
