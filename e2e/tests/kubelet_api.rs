@@ -473,6 +473,36 @@ async fn an_exhausted_log_budget_is_said_not_hung() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_exhausted_exec_budget_is_said_not_hung() {
+    if !have_kubectl() {
+        return;
+    }
+    // Two calls a minute: one at once, the next a minute later, longer than a command waits.
+    let (stack, _operator) = stack(
+        "exec-budget",
+        &[("VK_ECI_KUBELET_EXEC_CALLS_PER_MINUTE", "2")],
+    )
+    .await;
+    stack.apply_yaml(PODS, "default").await.unwrap();
+    running(&stack, "steady", false).await;
+    kubelet_url(&stack).await;
+
+    let (code, out, err) = exec_spdy(&stack, &["exec", "steady", "--", "echo", "first"], None);
+    assert_eq!((code, out.as_str()), (Some(0), "first\n"), "{err}");
+    let started = Instant::now();
+    let (code, _, err) = exec_spdy(&stack, &["exec", "steady", "--", "echo", "second"], None);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "refused, not hung"
+    );
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("ExecContainerCommand budget") && err.contains("exhausted"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_node_points_at_the_leader_and_a_standby_says_so() {
     if !have_kubectl() {
         return;
