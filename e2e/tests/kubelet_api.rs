@@ -886,7 +886,17 @@ async fn kubectl_exec_it_gets_a_terminal_that_resizes() {
     running(&stack, "steady", false).await;
     kubelet_url(&stack).await;
 
+    /// Stops the test's own tmux server however the test ends.
+    struct TmuxServer(String);
+    impl Drop for TmuxServer {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["-L", &self.0, "kill-server"])
+                .output();
+        }
+    }
     let socket = format!("vk-eci-exec-it-{}", std::process::id());
+    let _server = TmuxServer(socket.clone());
     let tmux = |args: &[&str]| {
         let output = Command::new("tmux")
             .args(["-L", &socket])
@@ -938,7 +948,6 @@ async fn kubectl_exec_it_gets_a_terminal_that_resizes() {
 
     tmux(&["send-keys", "-t", "exec", "exit 4", "Enter"]);
     let exited = shown("EXIT=4").await;
-    tmux(&["kill-server"]);
     assert!(
         exited.is_ok(),
         "the exit code did not reach kubectl: {exited:?}"
