@@ -3,9 +3,9 @@
 //! command's streams are handed over. PINGs are answered, received data is credited back with
 //! WINDOW_UPDATE, RST_STREAM and GOAWAY end what they name.
 //!
-//! vk-eci does not hold its own writes to the peer's windows: client-go's SPDY library, the
-//! only client of a kubelet's SPDY endpoint, neither enforces them nor sends WINDOW_UPDATE, so
-//! waiting on them would stall every output past 64 KiB.
+//! vk-eci credits everything it receives but does not hold its own writes to the peer's
+//! windows: a kubelet's SPDY clients are client-go's (kubectl, API servers), which are not known
+//! to send WINDOW_UPDATE, and waiting for one would stall every output past 64 KiB.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
