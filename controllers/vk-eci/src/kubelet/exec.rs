@@ -308,6 +308,7 @@ impl Session {
         let Some(stdout) = streams.stdout.or(streams.stderr) else {
             return Outcome::Failed("attach needs stdout or stderr".into());
         };
+        let mut client_gone = streams.client_gone;
         let (sender, mut receiver) = mpsc::channel::<String>(64);
         let namespace = self
             .target
@@ -324,10 +325,15 @@ impl Session {
             &self.container,
             sender,
         );
-        let copy = async {
-            while let Some(chunk) = receiver.recv().await {
-                if !stdout.write(chunk.as_bytes()).await {
-                    return;
+        // Ends when the output ends or the client goes; either way the follower then stops.
+        let copy = async move {
+            loop {
+                tokio::select! {
+                    chunk = receiver.recv() => match chunk {
+                        Some(chunk) if stdout.write(chunk.as_bytes()).await => {}
+                        _ => return,
+                    },
+                    () = client_gone.wait() => return,
                 }
             }
         };

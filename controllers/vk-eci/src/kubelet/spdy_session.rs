@@ -72,6 +72,24 @@ pub struct Streams {
     pub stdout: Option<OutputStream>,
     pub stderr: Option<OutputStream>,
     pub resize: Option<mpsc::Receiver<Vec<u8>>>,
+    /// Tells when the client has gone: see [`ClientGone::wait`].
+    pub client_gone: ClientGone,
+}
+
+/// Resolves once the connection's reader has stopped (the client closed or broke it), so a
+/// command waiting on ECI alone (attach, a quiet terminal) stops too.
+pub struct ClientGone(tokio::sync::watch::Receiver<()>);
+
+impl ClientGone {
+    /// A pair: the reader keeps the sender for as long as it reads.
+    pub(crate) fn new() -> (tokio::sync::watch::Sender<()>, Self) {
+        let (sender, receiver) = tokio::sync::watch::channel(());
+        (sender, Self(receiver))
+    }
+
+    pub async fn wait(&mut self) {
+        while self.0.changed().await.is_ok() {}
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +167,7 @@ where
     let writer = tokio::spawn(write_frames(write, outgoing));
     let (ready, streams) = oneshot::channel();
     let last_stream = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (reading, client_gone) = ClientGone::new();
     let reader = tokio::spawn(
         Reader {
             frames: frames.clone(),
@@ -158,6 +177,8 @@ where
             pending: Pending::default(),
             ready: Some(ready),
             last_stream: last_stream.clone(),
+            _reading: reading,
+            client_gone: Some(client_gone),
         }
         .run(read),
     );
@@ -220,6 +241,9 @@ struct Reader {
     pending: Pending,
     ready: Option<oneshot::Sender<Streams>>,
     last_stream: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Dropped with the reader: what [`ClientGone`] waits for.
+    _reading: tokio::sync::watch::Sender<()>,
+    client_gone: Option<ClientGone>,
 }
 
 impl Reader {
@@ -362,7 +386,11 @@ impl Reader {
             StreamType::Resize => self.pending.resize = Some(input()),
         }
         if self.opened.len() == self.expected.len()
-            && let (Some(ready), Some(error)) = (self.ready.take(), self.pending.error.take())
+            && let (Some(ready), Some(error), Some(client_gone)) = (
+                self.ready.take(),
+                self.pending.error.take(),
+                self.client_gone.take(),
+            )
         {
             let pending = std::mem::take(&mut self.pending);
             let _ = ready.send(Streams {
@@ -371,6 +399,7 @@ impl Reader {
                 stdout: pending.stdout,
                 stderr: pending.stderr,
                 resize: pending.resize,
+                client_gone,
             });
         }
     }
@@ -516,6 +545,22 @@ mod tests {
         client.open(3, "error", 0).await;
         let (_streams, session) = server.await.unwrap().unwrap();
         drop(session);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_is_noticed_without_writing_to_it() {
+        let (mut client, server) = pair();
+        let server = tokio::spawn(accept(
+            server,
+            BTreeSet::from([StreamType::Error]),
+            Duration::from_secs(5),
+        ));
+        client.open(1, "error", 0).await;
+        let (mut streams, _session) = server.await.unwrap().unwrap();
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(5), streams.client_gone.wait())
+            .await
+            .expect("the client's leaving was not noticed");
     }
 
     #[tokio::test(start_paused = true)]

@@ -177,6 +177,7 @@ where
         stdout,
         stderr,
         resize,
+        mut client_gone,
         ..
     } = streams;
     let output = stdout.or(stderr);
@@ -185,6 +186,10 @@ where
     let mut sizes = ResizeDecoder::default();
     loop {
         tokio::select! {
+            () = client_gone.wait() => {
+                let _ = socket.close(None).await;
+                return Outcome::Failed("the client went away".into());
+            }
             chunk = async { stdin.as_mut()?.recv().await }, if stdin.is_some() => {
                 let message = match chunk {
                     Some(bytes) => Some(framing.stdin(bytes)),

@@ -21,7 +21,7 @@ use vk_eci_core::kubelet::exec::{
 };
 use vk_eci_core::kubelet::spdy::Frame;
 
-use super::spdy_session::{OutputStream, Session, Streams};
+use super::spdy_session::{ClientGone, OutputStream, Session, Streams};
 
 /// Starts the channel protocol on the upgraded connection `io`.
 pub async fn accept<IO>(
@@ -44,7 +44,11 @@ where
     };
     let stdin = options.stdin.then(|| input(channel::STDIN));
     let resize = (options.tty && protocol.version.resizes()).then(|| input(channel::RESIZE));
-    let reader = tokio::spawn(read_messages(stream, inputs, protocol));
+    let (reading, client_gone) = ClientGone::new();
+    let reader = tokio::spawn(async move {
+        read_messages(stream, inputs, protocol).await;
+        drop(reading);
+    });
     let output = |channel: u8| OutputStream::new(u32::from(channel), frames.clone());
     let streams = Streams {
         error: output(channel::ERROR),
@@ -52,6 +56,7 @@ where
         stdout: options.stdout.then(|| output(channel::STDOUT)),
         stderr: options.stderr.then(|| output(channel::STDERR)),
         resize,
+        client_gone,
     };
     (streams, Session::new(frames, reader, writer))
 }
