@@ -1,4 +1,4 @@
-//! `kubectl logs -f` from a test: every line it prints, with the moment it arrived, so a test
+//! `kubectl logs -f` (or `kubectl attach`) from a test: every line it prints, with the moment it arrived, so a test
 //! can measure how long a line written in ECI took to reach the client.
 
 use std::io::{BufRead, BufReader};
@@ -15,10 +15,25 @@ pub struct FollowedLogs {
 impl FollowedLogs {
     /// Starts `kubectl logs -f --tail=1 <pod>` in `namespace`.
     pub fn start(kubeconfig: &Path, namespace: &str, pod: &str) -> std::io::Result<Self> {
+        Self::kubectl(
+            kubeconfig,
+            &["-n", namespace, "logs", "-f", "--tail=1", pod],
+            &[],
+        )
+    }
+
+    /// Starts `kubectl <args>` with `env` added, following what it prints (`kubectl attach`).
+    pub fn kubectl(
+        kubeconfig: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> std::io::Result<Self> {
         let mut child = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .args(["-n", namespace, "logs", "-f", "--tail=1", pod])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;

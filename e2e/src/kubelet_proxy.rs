@@ -5,7 +5,8 @@
 //! verifying the kubelet's serving certificate (an API server does not unless
 //! `--kubelet-certificate-authority` is set).
 //!
-//! `pods/log` is proxied to `/containerLogs/...`, streaming, so `kubectl logs -f` streams.
+//! `pods/log` is proxied to `/containerLogs/...`, streaming, so `kubectl logs -f` streams;
+//! `pods/exec`, `pods/attach` and `pods/portforward` are upgraded connections passed through.
 
 use std::sync::Arc;
 
@@ -162,13 +163,14 @@ fn node_named(sandbox: &Sandbox, name: &str) -> Option<Value> {
         .find(|n| n["metadata"]["name"] == name)
 }
 
-/// Where `GET pods/{name}/log` goes: the kubelet's `/containerLogs` URL for the container.
-fn log_location(
+/// The kubelet base URL of pod `namespace/name`, and the container the query names (or the
+/// pod's only one).
+fn pod_kubelet(
     sandbox: &Sandbox,
     namespace: &str,
     name: &str,
     query: &[(String, String)],
-) -> Result<String, ApiError> {
+) -> Result<(String, String), ApiError> {
     let pod = sandbox
         .objects("", "v1", "pods")
         .into_iter()
@@ -201,12 +203,161 @@ fn log_location(
     })?;
     let base = kubelet_url(&node)
         .ok_or_else(|| ApiError::bad_request(format!("node {node_name} has no kubelet address")))?;
+    Ok((base, container))
+}
+
+/// Where `GET pods/{name}/log` goes: the kubelet's `/containerLogs` URL for the container.
+fn log_location(
+    sandbox: &Sandbox,
+    namespace: &str,
+    name: &str,
+    query: &[(String, String)],
+) -> Result<String, ApiError> {
+    let (base, container) = pod_kubelet(sandbox, namespace, name, query)?;
     let forwarded: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(query.iter().filter(|(k, _)| k != "container"))
         .finish();
     Ok(format!(
         "{base}/containerLogs/{namespace}/{name}/{container}?{forwarded}"
     ))
+}
+
+/// Where `pods/{name}/{exec|attach|portforward}` goes, with the query translated as the API
+/// server does (`stdin=true` → `input=1`, `stdout` → `output`, `stderr` → `error`, `tty`).
+fn stream_location(
+    sandbox: &Sandbox,
+    subresource: &str,
+    namespace: &str,
+    name: &str,
+    query: &[(String, String)],
+) -> Result<String, ApiError> {
+    if subresource == "portforward" {
+        let (base, _) = pod_kubelet(
+            sandbox,
+            namespace,
+            name,
+            &[("container".into(), String::new())],
+        )?;
+        let ports = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query.iter().filter(|(k, _)| k == "ports"))
+            .finish();
+        return Ok(format!("{base}/portForward/{namespace}/{name}?{ports}"));
+    }
+    let (base, container) = pod_kubelet(sandbox, namespace, name, query)?;
+    let mut forwarded = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in query {
+        let flag = match key.as_str() {
+            "stdin" => "input",
+            "stdout" => "output",
+            "stderr" => "error",
+            "tty" => "tty",
+            "command" if subresource == "exec" => {
+                forwarded.append_pair("command", value);
+                continue;
+            }
+            _ => continue,
+        };
+        if value == "true" || value == "1" {
+            forwarded.append_pair(flag, "1");
+        }
+    }
+    let path = if subresource == "exec" {
+        "exec"
+    } else {
+        "attach"
+    };
+    Ok(format!(
+        "{base}/{path}/{namespace}/{name}/{container}?{}",
+        forwarded.finish()
+    ))
+}
+
+/// The headers of an upgrade passed on in each direction.
+fn upgrade_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "connection"
+        || name == "upgrade"
+        || name.starts_with("x-stream-protocol-version")
+        || name.starts_with("x-accepted-stream-protocol-version")
+        || name.starts_with("sec-websocket-")
+}
+
+fn kubelet_error(status: u16, message: &str) -> ApiError {
+    let reason = match status {
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        429 => "TooManyRequests",
+        501 => "NotImplemented",
+        503 => "ServiceUnavailable",
+        _ => "InternalError",
+    };
+    ApiError::new(status, reason, message.trim().to_string())
+}
+
+/// Proxies `pods/{name}/exec|attach|portforward` to the pod's kubelet: the upgrade request is
+/// passed on with its protocol headers (SPDY as API servers of 1.30–1.35 pass it; a WebSocket
+/// as one from 1.36 does for nodes that take it), the kubelet's `101` answered back, then
+/// bytes are copied both ways.
+pub async fn proxy_stream(
+    sandbox: &Sandbox,
+    subresource: &str,
+    namespace: &str,
+    name: &str,
+    mut request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let url = stream_location(sandbox, subresource, namespace, name, &query)?;
+    let identity = sandbox.kubelet_identity().ok_or_else(|| {
+        ApiError::new(
+            500,
+            "InternalError",
+            "the sandbox has no kubelet client certificate",
+        )
+    })?;
+    // The client's method: a WebSocket handshake is a GET, SPDY upgrades are POSTs.
+    let mut upstream = identity.http.request(request.method().clone(), &url);
+    for (header, value) in request.headers() {
+        if upgrade_header(header.as_str()) {
+            upstream = upstream.header(header.as_str(), value.as_bytes());
+        }
+    }
+    let response = upstream.send().await.map_err(|e| {
+        ApiError::new(
+            500,
+            "InternalError",
+            format!("error dialing the kubelet for pod {name}: {e}"),
+        )
+    })?;
+    let status = response.status().as_u16();
+    if status != 101 {
+        let message = response.text().await.unwrap_or_default();
+        return Err(kubelet_error(status, &message));
+    }
+    let mut answer = Response::builder().status(101);
+    for (header, value) in response.headers() {
+        if upgrade_header(header.as_str()) {
+            answer = answer.header(header.as_str(), value.as_bytes());
+        }
+    }
+    let client_side = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(mut kubelet) = response.upgrade().await else {
+            return;
+        };
+        let Ok(client) = client_side.await else {
+            return;
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await;
+    });
+    answer
+        .body(Body::empty())
+        .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))
 }
 
 /// Proxies `GET /api/v1/namespaces/{ns}/pods/{name}/log` to the pod's kubelet, streaming.
@@ -235,17 +386,7 @@ pub async fn proxy_log(
     if status != 200 {
         // Like the API server: the kubelet's own message, with its status.
         let message = response.text().await.unwrap_or_default();
-        let reason = match status {
-            400 => "BadRequest",
-            401 => "Unauthorized",
-            403 => "Forbidden",
-            404 => "NotFound",
-            429 => "TooManyRequests",
-            501 => "NotImplemented",
-            503 => "ServiceUnavailable",
-            _ => "InternalError",
-        };
-        return Err(ApiError::new(status, reason, message.trim().to_string()));
+        return Err(kubelet_error(status, &message));
     }
     let body = futures::stream::unfold(Some(response), |response| async move {
         let mut response = response?;

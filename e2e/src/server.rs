@@ -10,7 +10,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{any, delete, get};
 use chrono::Utc;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -235,6 +235,18 @@ impl Sandbox {
                 get(list_faults).post(add_fault).delete(clear_faults),
             )
             .route("/_sandbox/faults/{id}", delete(remove_fault))
+            .route(
+                "/api/v1/namespaces/{namespace}/pods/{name}/exec",
+                any(stream_subresource),
+            )
+            .route(
+                "/api/v1/namespaces/{namespace}/pods/{name}/attach",
+                any(stream_subresource),
+            )
+            .route(
+                "/api/v1/namespaces/{namespace}/pods/{name}/portforward",
+                any(stream_subresource),
+            )
             .fallback(handle)
             .with_state(self.clone())
     }
@@ -584,6 +596,27 @@ fn selectors(query: &HashMap<String, String>) -> Result<(Selector, Selector), Ap
             .map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
     };
     Ok((parse("labelSelector")?, parse("fieldSelector")?))
+}
+
+/// `pods/{name}/exec|attach|portforward`: upgraded connections to the pod's kubelet.
+async fn stream_subresource(
+    State(sandbox): State<Sandbox>,
+    axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
+    request: axum::extract::Request,
+) -> Response {
+    let subresource = request
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    match crate::kubelet_proxy::proxy_stream(&sandbox, &subresource, &namespace, &name, request)
+        .await
+    {
+        Ok(response) => response,
+        Err(error) => error_response(&error),
+    }
 }
 
 async fn handle(

@@ -473,6 +473,36 @@ async fn an_exhausted_log_budget_is_said_not_hung() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_exhausted_exec_budget_is_said_not_hung() {
+    if !have_kubectl() {
+        return;
+    }
+    // Two calls a minute: one at once, the next a minute later, longer than a command waits.
+    let (stack, _operator) = stack(
+        "exec-budget",
+        &[("VK_ECI_KUBELET_EXEC_CALLS_PER_MINUTE", "2")],
+    )
+    .await;
+    stack.apply_yaml(PODS, "default").await.unwrap();
+    running(&stack, "steady", false).await;
+    kubelet_url(&stack).await;
+
+    let (code, out, err) = exec_spdy(&stack, &["exec", "steady", "--", "echo", "first"], None);
+    assert_eq!((code, out.as_str()), (Some(0), "first\n"), "{err}");
+    let started = Instant::now();
+    let (code, _, err) = exec_spdy(&stack, &["exec", "steady", "--", "echo", "second"], None);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "refused, not hung"
+    );
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("ExecContainerCommand budget") && err.contains("exhausted"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_node_points_at_the_leader_and_a_standby_says_so() {
     if !have_kubectl() {
         return;
@@ -546,4 +576,380 @@ async fn the_node_points_at_the_leader_and_a_standby_says_so() {
     })
     .await;
     assert!(served.is_ok());
+}
+
+/// kubectl with SPDY toward the API server (what it falls back to, and what every API server
+/// before 1.36 speaks to kubelets): exit code, stdout, stderr.
+fn kubectl_spdy(
+    stack: &Stack,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&stack.kubeconfig)
+        .args(args)
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn exec_spdy(stack: &Stack, args: &[&str], stdin: Option<&str>) -> (Option<i32>, String, String) {
+    tokio::task::block_in_place(|| kubectl_spdy(stack, args, stdin))
+}
+
+const DONE_POD: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: done}
+spec:
+  nodeName: virtual-kubelet
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: busybox
+    env:
+    - {name: ECI_SIM_EXIT_AFTER_SECONDS, value: '1'}
+";
+
+/// An exec request straight to the kubelet port, as an API server would send it.
+async fn exec_upgrade(url: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = insecure_client()
+        .post(format!("{url}{path}"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "SPDY/3.1")
+        .header("x-stream-protocol-version", "v5.channel.k8s.io")
+        .header("x-stream-protocol-version", "v4.channel.k8s.io");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_exec_and_attach_over_spdy_and_websocket() {
+    if !have_kubectl() {
+        return;
+    }
+    let (stack, _operator) = stack("exec", &[]).await;
+    stack.apply_yaml(PODS, "default").await.unwrap();
+    stack.apply_yaml(DONE_POD, "default").await.unwrap();
+    let steady = running(&stack, "steady", false).await;
+    kubelet_url(&stack).await;
+
+    let (code, out, err) = exec_spdy(
+        &stack,
+        &["exec", "steady", "--", "printf", "[%s]", "a", "b c"],
+        None,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "[a][b c]", "argv intact: {err}");
+
+    let (code, out, err) = exec_spdy(
+        &stack,
+        &["exec", "steady", "-c", "app", "--", "echo", "hi"],
+        None,
+    );
+    assert_eq!((code, out.as_str()), (Some(0), "hi\n"), "{err}");
+
+    // Interactive: stdin reaches the command, and the exit code reaches kubectl.
+    let (code, out, err) = exec_spdy(&stack, &["exec", "-i", "steady", "--", "cat"], Some("hi\n"));
+    assert_eq!((code, out.as_str()), (Some(0), "hi\n"), "{err}");
+    let (code, _, err) = exec_spdy(
+        &stack,
+        &["exec", "-i", "steady", "--", "sh", "-c", "exit 3"],
+        Some(""),
+    );
+    assert_eq!(code, Some(3), "{err}");
+    let (code, out, err) = exec_spdy(
+        &stack,
+        &["exec", "-i", "steady", "--", "sh"],
+        Some("echo one\nexit 4\n"),
+    );
+    assert_eq!((code, out.as_str()), (Some(4), "one\n"), "{err}");
+
+    // kubectl's default, WebSocket v5, which the sandbox passes to the kubelet untranslated
+    // (as an API server from 1.36 would): the v5 CLOSE of stdin ends cat.
+    let websocket = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&stack.kubeconfig)
+            .args(args)
+            .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "true")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, out) = tokio::task::block_in_place(|| {
+        websocket(&["exec", "-i", "steady", "--", "cat"], "over websocket\n")
+    });
+    assert_eq!((code, out.as_str()), (Some(0), "over websocket\n"));
+    let (code, _) = tokio::task::block_in_place(|| {
+        websocket(&["exec", "steady", "-i", "--", "sh", "-c", "exit 5"], "")
+    });
+    assert_eq!(code, Some(5));
+    let log = std::fs::read_to_string(stack.log("replica-a")).unwrap();
+    assert!(
+        log.contains("WebSocket v5.channel.k8s.io"),
+        "the WebSocket path was not taken"
+    );
+    assert!(
+        log.contains("SPDY/3.1 v4.channel.k8s.io") || log.contains("SPDY/3.1 v5.channel.k8s.io")
+    );
+
+    // attach: what the container writes from now on.
+    let attached = FollowedLogs::kubectl(
+        &stack.kubeconfig,
+        &["attach", "steady"],
+        &[("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")],
+    )
+    .unwrap();
+    let marker = format!("attached-{}", std::process::id());
+    let seen = wait("attach follows the output", LIMIT, || async {
+        stack
+            .append_log(&group_id(&steady), "app", &[&marker])
+            .await
+            .unwrap();
+        // One line a probe, and the marker written again each time: a marker written before
+        // kubectl attach connected is history it never shows.
+        tokio::task::block_in_place(|| {
+            attached
+                .next_within(Duration::from_secs(3))
+                .filter(|(_, line)| line == &marker)
+        })
+    })
+    .await;
+    assert!(seen.is_ok(), "the marker never reached kubectl attach");
+    drop(attached);
+
+    let (code, _, err) = exec_spdy(&stack, &["attach", "-i", "steady"], Some("x\n"));
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("cannot attach to a container's stdin"),
+        "{err}"
+    );
+
+    // Port-forward: refused at once with the reason, not a listener that never forwards.
+    let refused = tokio::task::block_in_place(|| {
+        Command::new("timeout")
+            .args(["30", "kubectl", "--kubeconfig"])
+            .arg(&stack.kubeconfig)
+            .args(["port-forward", "steady", "0:80"])
+            .output()
+            .unwrap()
+    });
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("ECI has no port-forwarding API"),
+        "{message}"
+    );
+
+    // A completed pod: kubectl refuses, and so does the kubelet port on its own.
+    let pods: Api<Pod> = Api::namespaced(stack.client.clone(), "default");
+    wait("pod done completed", LIMIT, || async {
+        let pod = pods.get("done").await.ok()?;
+        (pod.status?.phase.as_deref() == Some("Succeeded")).then_some(())
+    })
+    .await
+    .unwrap();
+    let (code, _, err) = exec_spdy(&stack, &["exec", "done", "--", "echo", "x"], None);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("completed pod") || err.contains("not running"),
+        "{err}"
+    );
+    let url = kubelet_url(&stack).await;
+    ok(&stack, &["create", "serviceaccount", "runner"]);
+    ok(
+        &stack,
+        &[
+            "create",
+            "clusterrole",
+            "node-proxy",
+            "--verb=create",
+            "--resource=nodes/proxy",
+        ],
+    );
+    ok(
+        &stack,
+        &[
+            "create",
+            "clusterrolebinding",
+            "runner-proxies",
+            "--clusterrole=node-proxy",
+            "--serviceaccount=default:runner",
+        ],
+    );
+    let runner = ok(&stack, &["create", "token", "runner"])
+        .trim()
+        .to_string();
+    let (status, message) = exec_upgrade(
+        &url,
+        "/exec/default/done/app?command=echo&output=1",
+        Some(&runner),
+    )
+    .await;
+    assert_eq!(status, 400, "{message}");
+    assert!(message.contains("not running"), "{message}");
+
+    // Without nodes/proxy: 403, before anything runs.
+    ok(&stack, &["create", "serviceaccount", "stranger"]);
+    let stranger = ok(&stack, &["create", "token", "stranger"])
+        .trim()
+        .to_string();
+    let (status, message) = exec_upgrade(
+        &url,
+        "/exec/default/steady/app?command=echo&output=1",
+        Some(&stranger),
+    )
+    .await;
+    assert_eq!(status, 403, "{message}");
+    assert!(
+        message.contains("verb=create") && message.contains("subresource=proxy"),
+        "{message}"
+    );
+
+    // No protocol in common: refused with the versions the kubelet speaks.
+    let response = insecure_client()
+        .post(format!(
+            "{url}/exec/default/steady/app?command=echo&output=1"
+        ))
+        .bearer_auth(&runner)
+        .header("connection", "Upgrade")
+        .header("upgrade", "SPDY/3.1")
+        .header("x-stream-protocol-version", "v9.channel.k8s.io")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(
+        response
+            .headers()
+            .get_all("x-accepted-stream-protocol-versions")
+            .iter()
+            .any(|v| v == "v5.channel.k8s.io")
+    );
+}
+
+/// `kubectl exec -it` in a real pseudo-terminal (tmux): the prompt, what is typed and its
+/// output, a window resize reaching the kubelet, and the shell's exit code reaching kubectl.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_exec_it_gets_a_terminal_that_resizes() {
+    if !have_kubectl() {
+        return;
+    }
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("SKIPPED: tmux is not installed");
+        return;
+    }
+    let (stack, _operator) = stack(
+        "exec-it",
+        &[("RUST_LOG", "info,vk_eci::kubelet::terminal=debug")],
+    )
+    .await;
+    stack.apply_yaml(PODS, "default").await.unwrap();
+    running(&stack, "steady", false).await;
+    kubelet_url(&stack).await;
+
+    /// Stops the test's own tmux server however the test ends.
+    struct TmuxServer(String);
+    impl Drop for TmuxServer {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["-L", &self.0, "kill-server"])
+                .output();
+        }
+    }
+    let socket = format!("vk-eci-exec-it-{}", std::process::id());
+    let _server = TmuxServer(socket.clone());
+    let tmux = |args: &[&str]| {
+        let output = Command::new("tmux")
+            .args(["-L", &socket])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let command = format!(
+        "kubectl --kubeconfig {} exec -it steady -- sh; echo EXIT=$?; sleep 60",
+        stack.kubeconfig.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "exec",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &command,
+    ]);
+    let screen = || tmux(&["capture-pane", "-p", "-t", "exec"]);
+    let shown = |what: &'static str| {
+        let screen = &screen;
+        async move {
+            wait(&format!("{what:?} on the terminal"), LIMIT, || async {
+                let text = screen();
+                text.contains(what).then_some(text)
+            })
+            .await
+        }
+    };
+    // capture-pane drops trailing spaces: the prompt "$ " shows as "$".
+    let prompt = shown("$").await;
+    assert!(prompt.is_ok(), "no prompt: {}", screen());
+    tmux(&["send-keys", "-t", "exec", "echo typed-here", "Enter"]);
+    let echoed = shown("\ntyped-here").await;
+    assert!(echoed.is_ok(), "no output: {}", screen());
+
+    tmux(&["resize-window", "-t", "exec", "-x", "100", "-y", "30"]);
+    let resized = wait("the resize at the kubelet", LIMIT, || async {
+        let log = std::fs::read_to_string(stack.log("replica-a")).ok()?;
+        log.contains("width: 100, height: 30").then_some(())
+    })
+    .await;
+    assert!(resized.is_ok(), "the resize never reached the kubelet");
+
+    tmux(&["send-keys", "-t", "exec", "exit 4", "Enter"]);
+    let exited = shown("EXIT=4").await;
+    assert!(
+        exited.is_ok(),
+        "the exit code did not reach kubectl: {exited:?}"
+    );
 }

@@ -737,3 +737,128 @@ async fn kubectl_logs_follow_an_eci_container_through_the_api_server() {
         "the line took {latency:?}"
     );
 }
+
+/// Scenario 11: `kubectl exec` and `kubectl attach` reach an ECI container through the API
+/// server, with kubectl's default protocol (WebSocket; the real API server translates it to
+/// SPDY toward the kubelet, the sandbox passes it on untranslated) and with SPDY forced:
+/// every argument intact, stdin, the exit code, the container's output followed by attach.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_exec_and_attach_reach_an_eci_container_through_the_api_server() {
+    use kube_sandbox::followed_logs::FollowedLogs;
+    use std::process::Command;
+
+    let stack = stack("exec").await;
+    let _operator = stack.operator("replica-a").unwrap();
+    stack
+        .apply_yaml(
+            &json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "shell", "namespace": stack.namespace},
+                "spec": {"nodeName": stack.node,
+                         "tolerations": [{"operator": "Exists"}],
+                         "containers": [{"name": "app", "image": "busybox",
+                                         "env": [{"name": "GREETING", "value": "hello"}]}]}})
+            .to_string(),
+            &stack.namespace,
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(stack.client.clone(), &stack.namespace);
+    let group = wait("shell running on ECI", LIMIT, || async {
+        let pod = pods.get("shell").await.ok()?;
+        let running = pod.status.as_ref()?.phase.as_deref() == Some("Running");
+        let group = pod
+            .metadata
+            .annotations
+            .as_ref()?
+            .get("k8s.aliyun.com/eci-instance-id")?
+            .clone();
+        running.then_some(group)
+    })
+    .await
+    .unwrap();
+    let kubectl_with = |args: &[&str], websockets: bool, stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&stack.kubeconfig)
+            .args(["-n", &stack.namespace])
+            .args(args)
+            .env(
+                "KUBECTL_REMOTE_COMMAND_WEBSOCKETS",
+                if websockets { "true" } else { "false" },
+            )
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let kubectl = |args: &[&str], websockets: bool| kubectl_with(args, websockets, "");
+    for websockets in [true, false] {
+        let (code, out, err) = tokio::task::block_in_place(|| {
+            kubectl_with(&["exec", "-i", "shell", "--", "cat"], websockets, "hi\n")
+        });
+        assert_eq!(
+            (code, out.as_str()),
+            (Some(0), "hi\n"),
+            "stdin, websockets={websockets}: {err}"
+        );
+        let (code, _, err) = tokio::task::block_in_place(|| {
+            kubectl(
+                &["exec", "-i", "shell", "--", "sh", "-c", "exit 3"],
+                websockets,
+            )
+        });
+        assert_eq!(code, Some(3), "exit code, websockets={websockets}: {err}");
+        let (code, out, err) = tokio::task::block_in_place(|| {
+            kubectl(
+                &["exec", "shell", "--", "printf", "[%s]", "a", "b c"],
+                websockets,
+            )
+        });
+        assert_eq!(
+            (code, out.as_str()),
+            (Some(0), "[a][b c]"),
+            "websockets={websockets}: {err}"
+        );
+        let (code, out, err) = tokio::task::block_in_place(|| {
+            kubectl(
+                &["exec", "shell", "-c", "app", "--", "printenv", "GREETING"],
+                websockets,
+            )
+        });
+        assert_eq!((code, out.as_str()), (Some(0), "hello\n"), "{err}");
+    }
+
+    let attached = FollowedLogs::kubectl(
+        &stack.kubeconfig,
+        &["-n", &stack.namespace, "attach", "shell"],
+        &[],
+    )
+    .unwrap();
+    let marker = format!("attached-{}", std::process::id());
+    let seen = wait("attach follows the output", LIMIT, || async {
+        stack.append_log(&group, "app", &[&marker]).await.unwrap();
+        // A marker written before attach connected is history it never shows: write it again
+        // until one arrives.
+        tokio::task::block_in_place(|| {
+            attached
+                .next_within(Duration::from_secs(3))
+                .filter(|(_, line)| line == &marker)
+        })
+    })
+    .await;
+    assert!(seen.is_ok(), "the marker never reached kubectl attach");
+}

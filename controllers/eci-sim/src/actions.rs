@@ -373,42 +373,48 @@ fn exec(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
     if run.current.phase != RunPhase::Running {
         return Err(ApiError::incorrect_status(&group.id, "not running"));
     }
-    let output = if !sync {
-        String::new()
-    } else {
-        let program = command[0].rsplit('/').next().unwrap_or_default();
-        match program {
-            "echo" => format!("{}\n", command[1..].join(" ")),
-            "hostname" => format!("{}\n", group.spec.container_group_name),
-            "env" | "printenv" => group
-                .spec
-                .container
-                .iter()
-                .find(|c| *c.name == *run.name)
-                .map(|c| {
-                    c.environment_var
-                        .iter()
-                        .map(|e| format!("{}={}\n", e.key, e.value.clone().unwrap_or_default()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            _ => format!("[eci-sim] executed: {}\n", command.join(" ")),
-        }
+    let container = crate::commands::Container {
+        hostname: group.spec.container_group_name.clone(),
+        env: group
+            .spec
+            .container
+            .iter()
+            .find(|c| *c.name == *run.name)
+            .map(|c| {
+                c.environment_var
+                    .iter()
+                    .map(|e| (e.key.clone(), e.value.clone().unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
+    let group_id = group.id.clone();
     let session = call.request_id.replace('-', "").to_ascii_lowercase();
+    if sync {
+        // Sync mode answers with the output only: ECI documents no exit code for it.
+        let (output, _exit_code) = crate::commands::run_to_end(command, &container);
+        return respond(&ExecContainerCommandResponse {
+            request_id: call.request_id.clone(),
+            sync_response: output,
+            ..Default::default()
+        });
+    }
+    sim.add_exec_session(
+        session.clone(),
+        crate::state::ExecSession {
+            group_id,
+            argv: command.clone(),
+            tty: request.tty == Some(true),
+            container,
+            expires: call.now + TimeDelta::seconds(30),
+        },
+        call.now,
+    );
     respond(&ExecContainerCommandResponse {
         request_id: call.request_id.clone(),
-        web_socket_uri: if sync {
-            String::new()
-        } else {
-            format!("ws://{}/_sim/exec/?s={session}", call.host)
-        },
-        http_url: if sync {
-            String::new()
-        } else {
-            format!("http://{}/_sim/terminal?param={session}", call.host)
-        },
-        sync_response: output,
+        web_socket_uri: format!("ws://{}/_sim/exec/?s={session}", call.host),
+        http_url: format!("http://{}/_sim/terminal?param={session}", call.host),
+        sync_response: String::new(),
     })
 }
 

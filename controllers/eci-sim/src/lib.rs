@@ -8,6 +8,7 @@
 
 pub mod actions;
 pub mod auth;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod render;

@@ -129,6 +129,7 @@ impl Simulator {
             .route("/_sim/stock", put(admin_stock))
             .route("/_sim/log", post(admin_append_log))
             .route("/_sim/timing", put(admin_set_timing))
+            .route("/_sim/exec/", get(exec_socket))
             .route(
                 "/_sim/faults",
                 put(admin_set_faults).delete(admin_clear_faults),
@@ -616,4 +617,81 @@ async fn admin_set_faults(State(simulator): State<Simulator>, body: Bytes) -> Re
 async fn admin_clear_faults(State(simulator): State<Simulator>) -> Response {
     simulator.clear_faults();
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /_sim/exec/?s=<session>`: the WebSocket of an interactive `ExecContainerCommand`,
+/// framed as a raw terminal (ECI's own framing is not public): binary or text messages in are
+/// stdin, binary messages out are the output, a close from the client ends stdin, and the
+/// simulator closes with the reason `exit status N` when the command ends.
+async fn exec_socket(
+    State(simulator): State<Simulator>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    let id = query.get("s").cloned().unwrap_or_default();
+    let Some(session) = simulator.with_state(|sim| sim.take_exec_session(&id, Utc::now())) else {
+        return (
+            StatusCode::NOT_FOUND,
+            "no such exec session (a session is good for one connection within 30 s)",
+        )
+            .into_response();
+    };
+    upgrade.on_upgrade(move |socket| run_exec_session(socket, session))
+}
+
+async fn run_exec_session(
+    mut socket: axum::extract::ws::WebSocket,
+    session: crate::state::ExecSession,
+) {
+    use crate::commands::{Effect, Program};
+    use axum::extract::ws::{CloseFrame, Message};
+    use futures::{SinkExt, StreamExt};
+
+    let container = session.container;
+    let (mut program, mut effects) = Program::start(&session.argv, &container, session.tty);
+    loop {
+        for effect in std::mem::take(&mut effects) {
+            match effect {
+                Effect::Output(text) => {
+                    let text = if session.tty && !matches!(program, Program::Shell { .. }) {
+                        text.replace('\n', "\r\n")
+                    } else {
+                        text
+                    };
+                    if socket
+                        .send(Message::Binary(text.into_bytes().into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Effect::Sleep(duration) => tokio::time::sleep(duration).await,
+                Effect::Exit(code) => {
+                    let _ = socket
+                        .send(Message::Close(Some(CloseFrame {
+                            code: axum::extract::ws::close_code::NORMAL,
+                            reason: format!("exit status {code}").into(),
+                        })))
+                        .await;
+                    let _ = socket.close().await;
+                    return;
+                }
+            }
+        }
+        effects = match socket.next().await {
+            Some(Ok(Message::Binary(bytes))) => {
+                program.input(&String::from_utf8_lossy(&bytes), &container)
+            }
+            Some(Ok(Message::Text(text))) => program.input(text.as_str(), &container),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                let mut ended = program.end_of_input();
+                if ended.is_empty() {
+                    ended.push(Effect::Exit(0));
+                }
+                ended
+            }
+            Some(Ok(_)) => Vec::new(),
+        };
+    }
 }

@@ -517,10 +517,33 @@ pub struct Sim {
     tokens: HashMap<u64, TokenMemo>,
     next_seq: u64,
     last_prune: Option<DateTime<Utc>>,
+    /// `ExecContainerCommand` sessions not yet connected to, by the `s` of their WebSocket URI.
+    exec_sessions: HashMap<String, ExecSession>,
     pub stats: Stats,
 }
 
+/// An interactive command ECI was asked to run: its WebSocket URI is valid until `expires`.
+#[derive(Debug, Clone)]
+pub struct ExecSession {
+    pub group_id: String,
+    pub argv: Vec<String>,
+    pub tty: bool,
+    pub container: crate::commands::Container,
+    pub expires: DateTime<Utc>,
+}
+
 impl Sim {
+    /// Keeps an interactive exec session for its WebSocket, dropping expired ones.
+    pub fn add_exec_session(&mut self, id: String, session: ExecSession, now: DateTime<Utc>) {
+        self.exec_sessions.retain(|_, s| s.expires > now);
+        self.exec_sessions.insert(id, session);
+    }
+
+    /// Takes the session `id` (a WebSocket URI is good for one connection), if still valid.
+    pub fn take_exec_session(&mut self, id: &str, now: DateTime<Utc>) -> Option<ExecSession> {
+        self.exec_sessions.remove(id).filter(|s| s.expires > now)
+    }
+
     pub fn new(config: SimConfig) -> Result<Self, String> {
         let mut pools = BTreeMap::new();
         for vswitch in &config.vswitches {
@@ -545,6 +568,7 @@ impl Sim {
             tokens: HashMap::new(),
             next_seq: 1,
             last_prune: None,
+            exec_sessions: HashMap::new(),
             stats: Stats::default(),
             stock,
             pools,

@@ -268,7 +268,7 @@ async fn run(args: Args) -> Result<(), StackError> {
     }
     show_logs_and_top(&stack, &pods, &progress).await?;
     println!(
-        "\nIt keeps running. Look around with kubectl:\n  export KUBECONFIG={}\n  kubectl get nodes,pods -o wide\n  kubectl get spotrotations\n  kubectl describe pod -l app=web\n  kubectl logs -f deploy/web\n  kubectl top pod; kubectl top node\nMore spot releases: {} sim-ctl --endpoint {} spot-release --fraction 0.3\nLogs: {}\nCtrl-C stops everything.",
+        "\nIt keeps running. Look around with kubectl:\n  export KUBECONFIG={}\n  kubectl get nodes,pods -o wide\n  kubectl get spotrotations\n  kubectl describe pod -l app=web\n  kubectl logs -f deploy/web\n  kubectl exec -it deploy/web -- sh\n  kubectl top pod; kubectl top node\nMore spot releases: {} sim-ctl --endpoint {} spot-release --fraction 0.3\nLogs: {}\nCtrl-C stops everything.",
         stack.kubeconfig.display(),
         vk_eci.display(),
         stack.sim_endpoint,
@@ -278,6 +278,34 @@ async fn run(args: Args) -> Result<(), StackError> {
     progress.say("stopping");
     let _status = operator.terminate(Duration::from_secs(10));
     Ok(())
+}
+
+/// `kubectl exec` into the pod (through the sandbox to vk-eci's kubelet API, then ECI's
+/// `ExecContainerCommand`), when kubectl is installed; otherwise the line to try.
+async fn show_exec(stack: &Stack, name: &str) {
+    let args = [
+        "--kubeconfig".to_string(),
+        stack.kubeconfig.display().to_string(),
+        "exec".into(),
+        name.to_string(),
+        "--".into(),
+        "printf".into(),
+        "[%s]\\n".into(),
+        "a".into(),
+        "b c".into(),
+    ];
+    let shown = format!("kubectl exec {name} -- printf '[%s]\\n' a 'b c'");
+    let ran = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("kubectl").args(&args).output()
+    })
+    .await;
+    match ran {
+        Ok(Ok(output)) if output.status.success() => println!(
+            "\n{shown}:\n{}",
+            String::from_utf8_lossy(&output.stdout).trim_end()
+        ),
+        _ => println!("\nWith kubectl installed, try: {shown}"),
+    }
 }
 
 /// `kubectl logs` and `kubectl top pod` for one web pod, through the sandbox as kubectl would
@@ -306,6 +334,7 @@ async fn show_logs_and_top(
         )
         .await?;
     println!("\nkubectl logs {name} --tail=3:\n{}", logs.trim_end());
+    show_exec(stack, &name).await;
     let resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("metrics.k8s.io", "v1beta1", "PodMetrics"),
         "pods",

@@ -110,6 +110,10 @@ pub struct RunArgs {
     #[arg(long, env = "VK_ECI_KUBELET_LOG_CALLS_PER_MINUTE", default_value_t = 400,
         value_parser = clap::value_parser!(u32).range(1..=500))]
     kubelet_log_calls_per_minute: u32,
+    /// ExecContainerCommand calls a minute shared by every exec (ECI allows 500 per account).
+    #[arg(long, env = "VK_ECI_KUBELET_EXEC_CALLS_PER_MINUTE", default_value_t = 400,
+        value_parser = clap::value_parser!(u32).range(1..=500))]
+    kubelet_exec_calls_per_minute: u32,
     /// DescribeMultiContainerGroupMetric calls a minute for the metric refresher (ECI: 500,
     /// or 2000 per the current limits page).
     #[arg(long, env = "VK_ECI_KUBELET_METRIC_CALLS_PER_MINUTE", default_value_t = 400,
@@ -238,6 +242,7 @@ impl RunArgs {
             serving,
             client_ca: self.kubelet_client_ca.clone(),
             log_calls_per_minute: self.kubelet_log_calls_per_minute,
+            exec_calls_per_minute: self.kubelet_exec_calls_per_minute,
             metric_calls_per_minute: self.kubelet_metric_calls_per_minute,
             metric_min_interval: std::time::Duration::from_secs(
                 self.kubelet_metric_min_refresh_seconds,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
 use chrono::{TimeDelta, Utc};
@@ -16,17 +16,17 @@ use tracing::debug;
 use vk_eci_core::annotations::INSTANCE_ID;
 use vk_eci_core::kubelet::logs::{FollowCursor, LogOptions, poll_interval};
 
-use super::{KubeletState, streamed, text};
+use super::{KubeletState, streamed, take_budget, text};
 
 /// The fastest a followed stream polls: with ECI's call latency a new line shows within 2 s.
 const FOLLOW_POLL_FLOOR: TimeDelta = TimeDelta::milliseconds(1000);
 /// The longest a request waits for the shared budget before it is told the budget is out.
 const BUDGET_WAIT: Duration = Duration::from_secs(5);
 
-/// What answers a log request: the container group and what the pod's status says.
-struct Target {
-    group_id: String,
-    pod: Arc<Pod>,
+/// What answers a log, exec or attach request: the container group and what the pod's status says.
+pub(crate) struct Target {
+    pub(crate) group_id: String,
+    pub(crate) pod: Arc<Pod>,
 }
 
 fn find(
@@ -35,6 +35,33 @@ fn find(
     name: &str,
     container: &str,
     options: &LogOptions,
+) -> Result<Target, (StatusCode, String)> {
+    let target = target(state, namespace, name, container)?;
+    if options.previous {
+        let restarted = container_status(&target.pod, container).is_some_and(|s| {
+            s.restart_count > 0
+                || s.last_state
+                    .as_ref()
+                    .is_some_and(|l| l.terminated.is_some())
+        });
+        if !restarted {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "previous terminated container \"{container}\" in pod \"{name}\" not found"
+                ),
+            ));
+        }
+    }
+    Ok(target)
+}
+
+/// The pod `namespace/name` on this node, its `container` and its container group.
+pub(crate) fn target(
+    state: &KubeletState,
+    namespace: &str,
+    name: &str,
+    container: &str,
 ) -> Result<Target, (StatusCode, String)> {
     let pod = state
         .ctx
@@ -82,26 +109,10 @@ fn find(
                 ),
             )
         })?;
-    if options.previous {
-        let restarted = container_status(&pod, container).is_some_and(|s| {
-            s.restart_count > 0
-                || s.last_state
-                    .as_ref()
-                    .is_some_and(|l| l.terminated.is_some())
-        });
-        if !restarted {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "previous terminated container \"{container}\" in pod \"{name}\" not found"
-                ),
-            ));
-        }
-    }
     Ok(Target { group_id, pod })
 }
 
-fn container_status<'a>(
+pub(crate) fn container_status<'a>(
     pod: &'a Pod,
     container: &str,
 ) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
@@ -149,14 +160,8 @@ async fn call(
     state: &KubeletState,
     request: &DescribeContainerLogRequest,
 ) -> Result<String, CallFailure> {
-    let deadline = Instant::now() + BUDGET_WAIT;
-    loop {
-        let taken = state.log_budget.lock().await.try_take(Instant::now());
-        match taken {
-            Ok(()) => break,
-            Err(wait) if Instant::now() + wait <= deadline => tokio::time::sleep(wait).await,
-            Err(_) => return Err(CallFailure::BudgetExhausted),
-        }
+    if !take_budget(&state.log_budget, BUDGET_WAIT).await {
+        return Err(CallFailure::BudgetExhausted);
     }
     let result = state.ctx.eci.call(request).await;
     state.ctx.observe_eci(&result);
@@ -234,6 +239,38 @@ pub async fn container_logs(
         streamed(receiver),
     )
         .into_response()
+}
+
+/// Sends what `container` writes from now on to `sender` until it ends (or the receiver
+/// leaves): what attach shows, as ECI cannot attach to a container's stdio.
+pub(crate) async fn follow_new_output(
+    state: Arc<KubeletState>,
+    namespace: &str,
+    name: &str,
+    container: &str,
+    sender: mpsc::Sender<String>,
+) -> Result<(), String> {
+    let options = LogOptions {
+        follow: true,
+        tail_lines: Some(0),
+        ..LogOptions::default()
+    };
+    let target = find(&state, namespace, name, container, &options).map_err(|(_, m)| m)?;
+    let first = options.first_request(&target.group_id, container);
+    let started = Utc::now();
+    let content = call(&state, &first).await.map_err(|f| f.message(&state))?;
+    let follow = Follow {
+        state: state.clone(),
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        uid: target.pod.metadata.uid.clone().unwrap_or_default(),
+        container: container.to_string(),
+        options,
+        first,
+        started,
+    };
+    follow.run(content, sender).await;
+    Ok(())
 }
 
 /// One followed stream.

@@ -5,15 +5,20 @@
 //! (the heartbeat, which only the leader runs, writes its `VKUBELET_POD_IP`), so a standby is
 //! reached only in the seconds after a failover. A standby authenticates like the leader and
 //! then answers 503 (except `/healthz`): serving would spend the ECI call budgets twice, and
-//! its metric cache is not refreshed. Exec, attach and port-forward are refused with a reason.
+//! its metric cache is not refreshed. Exec and attach are served over SPDY/3.1 (see [`exec`]);
+//! port-forward is refused with a reason.
 //!
 //! Each request is a tracing span and counts in `vk_eci_kubelet_requests_total{path,code}` and
 //! `vk_eci_kubelet_request_duration_seconds{path}`.
 
 pub mod auth;
 pub mod csr;
+pub mod exec;
 pub mod logs;
+pub mod spdy_session;
 pub mod stats;
+pub mod terminal;
+pub mod websocket_session;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,6 +73,8 @@ pub struct KubeletConfig {
     pub client_ca: Option<PathBuf>,
     /// `DescribeContainerLog` calls a minute all log requests share (a share of ECI's 500).
     pub log_calls_per_minute: u32,
+    /// `ExecContainerCommand` calls a minute all exec requests share (a share of ECI's 500).
+    pub exec_calls_per_minute: u32,
     /// `DescribeMultiContainerGroupMetric` calls a minute the metric refresher may make.
     pub metric_calls_per_minute: u32,
     /// The shortest time between two metric refreshes of a pod (ECI samples every 15 s).
@@ -93,6 +100,8 @@ pub struct KubeletState {
     auth: Authenticator,
     log_budget: Mutex<CallBudget>,
     log_calls_per_minute: u32,
+    exec_budget: Mutex<CallBudget>,
+    exec_calls_per_minute: u32,
     /// Followed logs being served now (they share the log budget).
     log_streams: AtomicUsize,
     stats: stats::StatsCache,
@@ -194,6 +203,11 @@ pub async fn serve(
             Instant::now(),
         )),
         log_calls_per_minute: config.log_calls_per_minute,
+        exec_budget: Mutex::new(CallBudget::per_minute(
+            config.exec_calls_per_minute,
+            Instant::now(),
+        )),
+        exec_calls_per_minute: config.exec_calls_per_minute,
         log_streams: AtomicUsize::new(0),
         stats: stats::StatsCache::new(),
         ctx,
@@ -272,6 +286,19 @@ async fn handle(State(state): State<Arc<KubeletState>>, request: Request) -> Res
     response
 }
 
+/// Takes a call from `budget`, waiting at most `patience` for one; false if none came.
+pub(crate) async fn take_budget(budget: &Mutex<CallBudget>, patience: std::time::Duration) -> bool {
+    let deadline = Instant::now() + patience;
+    loop {
+        let taken = budget.lock().await.try_take(Instant::now());
+        match taken {
+            Ok(()) => return true,
+            Err(wait) if Instant::now() + wait <= deadline => tokio::time::sleep(wait).await,
+            Err(_) => return false,
+        }
+    }
+}
+
 async fn serve_request(state: &Arc<KubeletState>, request: Request) -> Response {
     let peer = request.extensions().get::<Peer>();
     let identity = match state.auth.authenticate(peer, request.headers()).await {
@@ -296,6 +323,21 @@ async fn serve_request(state: &Arc<KubeletState>, request: Request) -> Response 
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = request.method().clone();
     let query = request.uri().query().unwrap_or("").to_string();
+    let streaming = match segments.as_slice() {
+        ["exec", ns, pod, container] => Some((exec::Kind::Exec, *ns, *pod, *container)),
+        ["attach", ns, pod, container] => Some((exec::Kind::Attach, *ns, *pod, *container)),
+        _ => None,
+    };
+    if let Some((kind, ns, pod, container)) = streaming {
+        if method != Method::GET && method != Method::POST {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not supported here"),
+            );
+        }
+        let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+        return exec::serve(state.clone(), request, kind, &ns, &pod, &container).await;
+    }
     match (segments.as_slice(), method == Method::GET) {
         (["containerLogs", ns, pod, container], true) => {
             logs::container_logs(state.clone(), ns, pod, container, &query).await
@@ -314,9 +356,13 @@ async fn serve_request(state: &Arc<KubeletState>, request: Request) -> Response 
             StatusCode::NOT_IMPLEMENTED,
             "port-forward is not supported on ECI: ECI has no port-forwarding API",
         ),
-        (["exec" | "attach" | "run", ..], _) => text(
+        (["run", ..], _) => text(
             StatusCode::NOT_IMPLEMENTED,
-            "exec and attach are not supported by vk-eci yet",
+            "/run is not supported by vk-eci: use exec",
+        ),
+        (["exec" | "attach", ..], _) => text(
+            StatusCode::NOT_FOUND,
+            "exec and attach need /{exec|attach}/{namespace}/{pod}/{container}",
         ),
         _ => text(
             StatusCode::NOT_FOUND,
