@@ -9,11 +9,11 @@ use axum::response::{IntoResponse, Response};
 use chrono::{TimeDelta, Utc};
 use eci_client::types::DescribeContainerLogRequest;
 use http::{StatusCode, header};
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc;
 use tracing::debug;
 use vk_eci_core::annotations::INSTANCE_ID;
+use vk_eci_core::cache::{CachedContainerState, CachedPod};
 use vk_eci_core::kubelet::logs::{FollowCursor, LogOptions, poll_interval};
 
 use super::{KubeletState, streamed, text};
@@ -26,7 +26,7 @@ const BUDGET_WAIT: Duration = Duration::from_secs(5);
 /// What answers a log request: the container group and what the pod's status says.
 struct Target {
     group_id: String,
-    pod: Arc<Pod>,
+    pod: Arc<CachedPod>,
 }
 
 fn find(
@@ -40,10 +40,7 @@ fn find(
         .ctx
         .pods
         .get(&ObjectRef::new(name).within(namespace))
-        .filter(|pod| {
-            pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
-                == Some(state.ctx.settings.node_name.as_str())
-        })
+        .filter(|pod| pod.spec.node_name.as_deref() == Some(state.ctx.settings.node_name.as_str()))
         .ok_or_else(|| {
             (
                 StatusCode::NOT_FOUND,
@@ -53,16 +50,7 @@ fn find(
                 ),
             )
         })?;
-    let spec = pod.spec.as_ref();
-    let known = spec
-        .map(|s| {
-            s.containers
-                .iter()
-                .chain(s.init_containers.iter().flatten())
-                .any(|c| c.name == container)
-        })
-        .unwrap_or(false);
-    if !known {
+    if !pod.has_container(container) {
         return Err((
             StatusCode::NOT_FOUND,
             format!("container {container} is not valid for pod {name}"),
@@ -83,12 +71,9 @@ fn find(
             )
         })?;
     if options.previous {
-        let restarted = container_status(&pod, container).is_some_and(|s| {
-            s.restart_count > 0
-                || s.last_state
-                    .as_ref()
-                    .is_some_and(|l| l.terminated.is_some())
-        });
+        let restarted = pod
+            .container_status(container)
+            .is_some_and(|s| s.restart_count > 0 || s.terminated_before);
         if !restarted {
             return Err((
                 StatusCode::BAD_REQUEST,
@@ -101,19 +86,6 @@ fn find(
     Ok(Target { group_id, pod })
 }
 
-fn container_status<'a>(
-    pod: &'a Pod,
-    container: &str,
-) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
-    let status = pod.status.as_ref()?;
-    status
-        .container_statuses
-        .iter()
-        .flatten()
-        .chain(status.init_container_statuses.iter().flatten())
-        .find(|s| s.name == container)
-}
-
 /// Whether the followed container has ended (or its pod is gone), as the cache says.
 fn ended(state: &KubeletState, namespace: &str, name: &str, uid: &str, container: &str) -> bool {
     let Some(pod) = state.ctx.pods.get(&ObjectRef::new(name).within(namespace)) else {
@@ -122,9 +94,8 @@ fn ended(state: &KubeletState, namespace: &str, name: &str, uid: &str, container
     if pod.metadata.uid.as_deref() != Some(uid) {
         return true;
     }
-    container_status(&pod, container)
-        .and_then(|s| s.state.as_ref())
-        .is_some_and(|s| s.terminated.is_some())
+    pod.container_status(container)
+        .is_some_and(|s| s.state == CachedContainerState::Terminated)
 }
 
 /// Why a budgeted call did not happen.
