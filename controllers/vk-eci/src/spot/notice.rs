@@ -35,15 +35,17 @@ async fn reconcile(pod: Arc<CachedPod>, spot: Arc<SpotContext>) -> Result<Action
 /// Gives a pod ECI will reclaim its `SpotRotation`, if a policy or its annotation asks.
 async fn notice(pod: &CachedPod, spot: &SpotContext) -> Result<Action, Error> {
     let ctx = &spot.ctx;
-    // Before the policies are listed, a covered pod would look uncovered: an Evict rotation
-    // (named from the pod, so never corrected) or none at all.
-    spot.synced().await;
     if pod.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    // Decided from the pod alone: a pod without a notice (nearly all of them) is done at once
+    // instead of holding a reconcile until the caches below have synced.
     let Some((noticed_at, release_at)) = pod_notice(pod) else {
         return Ok(Action::await_change());
     };
+    // Before the policies are listed, a covered pod would look uncovered: an Evict rotation
+    // (named from the pod, so never corrected) or none at all.
+    spot.synced().await;
     let uid = pod.uid().unwrap_or_default();
     let namespace = pod.namespace().unwrap_or_default();
     let name = rotation_name(&uid);
