@@ -123,8 +123,7 @@ impl Operator {
                 watcher::Config::default().fields(&format!("spec.nodeName={node_name}")),
             )
             .default_backoff()
-            .reflect(pod_writer)
-            .touched_objects(),
+            .reflect(pod_writer),
         );
 
         let (node_store, node_writer) = reflector::store::<Node>();
@@ -148,8 +147,7 @@ impl Operator {
                     .labels(&format!("{NODE_LABEL}={}", node_label_value(&node_name))),
             )
             .default_backoff()
-            .reflect(rotation_writer)
-            .touched_objects(),
+            .reflect(rotation_writer),
         );
         let (policy_store, policy_writer) = reflector::store::<SpotRotationPolicy>();
         let policy_reflector = watcher(
