@@ -62,12 +62,77 @@ pub struct NamedContainer {
 pub struct CachedStatus {
     pub phase: Option<String>,
     /// All conditions, whoever owns them: a status write sends the list whole.
-    pub conditions: Vec<PodCondition>,
+    pub conditions: Vec<CachedCondition>,
     pub start_time: Option<Time>,
     pub qos_class: Option<String>,
     pub container_statuses: Vec<CachedContainerStatus>,
     pub init_container_statuses: Vec<CachedContainerStatus>,
     pub fingerprint: StatusFingerprint,
+}
+
+/// A pod condition. Its type, status and reason are nearly always one of a few well-known
+/// names, kept as shared static strings instead of a heap string each per pod.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CachedCondition {
+    pub type_: Cow<'static, str>,
+    pub status: Cow<'static, str>,
+    pub reason: Option<Cow<'static, str>>,
+    pub message: Option<String>,
+    pub last_transition_time: Option<Time>,
+    pub last_probe_time: Option<Time>,
+    pub observed_generation: Option<i64>,
+}
+
+/// Condition types, statuses and reasons common enough to share.
+const WELL_KNOWN: &[&str] = &[
+    "True",
+    "False",
+    "Unknown",
+    "PodScheduled",
+    "Initialized",
+    "ContainersReady",
+    "Ready",
+    "PodReadyToStartContainers",
+    "DisruptionTarget",
+    crate::status::CONTAINER_INSTANCE_CREATED,
+    crate::status::CONTAINER_INSTANCE_EXPIRED,
+    crate::status::SPOT_TO_BE_RELEASED,
+    "Created",
+    "Unschedulable",
+];
+
+fn shared(text: &str) -> Cow<'static, str> {
+    WELL_KNOWN.iter().find(|known| **known == text).map_or_else(
+        || Cow::Owned(text.to_string()),
+        |known| Cow::Borrowed(*known),
+    )
+}
+
+impl CachedCondition {
+    pub fn of(condition: &PodCondition) -> Self {
+        Self {
+            type_: shared(&condition.type_),
+            status: shared(&condition.status),
+            reason: condition.reason.as_deref().map(shared),
+            message: condition.message.clone(),
+            last_transition_time: condition.last_transition_time.clone(),
+            last_probe_time: condition.last_probe_time.clone(),
+            observed_generation: condition.observed_generation,
+        }
+    }
+
+    /// The condition as the API has it (what a status write sends back).
+    pub fn to_pod_condition(&self) -> PodCondition {
+        PodCondition {
+            type_: self.type_.to_string(),
+            status: self.status.to_string(),
+            reason: self.reason.as_deref().map(str::to_string),
+            message: self.message.clone(),
+            last_transition_time: self.last_transition_time.clone(),
+            last_probe_time: self.last_probe_time.clone(),
+            observed_generation: self.observed_generation,
+        }
+    }
 }
 
 /// What the controllers read of a container's status.
@@ -97,7 +162,7 @@ impl CachedPod {
     }
 
     /// The condition of type `kind`, if the pod has it.
-    pub fn condition(&self, kind: &str) -> Option<&PodCondition> {
+    pub fn condition(&self, kind: &str) -> Option<&CachedCondition> {
         self.status.conditions.iter().find(|c| c.type_ == kind)
     }
 
@@ -149,7 +214,12 @@ impl CachedStatus {
         };
         Self {
             phase: status.phase.clone(),
-            conditions: status.conditions.clone().unwrap_or_default(),
+            conditions: status
+                .conditions
+                .iter()
+                .flatten()
+                .map(CachedCondition::of)
+                .collect(),
             start_time: status.start_time.clone(),
             qos_class: status.qos_class.clone(),
             container_statuses: containers(&status.container_statuses),
@@ -290,7 +360,13 @@ impl From<&CachedPod> for Pod {
             }),
             status: Some(PodStatus {
                 phase: status.phase.clone(),
-                conditions: some_vec(status.conditions.clone()),
+                conditions: some_vec(
+                    status
+                        .conditions
+                        .iter()
+                        .map(CachedCondition::to_pod_condition)
+                        .collect(),
+                ),
                 start_time: status.start_time.clone(),
                 qos_class: status.qos_class.clone(),
                 container_statuses: some_vec(statuses(

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::cache::{CachedPod, NamedContainer};
+use crate::cache::{CachedCondition, CachedPod, NamedContainer};
 
 /// The pod condition set when ECI announces a spot release.
 pub const CONTAINER_INSTANCE_EXPIRED: &str = "ContainerInstanceExpired";
@@ -253,7 +253,7 @@ fn container_status(
 
 /// A condition, keeping its transition time when its status did not change.
 pub fn condition(
-    previous: &[PodCondition],
+    previous: &[CachedCondition],
     kind: &str,
     ok: bool,
     reason: Option<&str>,
@@ -358,8 +358,8 @@ pub fn pod_status(pod: &CachedPod, group: &ContainerGroup, now: DateTime<Utc>) -
     conditions.extend(
         previous
             .iter()
-            .filter(|c| !ours.contains(&c.type_.as_str()))
-            .cloned(),
+            .filter(|c| !ours.contains(&c.type_.as_ref()))
+            .map(CachedCondition::to_pod_condition),
     );
 
     let (reason, message) = match group.status.as_str() {

@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::warn;
 use vk_eci_core::annotations::INSTANCE_ID;
-use vk_eci_core::cache::CachedPod;
+use vk_eci_core::cache::{CachedCondition, CachedPod};
 use vk_eci_core::lifecycle::{CREATE_RETRY, CreateRetry};
 use vk_eci_core::status::{CONTAINER_INSTANCE_CREATED, condition};
 
@@ -145,10 +145,9 @@ pub async fn lost(
     let pod = &CachedPod::from(live);
     let mut conditions = with_condition(pod, CONTAINER_INSTANCE_CREATED, false, reason, message);
     for kind in ["Ready", "ContainersReady"] {
-        let previous = conditions.clone();
         conditions.retain(|c| c.type_ != kind);
         conditions.push(condition(
-            &previous,
+            &pod.status.conditions,
             kind,
             false,
             Some(reason),
@@ -220,17 +219,21 @@ fn with_condition(
     reason: &str,
     message: &str,
 ) -> Vec<PodCondition> {
-    let mut conditions = pod.status.conditions.clone();
-    let updated = condition(
-        &conditions,
+    let mut conditions: Vec<PodCondition> = pod
+        .status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != kind)
+        .map(CachedCondition::to_pod_condition)
+        .collect();
+    conditions.push(condition(
+        &pod.status.conditions,
         kind,
         ok,
         Some(reason),
         Some(message.to_string()),
         Utc::now(),
-    );
-    conditions.retain(|c| c.type_ != kind);
-    conditions.push(updated);
+    ));
     conditions
 }
 
