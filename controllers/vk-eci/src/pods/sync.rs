@@ -111,6 +111,24 @@ fn fingerprint<T: serde::Serialize>(value: &T) -> u64 {
     hasher.finish()
 }
 
+/// What a pass keeps of a listed status record: a full pass lists every group of the node,
+/// and the records whole (conditions, container statuses) would be its memory peak.
+struct Listed {
+    id: String,
+    fingerprint: u64,
+    transitioning: bool,
+}
+
+impl Listed {
+    fn of(record: ContainerGroupStatus) -> Self {
+        Self {
+            fingerprint: fingerprint(&record),
+            transitioning: transitioning(&record.status),
+            id: record.container_group_id,
+        }
+    }
+}
+
 fn transitioning(eci_status: &str) -> bool {
     matches!(
         eci_status,
@@ -233,7 +251,10 @@ impl StatusSync {
             limit: Some(STATUS_PAGE),
             ..DescribeContainerGroupStatusRequest::default()
         };
-        let records = ctx.eci.describe_all_container_group_status(&filter).await;
+        let records = ctx
+            .eci
+            .describe_all_container_group_status(&filter, Listed::of)
+            .await;
         ctx.observe_eci(&records);
         let records = records?;
         let events = self.all_events(&filter).await?;
@@ -241,29 +262,25 @@ impl StatusSync {
         let mut changed: BTreeSet<String> = BTreeSet::new();
         let mut pending: HashMap<String, Seen> = HashMap::new();
         for record in &records {
-            let seen = self
-                .seen
-                .get(&record.container_group_id)
-                .copied()
-                .unwrap_or_default();
+            let seen = self.seen.get(&record.id).copied().unwrap_or_default();
             let next = Seen {
-                status: fingerprint(record),
-                transitioning: transitioning(&record.status),
+                status: record.fingerprint,
+                transitioning: record.transitioning,
                 ..seen
             };
             if next.status != seen.status {
-                changed.insert(record.container_group_id.clone());
+                changed.insert(record.id.clone());
             }
-            pending.insert(record.container_group_id.clone(), next);
+            pending.insert(record.id.clone(), next);
         }
-        for (id, list) in &events {
+        for (id, events_fingerprint) in &events {
             let seen = pending
                 .get(id)
                 .or_else(|| self.seen.get(id))
                 .copied()
                 .unwrap_or_default();
             let next = Seen {
-                events: fingerprint(list),
+                events: *events_fingerprint,
                 ..seen
             };
             if next.events != seen.events {
@@ -272,10 +289,7 @@ impl StatusSync {
             pending.insert(id.clone(), next);
         }
         if full {
-            let present: HashSet<&str> = records
-                .iter()
-                .map(|r| r.container_group_id.as_str())
-                .collect();
+            let present: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
             self.seen.retain(|id, _| present.contains(id.as_str()));
             self.owners.retain(|id, _| present.contains(id.as_str()));
         }
@@ -336,11 +350,12 @@ impl StatusSync {
         })
     }
 
-    /// Events of the groups in `filter`, by group id.
+    /// A fingerprint of the events of each group in `filter`, by group id (taken page by page:
+    /// the events themselves are fetched again with the group when it changed).
     async fn all_events(
         &self,
         filter: &DescribeContainerGroupStatusRequest,
-    ) -> Result<HashMap<String, Vec<eci_client::types::DetailedEvent>>, Error> {
+    ) -> Result<HashMap<String, u64>, Error> {
         let ctx = &self.controller.ctx;
         let mut request = DescribeContainerGroupEventsRequest {
             filter: filter.clone(),
@@ -350,7 +365,7 @@ impl StatusSync {
         loop {
             let page = ctx.eci.call(&request).await?;
             for group in page.data {
-                events.insert(group.container_group_id, group.events);
+                events.insert(group.container_group_id, fingerprint(&group.events));
             }
             if page.next_token.is_empty() {
                 return Ok(events);
@@ -529,7 +544,7 @@ impl StatusSync {
     /// annotation or UID claims; one is deleted only when the previous full pass suspected it
     /// too and the API server answers that its pod (by the namespace and name in its tags)
     /// does not exist or is another pod (a different UID).
-    async fn collect_orphans(&mut self, records: &[ContainerGroupStatus]) -> Result<(), Error> {
+    async fn collect_orphans(&mut self, records: &[Listed]) -> Result<(), Error> {
         let ctx = self.controller.ctx.clone();
         let pods = ctx.pods.state();
         let claimed: HashSet<&str> = pods
@@ -538,7 +553,7 @@ impl StatusSync {
             .collect();
         let unclaimed: Vec<String> = records
             .iter()
-            .map(|r| r.container_group_id.clone())
+            .map(|r| r.id.clone())
             .filter(|id| !claimed.contains(id.as_str()))
             .collect();
         let cached: HashSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
@@ -588,15 +603,9 @@ impl StatusSync {
     /// did not show or whose tags (as last fetched) name another pod: one that vanished
     /// fails its pod (or, if nothing of it ever ran, makes the pod get another); one that is
     /// not the pod's is forgotten, so the pod gets its own.
-    async fn verify_recorded_instances(
-        &mut self,
-        records: &[ContainerGroupStatus],
-    ) -> Result<(), Error> {
+    async fn verify_recorded_instances(&mut self, records: &[Listed]) -> Result<(), Error> {
         let ctx = self.controller.ctx.clone();
-        let listed: HashSet<&str> = records
-            .iter()
-            .map(|r| r.container_group_id.as_str())
-            .collect();
+        let listed: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
         let doubtful: Vec<(String, Arc<CachedPod>)> = ctx
             .pods
             .state()
