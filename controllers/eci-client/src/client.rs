@@ -402,17 +402,20 @@ impl EciClient {
         }
     }
 
-    /// Every status record matching `filter`, following `NextToken` to the end.
-    pub async fn describe_all_container_group_status(
+    /// What `keep` makes of every status record matching `filter`, following `NextToken` to
+    /// the end. Each page is reduced as it arrives, so a caller that needs a little of each
+    /// record never holds every record of a large listing at once.
+    pub async fn describe_all_container_group_status<T>(
         &self,
         filter: &DescribeContainerGroupStatusRequest,
-    ) -> Result<Vec<ContainerGroupStatus>, EciError> {
+        mut keep: impl FnMut(ContainerGroupStatus) -> T,
+    ) -> Result<Vec<T>, EciError> {
         let mut request = filter.clone();
         request.next_token = None;
         let mut records = Vec::new();
         loop {
             let page = self.call(&request).await?;
-            records.extend(page.data);
+            records.extend(page.data.into_iter().map(&mut keep));
             if page.next_token.is_empty() {
                 return Ok(records);
             }

@@ -85,7 +85,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let all = client.describe_all_container_group_status(&filter).await?;
+        let all = client
+            .describe_all_container_group_status(&filter, |record| record)
+            .await?;
         if all.len() == count && all.iter().all(|g| g.status == status::RUNNING) {
             break;
         }

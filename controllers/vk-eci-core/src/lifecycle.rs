@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use eci_client::EciError;
 use eci_client::types::Event as EciEvent;
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::annotations::EciAnnotations;
@@ -148,15 +148,19 @@ pub struct SyncPacing {
 
 /// The Kubernetes Event that mirrors an ECI event on `pod`. Its name is stable per ECI event,
 /// so repeats update one Event (with the new count) instead of adding more.
-pub fn pod_event(pod: &Pod, event: &EciEvent, node: &str, now: DateTime<Utc>) -> Event {
+pub fn pod_event(
+    pod: &crate::cache::CachedPod,
+    event: &EciEvent,
+    node: &str,
+    now: DateTime<Utc>,
+) -> Event {
     let namespace = pod
         .metadata
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
-    let key = crate::status::event_key(event);
-    let digest = crate::stable_hash(key.as_bytes());
+    let digest = crate::status::event_key(event);
     let time = |text: &str| {
         DateTime::parse_from_rfc3339(text)
             .ok()
@@ -269,7 +273,7 @@ mod tests {
 
     #[test]
     fn eci_events_become_stable_pod_events() {
-        let pod: Pod = serde_json::from_value(
+        let pod: crate::cache::CachedPod = serde_json::from_value(
             serde_json::json!({"metadata": {"name": "web", "namespace": "shop", "uid": "u-1"}}),
         )
         .unwrap();

@@ -6,9 +6,9 @@
 use std::collections::HashSet;
 
 use eci_client::types::{ContainerGroup, status};
-use k8s_openapi::api::core::v1::Pod;
 
 use crate::annotations::EciAnnotations;
+use crate::cache::{CachedContainerState, CachedPod};
 use crate::lifecycle::reschedule_after_schedule_failure;
 use crate::translate::tags;
 
@@ -111,21 +111,15 @@ pub enum LostInstance {
 /// The reason on a pod whose container group vanished under it.
 pub const CONTAINER_INSTANCE_LOST: &str = "ContainerInstanceLost";
 
-pub fn lost_instance(pod: &Pod, annotations: &EciAnnotations) -> LostInstance {
-    let status = pod.status.as_ref();
-    let pending = status
-        .and_then(|s| s.phase.as_deref())
-        .is_none_or(|p| p == "Pending");
-    let anything_started = status
-        .and_then(|s| s.container_statuses.as_ref())
-        .is_some_and(|containers| {
-            containers.iter().any(|c| {
-                c.restart_count > 0
-                    || c.state
-                        .as_ref()
-                        .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
-            })
-        });
+pub fn lost_instance(pod: &CachedPod, annotations: &EciAnnotations) -> LostInstance {
+    let pending = pod.phase().is_none_or(|p| p == "Pending");
+    let anything_started = pod.status.container_statuses.iter().any(|c| {
+        c.restart_count > 0
+            || matches!(
+                c.state,
+                CachedContainerState::Running { .. } | CachedContainerState::Terminated
+            )
+    });
     if pending && !anything_started && reschedule_after_schedule_failure(annotations) {
         LostInstance::Recreate
     } else {
@@ -225,7 +219,7 @@ mod tests {
         );
     }
 
-    fn pod(status: serde_json::Value) -> Pod {
+    fn pod(status: serde_json::Value) -> CachedPod {
         serde_json::from_value(json!({"metadata": {"name": "p"}, "status": status})).unwrap()
     }
 

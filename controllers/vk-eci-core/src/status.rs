@@ -9,10 +9,12 @@ use eci_client::types::{
     status,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodIP, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::cache::{CachedCondition, CachedPod, NamedContainer};
 
 /// The pod condition set when ECI announces a spot release.
 pub const CONTAINER_INSTANCE_EXPIRED: &str = "ContainerInstanceExpired";
@@ -85,14 +87,10 @@ pub fn spot_notice(events: &[Event]) -> Option<SpotNotice> {
 
 /// The spot notice recorded on a pod: when the `ContainerInstanceExpired` condition turned
 /// True, and the release time its message announces.
-pub fn pod_notice(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+pub fn pod_notice(pod: &CachedPod) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     let condition = pod
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == CONTAINER_INSTANCE_EXPIRED && c.status == "True")?;
+        .condition(CONTAINER_INSTANCE_EXPIRED)
+        .filter(|c| c.status == "True")?;
     let noticed_at = condition
         .last_transition_time
         .as_ref()
@@ -193,7 +191,7 @@ impl<'a> From<&'a InitContainerInfo> for Observed<'a> {
 /// Statuses of the declared containers, in declaration order, from what ECI reports.
 fn statuses(
     group_id: &str,
-    declared: &[Container],
+    declared: &[NamedContainer],
     observed: &[Observed<'_>],
 ) -> Vec<ContainerStatus> {
     declared
@@ -255,7 +253,7 @@ fn container_status(
 
 /// A condition, keeping its transition time when its status did not change.
 pub fn condition(
-    previous: &[PodCondition],
+    previous: &[CachedCondition],
     kind: &str,
     ok: bool,
     reason: Option<&str>,
@@ -279,21 +277,16 @@ pub fn condition(
 }
 
 /// The pod status that mirrors `group`, given the pod as it is now.
-pub fn pod_status(pod: &Pod, group: &ContainerGroup, now: DateTime<Utc>) -> PodStatus {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let current = pod.status.clone().unwrap_or_default();
-    let previous = current.conditions.clone().unwrap_or_default();
+pub fn pod_status(pod: &CachedPod, group: &ContainerGroup, now: DateTime<Utc>) -> PodStatus {
+    let (spec, current) = (&pod.spec, &pod.status);
+    let previous = &current.conditions;
     let phase = phase(&group.status);
 
     let group_id = &group.container_group_id;
     let observed: Vec<Observed<'_>> = group.containers.iter().map(Observed::from).collect();
     let containers = statuses(group_id, &spec.containers, &observed);
     let observed: Vec<Observed<'_>> = group.init_containers.iter().map(Observed::from).collect();
-    let init_containers = statuses(
-        group_id,
-        spec.init_containers.as_deref().unwrap_or_default(),
-        &observed,
-    );
+    let init_containers = statuses(group_id, &spec.init_containers, &observed);
 
     let scheduled = !matches!(
         group.status.as_str(),
@@ -316,7 +309,7 @@ pub fn pod_status(pod: &Pod, group: &ContainerGroup, now: DateTime<Utc>) -> PodS
 
     let mut conditions = vec![
         condition(
-            &previous,
+            previous,
             "PodScheduled",
             scheduled,
             (!scheduled && group.status == status::SCHEDULE_FAILED).then_some("Unschedulable"),
@@ -325,11 +318,11 @@ pub fn pod_status(pod: &Pod, group: &ContainerGroup, now: DateTime<Utc>) -> PodS
                 .flatten(),
             now,
         ),
-        condition(&previous, "Initialized", initialized, None, None, now),
-        condition(&previous, "ContainersReady", ready, None, None, now),
-        condition(&previous, "Ready", ready, None, None, now),
+        condition(previous, "Initialized", initialized, None, None, now),
+        condition(previous, "ContainersReady", ready, None, None, now),
+        condition(previous, "Ready", ready, None, None, now),
         condition(
-            &previous,
+            previous,
             CONTAINER_INSTANCE_CREATED,
             true,
             Some("Created"),
@@ -339,7 +332,7 @@ pub fn pod_status(pod: &Pod, group: &ContainerGroup, now: DateTime<Utc>) -> PodS
     ];
     if let Some(notice) = spot_notice(&group.events) {
         conditions.push(condition(
-            &previous,
+            previous,
             CONTAINER_INSTANCE_EXPIRED,
             true,
             Some(SPOT_TO_BE_RELEASED),
@@ -365,8 +358,8 @@ pub fn pod_status(pod: &Pod, group: &ContainerGroup, now: DateTime<Utc>) -> PodS
     conditions.extend(
         previous
             .iter()
-            .filter(|c| !ours.contains(&c.type_.as_str()))
-            .cloned(),
+            .filter(|c| !ours.contains(&c.type_.as_ref()))
+            .map(CachedCondition::to_pod_condition),
     );
 
     let (reason, message) = match group.status.as_str() {
@@ -413,8 +406,8 @@ pub fn pod_status(pod: &Pod, group: &ContainerGroup, now: DateTime<Utc>) -> PodS
         pod_ips: (!ips.is_empty()).then(|| ips.clone()),
         // The instance is its own host: there is no node IP behind it.
         host_ip: ips.first().map(|ip| ip.ip.clone()),
-        start_time: time(&group.creation_time).or(current.start_time),
-        qos_class: current.qos_class,
+        start_time: time(&group.creation_time).or_else(|| current.start_time.clone()),
+        qos_class: current.qos_class.clone(),
         ..PodStatus::default()
     }
 }
@@ -435,17 +428,39 @@ const OWNED_STATUS_FIELDS: &[&str] = &[
     "startTime",
 ];
 
-/// The JSON merge patch that turns `current` into `desired` on the fields this controller owns
-/// (a field that must go is sent as `null`), or `None` when nothing differs. Lists are sent
-/// whole: `conditions` in `desired` already carries the conditions others own.
-pub fn status_patch(current: &PodStatus, desired: &PodStatus) -> Option<serde_json::Value> {
-    let current = serde_json::to_value(current).unwrap_or_default();
+/// A fingerprint of each status field this controller owns, as the cache last saw it: the
+/// status sync compares what it would write with it instead of keeping the whole status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct StatusFingerprint([u64; OWNED_STATUS_FIELDS.len()]);
+
+/// The fingerprint of a field that is absent (or null).
+const ABSENT: u64 = 0;
+
+impl StatusFingerprint {
+    pub fn of(status: &PodStatus) -> Self {
+        let fields = serde_json::to_value(status).unwrap_or_default();
+        Self(std::array::from_fn(|i| {
+            fields
+                .get(OWNED_STATUS_FIELDS[i])
+                .filter(|v| !v.is_null())
+                .map_or(ABSENT, |v| {
+                    crate::stable_hash(&serde_json::to_vec(v).unwrap_or_default()) | 1
+                })
+        }))
+    }
+}
+
+/// The JSON merge patch that turns the status fingerprinted as `current` into `desired` on
+/// the fields this controller owns (a field that must go is sent as `null`), or `None` when
+/// nothing differs. Lists are sent whole: `conditions` in `desired` already carries the
+/// conditions others own.
+pub fn status_patch(current: &StatusFingerprint, desired: &PodStatus) -> Option<serde_json::Value> {
+    let wanted = StatusFingerprint::of(desired);
     let desired = serde_json::to_value(desired).unwrap_or_default();
     let mut patch = serde_json::Map::new();
-    for field in OWNED_STATUS_FIELDS {
-        let now = current.get(field).filter(|v| !v.is_null());
-        let next = desired.get(field).filter(|v| !v.is_null());
-        if now != next {
+    for (i, field) in OWNED_STATUS_FIELDS.iter().enumerate() {
+        if current.0[i] != wanted.0[i] {
+            let next = desired.get(field).filter(|v| !v.is_null());
             patch.insert(
                 (*field).to_string(),
                 next.cloned().unwrap_or(serde_json::Value::Null),
@@ -479,18 +494,22 @@ pub fn last_change(group: &ContainerGroup) -> Option<DateTime<Utc>> {
         .max()
 }
 
-/// The identity of an ECI event across polls: its count grows when it repeats.
-pub fn event_key(event: &Event) -> String {
-    format!(
-        "{}/{}/{}/{}",
-        event.reason, event.name, event.first_timestamp, event.message
+/// The identity of an ECI event across polls (its count grows when it repeats): a stable hash
+/// of its reason, container, first time and message, 8 bytes however long the message.
+pub fn event_key(event: &Event) -> u64 {
+    crate::stable_hash(
+        format!(
+            "{}/{}/{}/{}",
+            event.reason, event.name, event.first_timestamp, event.message
+        )
+        .as_bytes(),
     )
 }
 
 /// Events not yet reported (or repeated since), given the counts already reported by key.
 pub fn unreported_events<'a>(
     events: &'a [Event],
-    reported: &std::collections::HashMap<String, i64>,
+    reported: &std::collections::HashMap<u64, i64>,
 ) -> Vec<&'a Event> {
     events
         .iter()
@@ -511,7 +530,7 @@ mod tests {
 
     use super::*;
 
-    fn pod() -> Pod {
+    fn pod() -> CachedPod {
         serde_json::from_value(json!({
             "metadata": {"name": "web", "namespace": "shop", "uid": "u-1"},
             "spec": {
@@ -842,17 +861,35 @@ mod tests {
             nominated_node_name: Some("other".into()),
             ..PodStatus::default()
         };
-        assert_eq!(status_patch(&current, &current), None);
+        let cached = StatusFingerprint::of(&current);
+        assert_eq!(status_patch(&cached, &current), None);
         let desired = PodStatus {
             phase: Some("Running".into()),
             pod_ip: Some("10.0.0.9".into()),
             ..PodStatus::default()
         };
-        let patch = status_patch(&current, &desired).unwrap();
+        let patch = status_patch(&cached, &desired).unwrap();
         assert_eq!(
             patch,
             json!({"phase": "Running", "reason": null, "podIP": "10.0.0.9"}),
             "nominatedNodeName is not ours: neither kept nor cleared"
+        );
+    }
+
+    #[test]
+    fn a_status_written_and_read_back_through_the_cache_needs_no_patch() {
+        let desired = pod_status(&pod(), &group(status::RUNNING), now());
+        let stored = json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u-1"},
+            "status": serde_json::to_value(&desired).unwrap(),
+        });
+        let cached: CachedPod = serde_json::from_value(stored).unwrap();
+        assert_eq!(status_patch(&cached.status.fingerprint, &desired), None);
+        let mut changed = desired.clone();
+        changed.pod_ip = Some("10.9.9.9".into());
+        assert_eq!(
+            status_patch(&cached.status.fingerprint, &changed),
+            Some(json!({"podIP": "10.9.9.9"}))
         );
     }
 
@@ -877,7 +914,7 @@ mod tests {
             "metadata": {"name": "p"},
             "spec": {"containers": [{"name": "app", "image": "nginx"}]},
         });
-        let mut pod: Pod = serde_json::from_value(pod).unwrap();
+        let mut pod: CachedPod = serde_json::from_value(pod).unwrap();
         assert_eq!(pod_notice(&pod), None);
         let group: ContainerGroup = serde_json::from_value(json!({
             "Status": "Running",
@@ -889,7 +926,7 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:02Z")
             .unwrap()
             .with_timezone(&Utc);
-        pod.status = Some(pod_status(&pod, &group, now));
+        pod.status = crate::cache::CachedStatus::of(&pod_status(&pod, &group, now));
         let (noticed, release) = pod_notice(&pod).unwrap();
         assert_eq!(noticed, now, "when vk-eci saw it");
         assert_eq!(release.to_rfc3339(), "2026-01-01T00:03:00+00:00");

@@ -4,10 +4,11 @@
 use std::sync::{Arc, RwLock};
 
 use eci_client::EciClient;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use tokio::sync::{Notify, watch};
+use vk_eci_core::cache::CachedPod;
 use vk_eci_core::node::EciHealth;
 use vk_eci_core::profile::Profile;
 use vk_eci_core::settings::Settings;
@@ -71,7 +72,7 @@ pub struct Context {
     pub profile: ProfileHolder,
     pub health: watch::Sender<EciHealth>,
     /// Pods bound to this node (field-selected watch).
-    pub pods: Store<Pod>,
+    pub pods: Store<CachedPod>,
     /// This node, as the API server has it.
     pub node: Store<Node>,
     /// Wakes the status sync early (a group was just created or deleted).

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::warn;
@@ -47,28 +48,37 @@ impl<K: Send + Sync + 'static> Fanout<K> {
         }
     }
 
-    /// Forwards every object of `touched` (the `touched_objects()` of the reflector writing
-    /// `store`) until it ends. A change is handed on as the store's own copy, so a queued one
-    /// costs a pointer, not a second object; objects the store does not hold (deleted ones,
-    /// and those of a (re)list, which the store takes in only when the list is complete) go
-    /// as the watch delivered them. Watch errors are logged here; the watcher's backoff
-    /// retries them.
+    /// Forwards every object the reflector writing `store` touches, from its event stream
+    /// (`events`, the output of `reflect`), until it ends. A change is handed on as the store's
+    /// own copy, so a queued one costs a pointer, not a second object; a deleted object goes as
+    /// the watch delivered it. The objects of a (re)list go once it is complete, all of the
+    /// store's, then: the store takes them in only at its end, and a controller drops a trigger
+    /// for an object its store does not hold yet, so a pod listed after its watch expired
+    /// would otherwise wait for its next change. Watch errors are logged here; the watcher's
+    /// backoff retries them.
     pub async fn forward<E: std::fmt::Display>(
         self,
         kind: &'static str,
         store: Store<K>,
-        touched: impl Stream<Item = Result<K, E>>,
+        events: impl Stream<Item = Result<watcher::Event<K>, E>>,
     ) where
         K: Resource<DynamicType = ()> + Clone,
     {
-        let mut touched = pin!(touched);
-        while let Some(object) = touched.next().await {
-            match object {
-                Ok(object) => {
+        let mut events = pin!(events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Apply(object)) => {
                     let shared = store
                         .get(&ObjectRef::from_obj(&object))
                         .unwrap_or_else(|| Arc::new(object));
                     self.send(shared).await;
+                }
+                Ok(watcher::Event::Delete(object)) => self.send(Arc::new(object)).await,
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Ok(watcher::Event::InitDone) => {
+                    for object in store.state() {
+                        self.send(object).await;
+                    }
                 }
                 Err(error) => warn!(kind, %error, "watch failed; retrying with backoff"),
             }
@@ -102,11 +112,7 @@ mod tests {
         let (fanout, [subscription]) = Fanout::new(16);
         let (events, watch) =
             futures::channel::mpsc::unbounded::<Result<Event<Pod>, watcher::Error>>();
-        tokio::spawn(fanout.forward(
-            "Pod",
-            store.clone(),
-            watch.reflect(writer).touched_objects(),
-        ));
+        tokio::spawn(fanout.forward("Pod", store.clone(), watch.reflect(writer)));
         for event in [
             Event::Init,
             Event::InitDone,
@@ -140,6 +146,41 @@ mod tests {
             Arc::ptr_eq(&next, &cached),
             "the store's copy, not a second one"
         );
+    }
+
+    /// A relist (the watch expired under a burst of pods) delivers its objects only once the
+    /// store holds them: a controller looks each trigger up in the store and drops it when
+    /// the object is not there yet.
+    #[tokio::test]
+    async fn the_objects_of_a_relist_go_once_the_store_holds_them() {
+        let (store, writer) = reflector::store::<Pod>();
+        let (fanout, [mut subscription]) = Fanout::new(16);
+        let (events, watch) =
+            futures::channel::mpsc::unbounded::<Result<Event<Pod>, watcher::Error>>();
+        tokio::spawn(fanout.forward("Pod", store.clone(), watch.reflect(writer)));
+        for event in [
+            Event::Init,
+            Event::InitApply(pod("a")),
+            Event::InitApply(pod("b")),
+            Event::InitDone,
+        ] {
+            events.unbounded_send(Ok(event)).unwrap();
+        }
+        let mut received = Vec::new();
+        for _ in 0..2 {
+            let next = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+                .await
+                .expect("the listed objects never came")
+                .unwrap();
+            let cached = store.get(&ObjectRef::from_obj(next.as_ref()));
+            assert!(
+                cached.is_some_and(|c| Arc::ptr_eq(&c, &next)),
+                "handed on as the store's copy, so the store holds it"
+            );
+            received.extend(next.metadata.name.clone());
+        }
+        received.sort();
+        assert_eq!(received, ["a", "b"]);
     }
 
     #[tokio::test]

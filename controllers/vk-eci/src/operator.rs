@@ -11,13 +11,14 @@ use eci_client::{EciClient, EciClientConfig};
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use kube::api::Api;
 use kube::runtime::events::Recorder;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::{error, info};
+use vk_eci_core::cache::CachedPod;
 use vk_eci_core::crd::{NODE_LABEL, SpotRotation, SpotRotationPolicy, node_label_value};
 use vk_eci_core::node::EciHealth;
 use vk_eci_core::settings::Settings;
@@ -111,20 +112,18 @@ impl Operator {
         );
         let node_name = self.settings.node_name.clone();
 
-        let (pod_store, pod_writer) = reflector::store::<Pod>();
+        let (pod_store, pod_writer) = reflector::store::<CachedPod>();
         let (pod_fanout, [pod_subscriber, notice_pods, rotation_pods, eviction_pods]) =
             Fanout::new(SUBSCRIPTION_BUFFER);
         let pod_reflector = pod_fanout.forward(
             "Pod",
             pod_store.clone(),
             watcher(
-                Api::<Pod>::all(self.client.clone()),
+                Api::<CachedPod>::all(self.client.clone()),
                 watcher::Config::default().fields(&format!("spec.nodeName={node_name}")),
             )
             .default_backoff()
-            .modify(vk_eci_core::cache::slim)
-            .reflect(pod_writer)
-            .touched_objects(),
+            .reflect(pod_writer),
         );
 
         let (node_store, node_writer) = reflector::store::<Node>();
@@ -148,8 +147,7 @@ impl Operator {
                     .labels(&format!("{NODE_LABEL}={}", node_label_value(&node_name))),
             )
             .default_backoff()
-            .reflect(rotation_writer)
-            .touched_objects(),
+            .reflect(rotation_writer),
         );
         let (policy_store, policy_writer) = reflector::store::<SpotRotationPolicy>();
         let policy_reflector = watcher(

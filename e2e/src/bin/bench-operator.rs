@@ -58,6 +58,9 @@ async fn run(args: Args) -> Result<Value, StackError> {
     };
     let stack = Stack::start(&vk_eci, &args.dir, &["--seed", "11"]).await?;
     let operator = stack.operator("bench")?;
+    // As the chart installs them: without the SpotRotation CRDs the operator's rotation
+    // caches never sync, which is not the state to measure.
+    stack.apply_crds().await?;
     let pid = operator.pid();
     let deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bench"},

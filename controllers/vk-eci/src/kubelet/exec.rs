@@ -29,10 +29,11 @@ use vk_eci_core::kubelet::exec::{
     negotiate_websocket,
 };
 
-use super::logs::{Target, container_status, target};
+use super::logs::{Target, target};
 use super::spdy_session::{self, Streams};
 use super::websocket_session;
 use super::{KubeletState, take_budget, text};
+use vk_eci_core::cache::CachedContainerState;
 
 /// How long the client has to open its streams after the upgrade (the kubelet's default).
 const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -84,9 +85,10 @@ pub async fn serve(
         Ok(target) => target,
         Err((status, message)) => return text(status, message),
     };
-    let running = container_status(&target.pod, container)
-        .and_then(|s| s.state.as_ref())
-        .is_some_and(|s| s.running.is_some());
+    let running = target
+        .pod
+        .container_status(container)
+        .is_some_and(|s| matches!(s.state, CachedContainerState::Running { .. }));
     if !running {
         return text(
             StatusCode::BAD_REQUEST,

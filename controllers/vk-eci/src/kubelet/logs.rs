@@ -9,11 +9,11 @@ use axum::response::{IntoResponse, Response};
 use chrono::{TimeDelta, Utc};
 use eci_client::types::DescribeContainerLogRequest;
 use http::{StatusCode, header};
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc;
 use tracing::debug;
 use vk_eci_core::annotations::INSTANCE_ID;
+use vk_eci_core::cache::{CachedContainerState, CachedPod};
 use vk_eci_core::kubelet::logs::{FollowCursor, LogOptions, poll_interval};
 
 use super::{KubeletState, streamed, take_budget, text};
@@ -26,7 +26,7 @@ const BUDGET_WAIT: Duration = Duration::from_secs(5);
 /// What answers a log, exec or attach request: the container group and what the pod's status says.
 pub(crate) struct Target {
     pub(crate) group_id: String,
-    pub(crate) pod: Arc<Pod>,
+    pub(crate) pod: Arc<CachedPod>,
 }
 
 fn find(
@@ -38,12 +38,10 @@ fn find(
 ) -> Result<Target, (StatusCode, String)> {
     let target = target(state, namespace, name, container)?;
     if options.previous {
-        let restarted = container_status(&target.pod, container).is_some_and(|s| {
-            s.restart_count > 0
-                || s.last_state
-                    .as_ref()
-                    .is_some_and(|l| l.terminated.is_some())
-        });
+        let restarted = target
+            .pod
+            .container_status(container)
+            .is_some_and(|s| s.restart_count > 0 || s.terminated_before);
         if !restarted {
             return Err((
                 StatusCode::BAD_REQUEST,
@@ -67,10 +65,7 @@ pub(crate) fn target(
         .ctx
         .pods
         .get(&ObjectRef::new(name).within(namespace))
-        .filter(|pod| {
-            pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
-                == Some(state.ctx.settings.node_name.as_str())
-        })
+        .filter(|pod| pod.spec.node_name.as_deref() == Some(state.ctx.settings.node_name.as_str()))
         .ok_or_else(|| {
             (
                 StatusCode::NOT_FOUND,
@@ -80,16 +75,7 @@ pub(crate) fn target(
                 ),
             )
         })?;
-    let spec = pod.spec.as_ref();
-    let known = spec
-        .map(|s| {
-            s.containers
-                .iter()
-                .chain(s.init_containers.iter().flatten())
-                .any(|c| c.name == container)
-        })
-        .unwrap_or(false);
-    if !known {
+    if !pod.has_container(container) {
         return Err((
             StatusCode::NOT_FOUND,
             format!("container {container} is not valid for pod {name}"),
@@ -112,19 +98,6 @@ pub(crate) fn target(
     Ok(Target { group_id, pod })
 }
 
-pub(crate) fn container_status<'a>(
-    pod: &'a Pod,
-    container: &str,
-) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
-    let status = pod.status.as_ref()?;
-    status
-        .container_statuses
-        .iter()
-        .flatten()
-        .chain(status.init_container_statuses.iter().flatten())
-        .find(|s| s.name == container)
-}
-
 /// Whether the followed container has ended (or its pod is gone), as the cache says.
 fn ended(state: &KubeletState, namespace: &str, name: &str, uid: &str, container: &str) -> bool {
     let Some(pod) = state.ctx.pods.get(&ObjectRef::new(name).within(namespace)) else {
@@ -133,9 +106,8 @@ fn ended(state: &KubeletState, namespace: &str, name: &str, uid: &str, container
     if pod.metadata.uid.as_deref() != Some(uid) {
         return true;
     }
-    container_status(&pod, container)
-        .and_then(|s| s.state.as_ref())
-        .is_some_and(|s| s.terminated.is_some())
+    pod.container_status(container)
+        .is_some_and(|s| s.state == CachedContainerState::Terminated)
 }
 
 /// Why a budgeted call did not happen.

@@ -380,15 +380,21 @@ fn auth_refusal(error: &AuthError) -> Response {
     text(status, error.to_string())
 }
 
-/// `/pods`: the pods bound to this node, as the informer cache has them (the spec trimmed to
-/// what the operator keeps).
+/// `/pods`: the pods bound to this node, as the informer cache has them (the spec and status
+/// trimmed to what the operator keeps).
 fn pods(state: &KubeletState) -> Response {
-    let items: Vec<Arc<Pod>> = state.ctx.pods.state();
+    let items: Vec<Pod> = state
+        .ctx
+        .pods
+        .state()
+        .iter()
+        .map(|p| Pod::from(p.as_ref()))
+        .collect();
     let list = serde_json::json!({
         "kind": "PodList",
         "apiVersion": "v1",
         "metadata": {},
-        "items": items.iter().map(|p| p.as_ref()).collect::<Vec<&Pod>>(),
+        "items": items,
     });
     let mut response = axum::Json(list).into_response();
     response.headers_mut().insert(

@@ -16,9 +16,9 @@ use eci_client::types::DescribeMultiContainerGroupMetricRequest;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use http::{StatusCode, header};
-use k8s_openapi::api::core::v1::Pod;
 use tracing::{debug, warn};
 use vk_eci_core::annotations::INSTANCE_ID;
+use vk_eci_core::cache::{CachedContainerState, CachedPod};
 use vk_eci_core::kubelet::budget::{CallBudget, refresh_interval};
 use vk_eci_core::kubelet::stats::{
     NodeCounter, NodeUsage, PROMETHEUS_TEXT, PodRef, PodUsage, render_resource_metrics,
@@ -98,18 +98,22 @@ struct Sampled {
     container_starts: HashMap<String, DateTime<Utc>>,
 }
 
-fn sampled(pod: &Pod) -> Option<Sampled> {
+fn sampled(pod: &CachedPod) -> Option<Sampled> {
     let group_id = pod.metadata.annotations.as_ref()?.get(INSTANCE_ID)?.clone();
-    let status = pod.status.as_ref()?;
+    let status = &pod.status;
     if status.phase.as_deref() != Some("Running") || group_id.is_empty() {
         return None;
     }
     let container_starts = status
         .container_statuses
         .iter()
-        .flatten()
         .filter_map(|s| {
-            let started = s.state.as_ref()?.running.as_ref()?.started_at.as_ref()?;
+            let CachedContainerState::Running {
+                started_at: Some(started),
+            } = &s.state
+            else {
+                return None;
+            };
             Some((s.name.clone(), chrono_time(&started.0)?))
         })
         .collect();

@@ -17,6 +17,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
 use vk_eci_core::annotations::{EciAnnotations, FAIL_ON_CREATE_ERR, INSTANCE_ID};
+use vk_eci_core::cache::CachedPod;
 use vk_eci_core::lifecycle::{
     CreateFailure, CreateRetry, create_backoff, create_failure, definitive,
 };
@@ -26,7 +27,7 @@ use vk_eci_core::translate::{References, Refusal, translate};
 use super::{Error, PodController, groups, writes};
 
 impl PodController {
-    pub(super) async fn create(&self, cached: &Pod) -> Result<Action, Error> {
+    pub(super) async fn create(&self, cached: &CachedPod) -> Result<Action, Error> {
         let ctx = &self.ctx;
         // The cache keeps every annotation: a pod backing off is requeued without a read.
         let retry = CreateRetry::of(cached.annotations());
@@ -34,7 +35,8 @@ impl PodController {
             return Ok(Action::requeue(wait));
         }
         // The cache keeps only what the controllers read after the create (see
-        // `vk_eci_core::cache`); the translation reads the whole pod, as it is now.
+        // `vk_eci_core::cache`); the translation reads the whole pod, as it is now, and the
+        // writes below go by that read (its resourceVersion and conditions).
         let Some(pod) =
             Api::<Pod>::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default())
                 .get_opt(&cached.name_any())
@@ -49,7 +51,8 @@ impl PodController {
             return Ok(Action::await_change());
         }
         let pod = &pod;
-        if retry.attempts > 0 && self.adopt(pod).await? {
+        let current = &CachedPod::from(pod);
+        if retry.attempts > 0 && self.adopt(current).await? {
             return Ok(Action::await_change());
         }
         let profile = ctx.profile.current();
@@ -71,12 +74,12 @@ impl PodController {
             &references,
         ) {
             Ok(translation) => translation,
-            Err(refusal) => return self.refused(pod, &retry, refusal).await,
+            Err(refusal) => return self.refused(current, &retry, refusal).await,
         };
         for warning in &translation.warnings {
             writes::event(
                 ctx,
-                pod,
+                current,
                 EventType::Warning,
                 "UnsupportedFeature",
                 warning.clone(),
@@ -90,19 +93,19 @@ impl PodController {
         ctx.observe_eci(&result);
         match result {
             Ok(created) => {
-                self.created(pod, &created.container_group_id, "created")
+                self.created(current, &created.container_group_id, "created")
                     .await?;
                 Ok(Action::await_change())
             }
             Err(error) if error.code() == Some(IDEMPOTENT_MISMATCH) => {
-                if self.adopt(pod).await? {
+                if self.adopt(current).await? {
                     return Ok(Action::await_change());
                 }
                 // The token is spent on parameters ECI will not replay, and no group exists
                 // for it: the next attempt needs a new token.
                 let next = retry.failed(true, Utc::now());
                 warn!(pod = %pod.name_any(), attempt = next.attempts, "create token already used with other parameters; retrying with a new one");
-                writes::record_retry(ctx, pod, &next).await?;
+                writes::record_retry(ctx, current, &next).await?;
                 Ok(Action::requeue(create_backoff(next.attempts)))
             }
             Err(error) => {
@@ -114,15 +117,17 @@ impl PodController {
                         after,
                     } => {
                         warn!(pod = %pod.name_any(), %reason, attempt = next.attempts, "create failed; retrying in {after:?}");
-                        writes::event(ctx, pod, EventType::Warning, &reason, message.clone()).await;
-                        writes::not_created(ctx, pod, &reason, &message).await?;
-                        writes::record_retry(ctx, pod, &next).await?;
+                        writes::event(ctx, current, EventType::Warning, &reason, message.clone())
+                            .await;
+                        writes::not_created(ctx, current, &reason, &message).await?;
+                        writes::record_retry(ctx, current, &next).await?;
                         Ok(Action::requeue(after))
                     }
                     CreateFailure::Fail { reason, message } => {
                         warn!(pod = %pod.name_any(), %reason, "create failed; the pod fails");
-                        writes::event(ctx, pod, EventType::Warning, &reason, message.clone()).await;
-                        writes::fail(ctx, pod, &reason, &message).await?;
+                        writes::event(ctx, current, EventType::Warning, &reason, message.clone())
+                            .await;
+                        writes::fail(ctx, current, &reason, &message).await?;
                         Ok(Action::await_change())
                     }
                 }
@@ -131,7 +136,7 @@ impl PodController {
     }
 
     /// Records a group made for `pod`; one whose pod went away meanwhile is deleted.
-    async fn created(&self, pod: &Pod, id: &str, how: &str) -> Result<(), Error> {
+    async fn created(&self, pod: &CachedPod, id: &str, how: &str) -> Result<(), Error> {
         let ctx = &self.ctx;
         if !writes::record_instance_id(ctx, pod, id).await? {
             info!(pod = %pod.name_any(), %id, "pod gone during create; deleting its container group");
@@ -151,7 +156,7 @@ impl PodController {
     }
 
     /// Takes on the group ECI already holds for the pod, if any.
-    async fn adopt(&self, pod: &Pod) -> Result<bool, Error> {
+    async fn adopt(&self, pod: &CachedPod) -> Result<bool, Error> {
         let ctx = &self.ctx;
         let uid = pod.uid().unwrap_or_default();
         let found = groups::of_pod(ctx, &uid).await?;
@@ -171,7 +176,7 @@ impl PodController {
     /// A pod that cannot become a container group as it is.
     async fn refused(
         &self,
-        pod: &Pod,
+        pod: &CachedPod,
         retry: &CreateRetry,
         refusal: Refusal,
     ) -> Result<Action, Error> {
@@ -261,6 +266,6 @@ impl PodController {
 
 /// The annotations the pod's create used, for decisions after it (a pod whose annotations no
 /// longer parse gets the defaults).
-pub fn annotations_of(pod: &Pod) -> EciAnnotations {
+pub fn annotations_of(pod: &CachedPod) -> EciAnnotations {
     EciAnnotations::parse(pod.annotations()).unwrap_or_default()
 }

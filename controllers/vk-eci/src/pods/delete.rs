@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use eci_client::types::status;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use tracing::{info, warn};
+use vk_eci_core::cache::CachedPod;
 use vk_eci_core::ownership::owned_by;
 
 use super::{Error, PodController, groups, writes};
@@ -31,7 +31,7 @@ enum Stopping {
 }
 
 impl PodController {
-    pub(super) async fn delete(&self, pod: &Pod) -> Result<Action, Error> {
+    pub(super) async fn delete(&self, pod: &CachedPod) -> Result<Action, Error> {
         let ctx = &self.ctx;
         let overdue = pod
             .metadata
@@ -64,7 +64,7 @@ impl PodController {
     }
 
     /// Deletes every group of the pod that is not already stopping.
-    async fn stop_groups(&self, pod: &Pod) -> Result<Stopping, Error> {
+    async fn stop_groups(&self, pod: &CachedPod) -> Result<Stopping, Error> {
         let ctx = &self.ctx;
         let Some(uid) = pod.uid() else {
             return Ok(Stopping::Done);

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::controller::{Action, Config, Controller};
 use tracing::warn;
 use vk_eci_core::annotations::INSTANCE_ID;
+use vk_eci_core::cache::CachedPod;
 
 use crate::context::Context;
 
@@ -49,12 +49,11 @@ impl PodController {
         })
     }
 
-    async fn reconcile_pod(&self, pod: &Pod) -> Result<Action, Error> {
+    async fn reconcile_pod(&self, pod: &CachedPod) -> Result<Action, Error> {
         if pod.metadata.deletion_timestamp.is_some() {
             return self.delete(pod).await;
         }
-        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-        if matches!(phase, Some("Succeeded" | "Failed"))
+        if matches!(pod.phase(), Some("Succeeded" | "Failed"))
             || pod.annotations().contains_key(INSTANCE_ID)
         {
             return Ok(Action::await_change());
@@ -63,12 +62,12 @@ impl PodController {
     }
 }
 
-async fn reconcile(pod: Arc<Pod>, controller: Arc<PodController>) -> Result<Action, Error> {
+async fn reconcile(pod: Arc<CachedPod>, controller: Arc<PodController>) -> Result<Action, Error> {
     let ctx = controller.ctx.clone();
     crate::reconcile::as_leader(&ctx, CONTROLLER, controller.reconcile_pod(&pod)).await
 }
 
-fn error_policy(pod: Arc<Pod>, error: &Error, _controller: Arc<PodController>) -> Action {
+fn error_policy(pod: Arc<CachedPod>, error: &Error, _controller: Arc<PodController>) -> Action {
     warn!(pod = %pod.name_any(), namespace = %pod.namespace().unwrap_or_default(), %error, "pod reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
@@ -77,7 +76,7 @@ fn error_policy(pod: Arc<Pod>, error: &Error, _controller: Arc<PodController>) -
 /// again whenever this replica becomes the leader.
 pub async fn run(
     controller: Arc<PodController>,
-    pods: impl Stream<Item = Arc<Pod>> + Send + 'static,
+    pods: impl Stream<Item = Arc<CachedPod>> + Send + 'static,
     became_leader: impl Stream<Item = ()> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
     status_sync: sync::StatusSyncConfig,

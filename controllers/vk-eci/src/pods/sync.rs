@@ -24,7 +24,7 @@ use eci_client::types::{
     DescribeContainerGroupStatusRequest, Tag, status,
 };
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
@@ -33,6 +33,7 @@ use serde_json::json;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use vk_eci_core::annotations::INSTANCE_ID;
+use vk_eci_core::cache::CachedPod;
 use vk_eci_core::lifecycle::{
     CreateRetry, SyncPacing, pod_event, reschedule_after_schedule_failure,
 };
@@ -64,16 +65,16 @@ pub const STUCK_AFTER: Duration = Duration::from_secs(300);
 
 /// Groups being stopped for deleted pods; the sync removes each pod once its group is gone.
 #[derive(Debug, Default)]
-pub struct Terminating(Mutex<HashMap<String, ObjectRef<Pod>>>);
+pub struct Terminating(Mutex<HashMap<String, ObjectRef<CachedPod>>>);
 
 impl Terminating {
-    pub fn track(&self, id: &str, pod: &Pod) {
+    pub fn track(&self, id: &str, pod: &CachedPod) {
         if let Ok(mut map) = self.0.lock() {
             map.insert(id.to_string(), ObjectRef::from_obj(pod));
         }
     }
 
-    fn snapshot(&self) -> Vec<(String, ObjectRef<Pod>)> {
+    fn snapshot(&self) -> Vec<(String, ObjectRef<CachedPod>)> {
         self.0
             .lock()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -95,7 +96,7 @@ struct Seen {
     transitioning: bool,
 }
 
-/// A pod UID as the owner map keeps it (8 bytes, not the 36-byte string).
+/// A pod UID as the owner and event maps keep it (8 bytes, not the 36-byte string).
 fn owner_key(uid: &str) -> u64 {
     let mut hasher = DefaultHasher::new();
     uid.hash(&mut hasher);
@@ -108,6 +109,24 @@ fn fingerprint<T: serde::Serialize>(value: &T) -> u64 {
         .unwrap_or_default()
         .hash(&mut hasher);
     hasher.finish()
+}
+
+/// What a pass keeps of a listed status record: a full pass lists every group of the node,
+/// and the records whole (conditions, container statuses) would be its memory peak.
+struct Listed {
+    id: String,
+    fingerprint: u64,
+    transitioning: bool,
+}
+
+impl Listed {
+    fn of(record: ContainerGroupStatus) -> Self {
+        Self {
+            fingerprint: fingerprint(&record),
+            transitioning: transitioning(&record.status),
+            id: record.container_group_id,
+        }
+    }
 }
 
 fn transitioning(eci_status: &str) -> bool {
@@ -132,8 +151,9 @@ pub struct StatusSyncConfig {
 pub struct StatusSync {
     controller: Arc<PodController>,
     seen: HashMap<String, Seen>,
-    /// ECI event counts already mirrored, by pod UID.
-    reported: Mutex<HashMap<String, HashMap<String, i64>>>,
+    /// ECI event counts already mirrored, by event key, by pod UID ([`owner_key`]); pods
+    /// gone from the cache are dropped each full pass.
+    reported: Mutex<HashMap<u64, HashMap<u64, i64>>>,
     last_full: Option<Instant>,
     full_every: Duration,
     /// Groups the last full pass found no cached pod for: deleted only if the next full pass
@@ -231,7 +251,10 @@ impl StatusSync {
             limit: Some(STATUS_PAGE),
             ..DescribeContainerGroupStatusRequest::default()
         };
-        let records = ctx.eci.describe_all_container_group_status(&filter).await;
+        let records = ctx
+            .eci
+            .describe_all_container_group_status(&filter, Listed::of)
+            .await;
         ctx.observe_eci(&records);
         let records = records?;
         let events = self.all_events(&filter).await?;
@@ -239,29 +262,25 @@ impl StatusSync {
         let mut changed: BTreeSet<String> = BTreeSet::new();
         let mut pending: HashMap<String, Seen> = HashMap::new();
         for record in &records {
-            let seen = self
-                .seen
-                .get(&record.container_group_id)
-                .copied()
-                .unwrap_or_default();
+            let seen = self.seen.get(&record.id).copied().unwrap_or_default();
             let next = Seen {
-                status: fingerprint(record),
-                transitioning: transitioning(&record.status),
+                status: record.fingerprint,
+                transitioning: record.transitioning,
                 ..seen
             };
             if next.status != seen.status {
-                changed.insert(record.container_group_id.clone());
+                changed.insert(record.id.clone());
             }
-            pending.insert(record.container_group_id.clone(), next);
+            pending.insert(record.id.clone(), next);
         }
-        for (id, list) in &events {
+        for (id, events_fingerprint) in &events {
             let seen = pending
                 .get(id)
                 .or_else(|| self.seen.get(id))
                 .copied()
                 .unwrap_or_default();
             let next = Seen {
-                events: fingerprint(list),
+                events: *events_fingerprint,
                 ..seen
             };
             if next.events != seen.events {
@@ -270,10 +289,7 @@ impl StatusSync {
             pending.insert(id.clone(), next);
         }
         if full {
-            let present: HashSet<&str> = records
-                .iter()
-                .map(|r| r.container_group_id.as_str())
-                .collect();
+            let present: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
             self.seen.retain(|id, _| present.contains(id.as_str()));
             self.owners.retain(|id, _| present.contains(id.as_str()));
         }
@@ -334,11 +350,12 @@ impl StatusSync {
         })
     }
 
-    /// Events of the groups in `filter`, by group id.
+    /// A fingerprint of the events of each group in `filter`, by group id (taken page by page:
+    /// the events themselves are fetched again with the group when it changed).
     async fn all_events(
         &self,
         filter: &DescribeContainerGroupStatusRequest,
-    ) -> Result<HashMap<String, Vec<eci_client::types::DetailedEvent>>, Error> {
+    ) -> Result<HashMap<String, u64>, Error> {
         let ctx = &self.controller.ctx;
         let mut request = DescribeContainerGroupEventsRequest {
             filter: filter.clone(),
@@ -348,7 +365,7 @@ impl StatusSync {
         loop {
             let page = ctx.eci.call(&request).await?;
             for group in page.data {
-                events.insert(group.container_group_id, group.events);
+                events.insert(group.container_group_id, fingerprint(&group.events));
             }
             if page.next_token.is_empty() {
                 return Ok(events);
@@ -372,7 +389,7 @@ impl StatusSync {
     }
 
     /// The cached pod a group belongs to.
-    fn pod_of(&self, group: &ContainerGroup) -> Option<Arc<Pod>> {
+    fn pod_of(&self, group: &ContainerGroup) -> Option<Arc<CachedPod>> {
         let settings = &self.controller.ctx.settings;
         let tagged = tagged_pod(group, &settings.cluster_id, &settings.node_name)?;
         self.controller
@@ -400,8 +417,7 @@ impl StatusSync {
             return self.reschedule(&pod, group).await;
         }
         let desired = pod_status(&pod, group, now);
-        let current = pod.status.clone().unwrap_or_default();
-        if let Some(patch) = status_patch(&current, &desired) {
+        if let Some(patch) = status_patch(&pod.status.fingerprint, &desired) {
             writes::patch_status(&ctx, &pod, patch).await?;
             if let Some(changed_at) = last_change(group) {
                 let lag = (now - changed_at).num_milliseconds().max(0) as f64 / 1000.0;
@@ -412,12 +428,12 @@ impl StatusSync {
     }
 
     /// ECI events become pod Events; a repeat updates the same Event's count.
-    async fn mirror_events(&self, pod: &Pod, group: &ContainerGroup) -> Result<(), Error> {
+    async fn mirror_events(&self, pod: &CachedPod, group: &ContainerGroup) -> Result<(), Error> {
         let ctx = self.controller.ctx.clone();
-        let uid = pod.uid().unwrap_or_default();
+        let owner = owner_key(&pod.uid().unwrap_or_default());
         let fresh: Vec<_> = match self.reported.lock() {
             Ok(mut reported) => {
-                unreported_events(&group.events, reported.entry(uid.clone()).or_default())
+                unreported_events(&group.events, reported.entry(owner).or_default())
                     .into_iter()
                     .cloned()
                     .collect()
@@ -444,7 +460,7 @@ impl StatusSync {
             }
             if let Ok(mut reported) = self.reported.lock() {
                 reported
-                    .entry(uid.clone())
+                    .entry(owner)
                     .or_default()
                     .insert(event_key(&eci_event), eci_event.count);
             }
@@ -456,7 +472,7 @@ impl StatusSync {
     /// and count the reschedule (the next create then uses a new ClientToken).
     /// If this is interrupted after the delete, the full pass finds the pod's group lost and
     /// finishes the job ([`LostInstance::Recreate`]).
-    async fn reschedule(&self, pod: &Pod, group: &ContainerGroup) -> Result<(), Error> {
+    async fn reschedule(&self, pod: &CachedPod, group: &ContainerGroup) -> Result<(), Error> {
         let ctx = &self.controller.ctx;
         groups::delete(ctx, &group.container_group_id).await?;
         let retry = CreateRetry::of(pod.annotations()).failed(true, Utc::now());
@@ -528,7 +544,7 @@ impl StatusSync {
     /// annotation or UID claims; one is deleted only when the previous full pass suspected it
     /// too and the API server answers that its pod (by the namespace and name in its tags)
     /// does not exist or is another pod (a different UID).
-    async fn collect_orphans(&mut self, records: &[ContainerGroupStatus]) -> Result<(), Error> {
+    async fn collect_orphans(&mut self, records: &[Listed]) -> Result<(), Error> {
         let ctx = self.controller.ctx.clone();
         let pods = ctx.pods.state();
         let claimed: HashSet<&str> = pods
@@ -537,7 +553,7 @@ impl StatusSync {
             .collect();
         let unclaimed: Vec<String> = records
             .iter()
-            .map(|r| r.container_group_id.clone())
+            .map(|r| r.id.clone())
             .filter(|id| !claimed.contains(id.as_str()))
             .collect();
         let cached: HashSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
@@ -569,7 +585,7 @@ impl StatusSync {
         let Some(tagged) = tagged_pod(group, &settings.cluster_id, &settings.node_name) else {
             return Ok(());
         };
-        let live = Api::<Pod>::namespaced(ctx.client.clone(), tagged.namespace)
+        let live = Api::<CachedPod>::namespaced(ctx.client.clone(), tagged.namespace)
             .get_opt(tagged.name)
             .await?;
         let live_uid = live.as_ref().and_then(|p| p.metadata.uid.as_deref());
@@ -587,24 +603,15 @@ impl StatusSync {
     /// did not show or whose tags (as last fetched) name another pod: one that vanished
     /// fails its pod (or, if nothing of it ever ran, makes the pod get another); one that is
     /// not the pod's is forgotten, so the pod gets its own.
-    async fn verify_recorded_instances(
-        &mut self,
-        records: &[ContainerGroupStatus],
-    ) -> Result<(), Error> {
+    async fn verify_recorded_instances(&mut self, records: &[Listed]) -> Result<(), Error> {
         let ctx = self.controller.ctx.clone();
-        let listed: HashSet<&str> = records
-            .iter()
-            .map(|r| r.container_group_id.as_str())
-            .collect();
-        let doubtful: Vec<(String, Arc<Pod>)> = ctx
+        let listed: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let doubtful: Vec<(String, Arc<CachedPod>)> = ctx
             .pods
             .state()
             .into_iter()
             .filter(|pod| pod.metadata.deletion_timestamp.is_none())
-            .filter(|pod| {
-                let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-                !matches!(phase, Some("Succeeded" | "Failed"))
-            })
+            .filter(|pod| !matches!(pod.phase(), Some("Succeeded" | "Failed")))
             .filter_map(|pod| {
                 let id = pod.annotations().get(INSTANCE_ID)?.clone();
                 let owner = pod.uid().map(|uid| owner_key(&uid));
@@ -636,7 +643,7 @@ impl StatusSync {
         Ok(())
     }
 
-    async fn instance_lost(&self, pod: &Pod, id: &str) -> Result<(), Error> {
+    async fn instance_lost(&self, pod: &CachedPod, id: &str) -> Result<(), Error> {
         let ctx = &self.controller.ctx;
         match lost_instance(pod, &annotations_of(pod)) {
             LostInstance::Recreate => {
@@ -670,7 +677,7 @@ impl StatusSync {
         }
     }
 
-    async fn instance_foreign(&self, pod: &Pod, id: &str) -> Result<(), Error> {
+    async fn instance_foreign(&self, pod: &CachedPod, id: &str) -> Result<(), Error> {
         let ctx = &self.controller.ctx;
         warn!(pod = %pod.name_any(), %id, "the pod's instance-id annotation names a container group that is not its own; ignoring it");
         writes::event(
@@ -688,13 +695,14 @@ impl StatusSync {
 
     /// Drops event bookkeeping of pods that no longer exist.
     fn forget_gone_pods(&mut self) {
-        let live: HashSet<String> = self
+        let live: HashSet<u64> = self
             .controller
             .ctx
             .pods
             .state()
             .iter()
             .filter_map(|p| p.uid())
+            .map(|uid| owner_key(&uid))
             .collect();
         if let Ok(mut reported) = self.reported.lock() {
             reported.retain(|uid, _| live.contains(uid));
@@ -707,11 +715,7 @@ impl StatusSync {
             .map(|p| (p.to_string(), 0))
             .collect();
         for pod in self.controller.ctx.pods.state() {
-            let phase = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.phase.clone())
-                .unwrap_or_else(|| "Pending".into());
+            let phase = pod.phase().unwrap_or("Pending").to_string();
             *by_phase.entry(phase).or_default() += 1;
         }
         for (phase, count) in by_phase {

@@ -1,6 +1,7 @@
 //! The pod writes of the pod-to-ECI controller. Each is a precise patch: the instance id
 //! annotation carries the pod's UID (a recreated pod of the same name is never touched), and
-//! status writes carry the resourceVersion they were computed from.
+//! status writes carry the resourceVersion they were computed from. They take the pod as the
+//! cache keeps it ([`CachedPod`]); a write that needs more of the pod reads it afresh.
 
 use chrono::Utc;
 use k8s_openapi::api::core::v1::{Pod, PodCondition};
@@ -10,13 +11,14 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::warn;
 use vk_eci_core::annotations::INSTANCE_ID;
+use vk_eci_core::cache::{CachedCondition, CachedPod};
 use vk_eci_core::lifecycle::{CREATE_RETRY, CreateRetry};
 use vk_eci_core::status::{CONTAINER_INSTANCE_CREATED, condition};
 
 use super::Error;
 use crate::context::{Context, FIELD_MANAGER};
 
-fn api(ctx: &Context, pod: &Pod) -> Api<Pod> {
+fn api(ctx: &Context, pod: &CachedPod) -> Api<Pod> {
     Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default())
 }
 
@@ -29,7 +31,11 @@ fn params() -> PatchParams {
 
 /// Writes `k8s.aliyun.com/eci-instance-id`. `Ok(false)` when the pod is gone (or is another
 /// pod by now), so the caller can delete the group it just created.
-pub async fn record_instance_id(ctx: &Context, pod: &Pod, id: &str) -> Result<bool, kube::Error> {
+pub async fn record_instance_id(
+    ctx: &Context,
+    pod: &CachedPod,
+    id: &str,
+) -> Result<bool, kube::Error> {
     let patch = json!({
         "metadata": {
             "uid": pod.uid(),
@@ -49,7 +55,7 @@ pub async fn record_instance_id(ctx: &Context, pod: &Pod, id: &str) -> Result<bo
 /// Records a failed create on the pod (see [`CreateRetry`]).
 pub async fn record_retry(
     ctx: &Context,
-    pod: &Pod,
+    pod: &CachedPod,
     retry: &CreateRetry,
 ) -> Result<(), kube::Error> {
     let patch = json!({
@@ -68,7 +74,7 @@ pub async fn record_retry(
 /// resourceVersion the change was computed from.
 pub async fn patch_status(
     ctx: &Context,
-    pod: &Pod,
+    pod: &CachedPod,
     status: serde_json::Value,
 ) -> Result<(), kube::Error> {
     let patch = json!({
@@ -82,7 +88,12 @@ pub async fn patch_status(
 }
 
 /// Marks the pod Failed with `reason`, as the kubelet does for a pod it rejects.
-pub async fn fail(ctx: &Context, pod: &Pod, reason: &str, message: &str) -> Result<(), Error> {
+pub async fn fail(
+    ctx: &Context,
+    pod: &CachedPod,
+    reason: &str,
+    message: &str,
+) -> Result<(), Error> {
     ctx.leadership.ensure()?;
     let conditions = with_condition(pod, CONTAINER_INSTANCE_CREATED, false, reason, message);
     patch_status(
@@ -100,23 +111,25 @@ pub async fn fail(ctx: &Context, pod: &Pod, reason: &str, message: &str) -> Resu
 }
 
 /// Fails a pod whose container group vanished: its processes are gone, so it must stop
-/// counting as Ready (Services route away) and its controller must replace it.
-pub async fn lost(ctx: &Context, pod: &Pod, reason: &str, message: &str) -> Result<(), Error> {
+/// counting as Ready (Services route away) and its controller must replace it. Its container
+/// statuses are sent whole, so they are read afresh (the cache keeps only part of each); the
+/// write is guarded by the resourceVersion of that read.
+pub async fn lost(
+    ctx: &Context,
+    cached: &CachedPod,
+    reason: &str,
+    message: &str,
+) -> Result<(), Error> {
     ctx.leadership.ensure()?;
-    let mut conditions = with_condition(pod, CONTAINER_INSTANCE_CREATED, false, reason, message);
-    for kind in ["Ready", "ContainersReady"] {
-        let previous = conditions.clone();
-        conditions.retain(|c| c.type_ != kind);
-        conditions.push(condition(
-            &previous,
-            kind,
-            false,
-            Some(reason),
-            Some(message.to_string()),
-            Utc::now(),
-        ));
-    }
-    let containers: Vec<serde_json::Value> = pod
+    let Some(live) = api(ctx, cached)
+        .get_opt(&cached.name_any())
+        .await?
+        .filter(|p| p.uid() == cached.uid())
+    else {
+        // Gone (or another pod by now): nothing to fail.
+        return Ok(());
+    };
+    let containers: Vec<serde_json::Value> = live
         .status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
@@ -129,6 +142,19 @@ pub async fn lost(ctx: &Context, pod: &Pod, reason: &str, message: &str) -> Resu
             serde_json::to_value(c).unwrap_or_default()
         })
         .collect();
+    let pod = &CachedPod::from(live);
+    let mut conditions = with_condition(pod, CONTAINER_INSTANCE_CREATED, false, reason, message);
+    for kind in ["Ready", "ContainersReady"] {
+        conditions.retain(|c| c.type_ != kind);
+        conditions.push(condition(
+            &pod.status.conditions,
+            kind,
+            false,
+            Some(reason),
+            Some(message.to_string()),
+            Utc::now(),
+        ));
+    }
     let mut status = json!({
         "phase": "Failed",
         "reason": reason,
@@ -146,7 +172,7 @@ pub async fn lost(ctx: &Context, pod: &Pod, reason: &str, message: &str) -> Resu
 /// next create must use a new ClientToken) is recorded with it.
 pub async fn clear_instance(
     ctx: &Context,
-    pod: &Pod,
+    pod: &CachedPod,
     retry: Option<&CreateRetry>,
 ) -> Result<(), Error> {
     ctx.leadership.ensure()?;
@@ -169,15 +195,11 @@ pub async fn clear_instance(
 /// Sets `ContainerInstanceCreated=False` with why, leaving the pod Pending.
 pub async fn not_created(
     ctx: &Context,
-    pod: &Pod,
+    pod: &CachedPod,
     reason: &str,
     message: &str,
 ) -> Result<(), kube::Error> {
-    let current = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == CONTAINER_INSTANCE_CREATED));
+    let current = pod.condition(CONTAINER_INSTANCE_CREATED);
     if current.is_some_and(|c| {
         c.status == "False"
             && c.reason.as_deref() == Some(reason)
@@ -191,32 +213,32 @@ pub async fn not_created(
 
 /// The pod's conditions with `kind` set; the others (whoever owns them) are kept.
 fn with_condition(
-    pod: &Pod,
+    pod: &CachedPod,
     kind: &str,
     ok: bool,
     reason: &str,
     message: &str,
 ) -> Vec<PodCondition> {
-    let mut conditions = pod
+    let mut conditions: Vec<PodCondition> = pod
         .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let updated = condition(
-        &conditions,
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != kind)
+        .map(CachedCondition::to_pod_condition)
+        .collect();
+    conditions.push(condition(
+        &pod.status.conditions,
         kind,
         ok,
         Some(reason),
         Some(message.to_string()),
         Utc::now(),
-    );
-    conditions.retain(|c| c.type_ != kind);
-    conditions.push(updated);
+    ));
     conditions
 }
 
 /// Removes the pod object for good (grace 0), only if it is still this pod.
-pub async fn remove(ctx: &Context, pod: &Pod) -> Result<(), Error> {
+pub async fn remove(ctx: &Context, pod: &CachedPod) -> Result<(), Error> {
     ctx.leadership.ensure()?;
     let params = DeleteParams {
         grace_period_seconds: Some(0),
@@ -234,7 +256,7 @@ pub async fn remove(ctx: &Context, pod: &Pod) -> Result<(), Error> {
 }
 
 /// Publishes an Event on the pod; failing to is logged, never fatal.
-pub async fn event(ctx: &Context, pod: &Pod, kind: EventType, reason: &str, note: String) {
+pub async fn event(ctx: &Context, pod: &CachedPod, kind: EventType, reason: &str, note: String) {
     let event = Event {
         type_: kind,
         reason: reason.into(),

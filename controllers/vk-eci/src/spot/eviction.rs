@@ -23,6 +23,7 @@ use kube::{Resource, ResourceExt};
 use rand::Rng;
 use serde_json::json;
 use tracing::{info, warn};
+use vk_eci_core::cache::CachedPod;
 use vk_eci_core::crd::{OnDeadline as PolicyOnDeadline, SpotRotation, Strategy};
 use vk_eci_core::rotation::SCALE_DOWN_WAIT;
 use vk_eci_core::spot::{EvictionStep, OnDeadline, Phase, eviction_step};
@@ -255,7 +256,7 @@ async fn evict(spot: &SpotContext, rotation: &SpotRotation) -> Result<Action, Er
 async fn record(
     spot: &SpotContext,
     rotation: &SpotRotation,
-    pod: &Pod,
+    pod: &CachedPod,
     kind: EventType,
     reason: &str,
     message: String,
@@ -299,7 +300,7 @@ async fn write(
     Ok(())
 }
 
-async fn note(spot: &SpotContext, pod: &Pod, kind: EventType, reason: &str, message: String) {
+async fn note(spot: &SpotContext, pod: &CachedPod, kind: EventType, reason: &str, message: String) {
     let event = Event {
         type_: kind,
         reason: reason.into(),
@@ -330,7 +331,7 @@ fn error_policy(rotation: Arc<SpotRotation>, error: &Error, _spot: Arc<SpotConte
 pub async fn run(
     spot: Arc<SpotContext>,
     stream: impl futures::Stream<Item = Arc<SpotRotation>> + Send + 'static,
-    pods: impl futures::Stream<Item = Arc<Pod>> + Send + 'static,
+    pods: impl futures::Stream<Item = Arc<CachedPod>> + Send + 'static,
     became_leader: impl futures::Stream<Item = ()> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {

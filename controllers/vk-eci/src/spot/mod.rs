@@ -22,9 +22,9 @@ mod workload;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
+use vk_eci_core::cache::CachedPod;
 use vk_eci_core::crd::{SpotRotation, SpotRotationPolicy};
 use vk_eci_core::spot::{DEFAULT_GRACE_SECONDS, DEFAULT_MARGIN, Deadlines, PolicySettings};
 use vk_eci_core::time;
@@ -66,7 +66,7 @@ impl SpotContext {
     }
 
     /// The doomed pod of a rotation, if it still exists (the same pod: same UID).
-    fn doomed_pod(&self, rotation: &SpotRotation) -> Option<Arc<Pod>> {
+    fn doomed_pod(&self, rotation: &SpotRotation) -> Option<Arc<CachedPod>> {
         let namespace = rotation.namespace().unwrap_or_default();
         self.ctx
             .pods
@@ -81,13 +81,12 @@ impl SpotContext {
     }
 
     /// The rotation's deadlines: its margin (from the policy) and the pod's grace period.
-    fn deadlines(&self, rotation: &SpotRotation, pod: Option<&Pod>) -> Deadlines {
+    fn deadlines(&self, rotation: &SpotRotation, pod: Option<&CachedPod>) -> Deadlines {
         let margin = self
             .policy_of(rotation)
             .map_or(DEFAULT_MARGIN, |p| PolicySettings::of(&p.spec).margin);
         let grace = pod
-            .and_then(|p| p.spec.as_ref())
-            .and_then(|s| s.termination_grace_period_seconds)
+            .and_then(|p| p.spec.termination_grace_period_seconds)
             .unwrap_or(DEFAULT_GRACE_SECONDS);
         Deadlines::new(
             to_chrono(&rotation.spec.noticed_at),
@@ -99,7 +98,7 @@ impl SpotContext {
 }
 
 /// The rotation a pod change concerns: the one of the pod itself (named from its UID).
-fn rotation_of(pod: Arc<Pod>) -> Option<ObjectRef<SpotRotation>> {
+fn rotation_of(pod: Arc<CachedPod>) -> Option<ObjectRef<SpotRotation>> {
     let namespace = pod.namespace().unwrap_or_default();
     pod.uid()
         .map(|uid| ObjectRef::new(&vk_eci_core::crd::rotation_name(&uid)).within(&namespace))

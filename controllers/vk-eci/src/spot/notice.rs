@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -16,6 +15,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 use vk_eci_core::annotations::{RELEASE_STRATEGY_API_EVICT, SPOT_RELEASE_STRATEGY};
+use vk_eci_core::cache::CachedPod;
 use vk_eci_core::crd::{
     NODE_LABEL, PodRef, SpotRotation, SpotRotationSpec, Strategy, TAKE_BACK_FINALIZER,
     WorkloadKind, node_label_value, rotation_name,
@@ -28,22 +28,24 @@ use super::{Error, POLICY_LABEL, SpotContext, workload};
 
 const CONTROLLER: &str = "spot-notice";
 
-async fn reconcile(pod: Arc<Pod>, spot: Arc<SpotContext>) -> Result<Action, Error> {
+async fn reconcile(pod: Arc<CachedPod>, spot: Arc<SpotContext>) -> Result<Action, Error> {
     crate::reconcile::as_leader(&spot.ctx, CONTROLLER, notice(&pod, &spot)).await
 }
 
 /// Gives a pod ECI will reclaim its `SpotRotation`, if a policy or its annotation asks.
-async fn notice(pod: &Pod, spot: &SpotContext) -> Result<Action, Error> {
+async fn notice(pod: &CachedPod, spot: &SpotContext) -> Result<Action, Error> {
     let ctx = &spot.ctx;
-    // Before the policies are listed, a covered pod would look uncovered: an Evict rotation
-    // (named from the pod, so never corrected) or none at all.
-    spot.synced().await;
     if pod.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    // Decided from the pod alone: a pod without a notice (nearly all of them) is done at once
+    // instead of holding a reconcile until the caches below have synced.
     let Some((noticed_at, release_at)) = pod_notice(pod) else {
         return Ok(Action::await_change());
     };
+    // Before the policies are listed, a covered pod would look uncovered: an Evict rotation
+    // (named from the pod, so never corrected) or none at all.
+    spot.synced().await;
     let uid = pod.uid().unwrap_or_default();
     let namespace = pod.namespace().unwrap_or_default();
     let name = rotation_name(&uid);
@@ -187,7 +189,7 @@ async fn report_out_of_bounds(
     }
 }
 
-fn error_policy(pod: Arc<Pod>, error: &Error, _spot: Arc<SpotContext>) -> Action {
+fn error_policy(pod: Arc<CachedPod>, error: &Error, _spot: Arc<SpotContext>) -> Action {
     warn!(pod = %pod.name_any(), %error, "spot notice reconcile failed; retrying");
     Action::requeue(Duration::from_secs(2))
 }
@@ -195,7 +197,7 @@ fn error_policy(pod: Arc<Pod>, error: &Error, _spot: Arc<SpotContext>) -> Action
 /// Runs over the shared pod stream until `shutdown`.
 pub async fn run(
     spot: Arc<SpotContext>,
-    pods: impl futures::Stream<Item = Arc<Pod>> + Send + 'static,
+    pods: impl futures::Stream<Item = Arc<CachedPod>> + Send + 'static,
     became_leader: impl futures::Stream<Item = ()> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {

@@ -5,10 +5,10 @@
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v1::Scale;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use vk_eci_core::cache::CachedPod;
 use vk_eci_core::crd::{WorkloadKind, WorkloadRef};
 use vk_eci_core::rotation::hpa::{self, HpaChange, HpaState};
 
@@ -17,7 +17,7 @@ use crate::context::FIELD_MANAGER;
 
 /// The workload controlling `pod`: its StatefulSet, or its ReplicaSet's Deployment, or the
 /// ReplicaSet itself.
-pub async fn of_pod(client: &Client, pod: &Pod) -> Result<Option<WorkloadRef>, Error> {
+pub async fn of_pod(client: &Client, pod: &CachedPod) -> Result<Option<WorkloadRef>, Error> {
     let Some(owner) = pod
         .owner_references()
         .iter()

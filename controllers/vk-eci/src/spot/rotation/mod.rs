@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::{Resource, ResourceExt};
 use tracing::warn;
+use vk_eci_core::cache::CachedPod;
 use vk_eci_core::crd::{SpotRotation, SpotRotationStatus, Strategy};
 use vk_eci_core::rotation::{self, Effect, finished, prunable_by_age};
 use vk_eci_core::spot::Phase;
@@ -311,7 +311,7 @@ fn error_policy(rotation: Arc<SpotRotation>, error: &Error, _rotations: Arc<Rota
 pub async fn run(
     rotations: Arc<Rotations>,
     stream: impl futures::Stream<Item = Arc<SpotRotation>> + Send + 'static,
-    pods: impl futures::Stream<Item = Arc<Pod>> + Send + 'static,
+    pods: impl futures::Stream<Item = Arc<CachedPod>> + Send + 'static,
     became_leader: impl futures::Stream<Item = ()> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {

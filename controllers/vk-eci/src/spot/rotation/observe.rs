@@ -8,9 +8,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
+use vk_eci_core::cache::CachedPod;
 use vk_eci_core::crd::{
     SpotRotation, SpotRotationStatus, Strategy, TAKE_BACK_FINALIZER, WorkloadRef,
 };
@@ -168,7 +168,7 @@ fn siblings(
 async fn not_surgeable(
     rotations: &Rotations,
     rotation: &SpotRotation,
-    pod: Option<&Pod>,
+    pod: Option<&CachedPod>,
     target: &WorkloadRef,
 ) -> Result<Option<String>, Error> {
     let spot = &rotations.spot;
@@ -279,20 +279,12 @@ fn give_up_at(
     }
 }
 
-fn is_ready(pod: &Pod) -> bool {
-    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
-    conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        && !under_notice(pod)
+fn is_ready(pod: &CachedPod) -> bool {
+    pod.condition_is_true("Ready") && !under_notice(pod)
 }
 
-fn under_notice(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| {
-            c.iter()
-                .any(|c| c.type_ == CONTAINER_INSTANCE_EXPIRED && c.status == "True")
-        })
+fn under_notice(pod: &CachedPod) -> bool {
+    pod.condition_is_true(CONTAINER_INSTANCE_EXPIRED)
 }
 
 /// Whether every pod of the doomed pod's ReplicaSet, other than pods under a notice and
@@ -309,7 +301,10 @@ async fn siblings_ready(rotations: &Rotations, rotation: &SpotRotation) -> Resul
         .all(is_ready))
 }
 
-fn doomed_and_owner(rotations: &Rotations, rotation: &SpotRotation) -> Option<(Arc<Pod>, String)> {
+fn doomed_and_owner(
+    rotations: &Rotations,
+    rotation: &SpotRotation,
+) -> Option<(Arc<CachedPod>, String)> {
     let doomed = rotations.spot.doomed_pod(rotation)?;
     let owner = doomed
         .owner_references()
@@ -323,16 +318,16 @@ fn doomed_and_owner(rotations: &Rotations, rotation: &SpotRotation) -> Option<(A
 async fn same_owner(
     rotations: &Rotations,
     rotation: &SpotRotation,
-    doomed: &Pod,
+    doomed: &CachedPod,
     owner: &str,
-) -> Result<Vec<Pod>, Error> {
+) -> Result<Vec<CachedPod>, Error> {
     let selector = doomed
         .labels()
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let pods = Api::<Pod>::namespaced(
+    let pods = Api::<CachedPod>::namespaced(
         rotations.spot.ctx.client.clone(),
         &rotation.namespace().unwrap_or_default(),
     )
