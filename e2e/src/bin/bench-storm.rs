@@ -261,6 +261,10 @@ async fn run(args: Args) -> Result<Value, StackError> {
         "fewest_ready_pods": ready.fewest(),
         "most_replicas": most_replicas,
         "escalations": counter(&metrics, "vk_eci_spot_escalations_total"),
+        "rotation_reconciles": {
+            "count": counter(&metrics, "vk_eci_reconcile_duration_seconds_count{controller=\"spot-rotation\"}"),
+            "seconds": counter(&metrics, "vk_eci_reconcile_duration_seconds_sum{controller=\"spot-rotation\"}"),
+        },
         "note": if args.real_timing {
             "times are the SpotRotation's own timestamps (whole seconds); replacements took ECI's real 1-4 s to schedule and 4-20 s to start"
         } else {
