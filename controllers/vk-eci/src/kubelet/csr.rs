@@ -23,6 +23,7 @@ use kube::{Client, ResourceExt};
 use rustls::pki_types::PrivateKeyDer;
 use serde_json::json;
 use tracing::{info, warn};
+use vk_eci_core::crd::{NODE_LABEL, node_label_value};
 
 use crate::context::FIELD_MANAGER;
 use crate::tls::ServingCert;
@@ -85,7 +86,7 @@ fn csr_object(node: &str, request_pem: &str) -> CertificateSigningRequest {
     CertificateSigningRequest {
         metadata: kube::api::ObjectMeta {
             generate_name: Some(format!("{node}-serving-")),
-            labels: Some([("spot.vk-eci.io/node".to_string(), node_label(node))].into()),
+            labels: Some([(NODE_LABEL.to_string(), node_label_value(node))].into()),
             ..Default::default()
         },
         spec: CertificateSigningRequestSpec {
@@ -96,10 +97,6 @@ fn csr_object(node: &str, request_pem: &str) -> CertificateSigningRequest {
         },
         status: None,
     }
-}
-
-fn node_label(node: &str) -> String {
-    vk_eci_core::crd::node_label_value(node)
 }
 
 /// Whether the request is settled: signed, or refused (`Denied`/`Failed`).
