@@ -1,6 +1,7 @@
 //! Serving TLS, shared by every HTTPS endpoint of `vk-eci run` (the kubelet API, the
-//! admission webhook): the serving certificate, reloaded when its files change, or a
-//! self-signed one; and an accept loop that hands each request the client's certificates.
+//! admission webhook): the serving certificate, reloaded when its files change, issued at
+//! start, self-signed, or replaced while running (a cluster-signed one); and an accept loop
+//! that hands each request the client's certificates.
 //!
 //! Reloading happens on the handshake path, checked at most once per [`RELOAD_CHECK`]: a
 //! certificate rotated by cert-manager or a Secret update (kubelet symlink swap) is served

@@ -2,8 +2,9 @@
 //! fills with `DescribeMultiContainerGroupMetric` (20 groups a call) while this replica leads,
 //! pacing itself to its share of the call limit: a full pass every
 //! `refresh_interval(pods, 20, calls a minute)` (90 s for 10,000 pods on a budget of 400
-//! calls a minute, 333 of them sustained; never faster than ECI's 15 s sampling). A few calls are in flight at once: one at a time, a
-//! call's round trip (~0.3 s) rather than the budget would set the pace of a large node.
+//! calls a minute, 333 of them sustained; never faster than ECI's 15 s sampling). A few calls
+//! are in flight at once: one at a time, a call's round trip (~0.3 s) rather than the budget
+//! would set the pace of a large node.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -300,9 +300,23 @@ where
     }
 }
 
+/// A port nothing listens on, for a server the operator binds itself a moment later. Taken
+/// below the ephemeral range (32768–60999 on Linux), where an outgoing connection of another
+/// test could otherwise take it in between (CI saw "Address already in use"); each port is
+/// handed out once per process.
 pub fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const PORTS: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % PORTS;
+    loop {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % PORTS;
+        let port = u16::try_from(FIRST + offset).unwrap();
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
 }
 
 pub fn condition<'a>(
