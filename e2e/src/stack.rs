@@ -369,6 +369,23 @@ impl Stack {
         Ok(())
     }
 
+    /// `kubectl ARGS` as the admin, in the stack's namespace: whether it succeeded, and its
+    /// stdout followed by its stderr.
+    pub fn kubectl(&self, args: &[&str]) -> Result<(bool, String), StackError> {
+        let output = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["-n", &self.namespace])
+            .args(args)
+            .output()
+            .map_err(io("cannot run kubectl"))?;
+        Ok((
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        ))
+    }
+
     /// Runs `vk-eci sim-ctl` against the simulator.
     pub fn sim_ctl(&self, args: &[&str]) -> Result<Output, StackError> {
         Command::new(&self.vk_eci)

@@ -9,6 +9,7 @@
 //! See e2e/README.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -148,6 +149,43 @@ async fn node_runs_a_pod(client: &Client, node: &str, namespace: &str) {
     .unwrap();
 }
 
+/// The admin kubeconfig of the real control plane, or `None` (saying so) when the suite is not
+/// pointed at one.
+fn control_plane() -> Option<PathBuf> {
+    let kubeconfig = std::env::var_os("VK_ECI_E2E_CONTROL_PLANE").map(PathBuf::from);
+    if kubeconfig.is_none() {
+        eprintln!(
+            "skipped: set VK_ECI_E2E_CONTROL_PLANE (hack/control-plane.sh test) to run against a real control plane"
+        );
+    }
+    kubeconfig
+}
+
+/// Lets the kubelet API refresh metrics every 5 s: metrics-server scrapes every 15 s and needs
+/// two distinct samples for a CPU rate.
+const FAST_METRICS: (&str, &str) = ("VK_ECI_KUBELET_METRIC_MIN_REFRESH_SECONDS", "5");
+
+/// vk-eci installed beside the control plane as `vk-eci-<what>-<pid>` (its RBAC rendered with
+/// `chart_values` too), its operators started with `env` added.
+async fn beside(kubeconfig: &Path, what: &str, chart_values: &str, env: &[(&str, &str)]) -> Stack {
+    let name = format!("vk-eci-{what}-{}", std::process::id());
+    let dir = std::env::temp_dir().join(&name);
+    let mut stack = Stack::on_control_plane_with(
+        &vk_eci_binary().unwrap(),
+        &dir,
+        &["--seed", "7"],
+        kubeconfig,
+        &name,
+        chart_values,
+    )
+    .await
+    .unwrap();
+    stack
+        .operator_env
+        .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    stack
+}
+
 /// The real metrics pipeline on ECI pods: metrics-server (behind the real aggregation layer)
 /// scrapes the virtual node's kubelet port with its own client certificate, `kubectl top`
 /// shows the pod through the API server, and the real HPA controller scales the Deployment on
@@ -155,28 +193,10 @@ async fn node_runs_a_pod(client: &Client, node: &str, namespace: &str) {
 /// so 25–75 % of the request): a 10 % target can only be met by scaling up.
 #[tokio::test(flavor = "multi_thread")]
 async fn beside_a_real_control_plane_kubectl_top_and_an_hpa_read_eci_metrics() {
-    let Some(kubeconfig) = std::env::var_os("VK_ECI_E2E_CONTROL_PLANE") else {
-        eprintln!(
-            "skipped: set VK_ECI_E2E_CONTROL_PLANE (hack/control-plane.sh test) to run against a real control plane"
-        );
+    let Some(kubeconfig) = control_plane() else {
         return;
     };
-    let name = format!("vk-eci-hpa-{}", std::process::id());
-    let dir = std::env::temp_dir().join(&name);
-    let mut stack = Stack::on_control_plane(
-        &vk_eci_binary().unwrap(),
-        &dir,
-        &[],
-        kubeconfig.as_ref(),
-        &name,
-    )
-    .await
-    .unwrap();
-    // metrics-server scrapes every 15 s and needs two distinct samples for a CPU rate.
-    stack.operator_env.push((
-        "VK_ECI_KUBELET_METRIC_MIN_REFRESH_SECONDS".into(),
-        "5".into(),
-    ));
+    let stack = beside(&kubeconfig, "hpa", "", &[FAST_METRICS]).await;
     let _operator = stack.operator("replica-a").unwrap();
     let workload = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -203,26 +223,14 @@ async fn beside_a_real_control_plane_kubectl_top_and_an_hpa_read_eci_metrics() {
             .await
             .unwrap();
     }
-    let kubectl = |args: &[&str]| {
-        let output = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&stack.kubeconfig)
-            .args(["-n", &stack.namespace])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned()
-                + &String::from_utf8_lossy(&output.stderr),
-        )
-    };
     let top = wait(
         "kubectl top to show the ECI pod",
         Duration::from_secs(180),
         || async {
             let (ok, out) = tokio::task::block_in_place(|| {
-                kubectl(&["top", "pod", "-l", "app=busy", "--no-headers"])
+                stack
+                    .kubectl(&["top", "pod", "-l", "app=busy", "--no-headers"])
+                    .unwrap()
             });
             (ok && out.contains("busy-")).then_some(out)
         },
@@ -286,35 +294,22 @@ async fn kubelet_port_serves_a_cluster_signed_certificate(name: &str, approve: b
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
-    let Some(kubeconfig) = std::env::var_os("VK_ECI_E2E_CONTROL_PLANE") else {
-        eprintln!(
-            "skipped: set VK_ECI_E2E_CONTROL_PLANE (hack/control-plane.sh test) to run against a real control plane"
-        );
+    let Some(kubeconfig) = control_plane() else {
         return;
     };
-    let kubeconfig = std::path::PathBuf::from(kubeconfig);
-    let name = format!("vk-eci-{name}-{}", std::process::id());
-    let dir = std::env::temp_dir().join(&name);
-    let mut stack = Stack::on_control_plane_with(
-        &vk_eci_binary().unwrap(),
-        &dir,
-        &[],
+    let mut env = vec![("VK_ECI_KUBELET_CSR", "true")];
+    if approve {
+        env.push(("VK_ECI_KUBELET_CSR_APPROVE", "true"));
+    }
+    let stack = beside(
         &kubeconfig,
-        &name,
+        name,
         &format!(
             "kubelet: {{tls: {{mode: clusterSigned, clusterSigned: {{approve: {approve}}}}}}}"
         ),
+        &env,
     )
-    .await
-    .unwrap();
-    stack
-        .operator_env
-        .push(("VK_ECI_KUBELET_CSR".into(), "true".into()));
-    if approve {
-        stack
-            .operator_env
-            .push(("VK_ECI_KUBELET_CSR_APPROVE".into(), "true".into()));
-    }
+    .await;
     let operator = stack.operator("replica-a").unwrap();
     let kubelet = operator.kubelet.unwrap();
 
@@ -424,27 +419,10 @@ async fn beside_a_real_control_plane_a_surge_rotation_holds_the_real_hpa() {
     use kube::api::{DynamicObject, ListParams};
     use kube::core::{ApiResource, GroupVersionKind};
 
-    let Some(kubeconfig) = std::env::var_os("VK_ECI_E2E_CONTROL_PLANE") else {
-        eprintln!(
-            "skipped: set VK_ECI_E2E_CONTROL_PLANE (hack/control-plane.sh test) to run against a real control plane"
-        );
+    let Some(kubeconfig) = control_plane() else {
         return;
     };
-    let name = format!("vk-eci-hpa-surge-{}", std::process::id());
-    let dir = std::env::temp_dir().join(&name);
-    let mut stack = Stack::on_control_plane(
-        &vk_eci_binary().unwrap(),
-        &dir,
-        &["--seed", "7"],
-        kubeconfig.as_ref(),
-        &name,
-    )
-    .await
-    .unwrap();
-    stack.operator_env.push((
-        "VK_ECI_KUBELET_METRIC_MIN_REFRESH_SECONDS".into(),
-        "5".into(),
-    ));
+    let stack = beside(&kubeconfig, "hpa-surge", "", &[FAST_METRICS]).await;
     let _operator = stack.operator("replica-a").unwrap();
     let objects = [
         json!({

@@ -666,7 +666,6 @@ async fn bad_input_is_refused_clearly_and_nothing_else_suffers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_logs_follow_an_eci_container_through_the_api_server() {
     use kube_sandbox::followed_logs::FollowedLogs;
-    use std::process::Command;
     use std::time::Instant;
 
     let stack = stack("logs").await;
@@ -697,20 +696,7 @@ async fn kubectl_logs_follow_an_eci_container_through_the_api_server() {
     })
     .await
     .unwrap();
-    let kubectl = |args: &[&str]| {
-        let output = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&stack.kubeconfig)
-            .args(["-n", &stack.namespace])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned()
-                + &String::from_utf8_lossy(&output.stderr),
-        )
-    };
+    let kubectl = |args: &[&str]| stack.kubectl(args).unwrap();
     let all = wait("three log lines through the API server", LIMIT, || async {
         let (ok, out) = tokio::task::block_in_place(|| kubectl(&["logs", "talker"]));
         (ok && out.lines().count() >= 3).then_some(out)
