@@ -363,9 +363,8 @@ pub fn plan_storm(
     doomed
         .into_iter()
         .map(|pod| {
-            let in_time = time::add(now, expected_ready) <= pod.deadlines.escalate_at;
             let plan = match &pod.workload {
-                Some(workload) if in_time => {
+                Some(workload) if in_time(&pod.deadlines, now, expected_ready) => {
                     let taken = used.entry(workload.clone()).or_insert(0);
                     if surging < max_concurrent && *taken < budget(workload) {
                         *taken += 1;
@@ -380,6 +379,28 @@ pub fn plan_storm(
             (pod, plan)
         })
         .collect()
+}
+
+/// Whether a replacement surged `now` can be Ready (`expected_ready` later) before the pod
+/// must start terminating.
+fn in_time(deadlines: &Deadlines, now: DateTime<Utc>, expected_ready: TimeDelta) -> bool {
+    time::add(now, expected_ready) <= deadlines.escalate_at
+}
+
+/// Whether [`plan_storm`] can only queue a doomed pod with a workload, whatever the other
+/// notices and the workload's budget: a replacement still has time, and `holding` rotations
+/// already take all `max_concurrent` surges. Such a notice need not look at its workload
+/// (nor wait for its turn) to know it waits.
+pub fn waits_for_a_slot(
+    deadlines: &Deadlines,
+    now: DateTime<Utc>,
+    expected_ready: TimeDelta,
+    holding: usize,
+    max_concurrent: usize,
+) -> bool {
+    now < deadlines.escalate_at
+        && in_time(deadlines, now, expected_ready)
+        && holding >= max_concurrent
 }
 
 /// Phases of a `SpotRotation` (the CRD's own enum).
@@ -896,6 +917,35 @@ mod tests {
                     .all(|w| w[0].0.deadlines.escalate_at <= w[1].0.deadlines.escalate_at));
                 let surging = plans.iter().filter(|(_, p)| *p == Plan::Surge).count();
                 prop_assert!(surging <= max_concurrent);
+            }
+
+            #[test]
+            fn a_notice_waiting_for_a_slot_is_always_queued_by_the_plan(
+                others in proptest::collection::vec(deadlines(), 0..8),
+                mine in deadlines(),
+                now in kube_time(),
+                expected_ready in any_delta(),
+                budget in any::<i32>(),
+                holding in 0usize..8,
+                max_concurrent in 0usize..8,
+            ) {
+                let doomed: Vec<Doomed> = others
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, deadlines)| (format!("p{i}"), deadlines))
+                    .chain([("mine".to_string(), mine)])
+                    .map(|(pod, deadlines)| Doomed {
+                        pod,
+                        workload: Some("w".to_string()),
+                        deadlines,
+                    })
+                    .collect();
+                if waits_for_a_slot(&mine, now, expected_ready, holding, max_concurrent) {
+                    let free = max_concurrent.saturating_sub(holding);
+                    let plans = plan_storm(doomed, now, expected_ready, |_| budget, free);
+                    let plan = plans.iter().find(|(d, _)| d.pod == "mine").map(|(_, p)| *p);
+                    prop_assert_eq!(plan, Some(Plan::Queue));
+                }
             }
 
             #[test]

@@ -16,6 +16,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
+use std::time::Duration;
 use vk_eci_core::annotations::INSTANCE_ID;
 use vk_eci_core::crd::{RotationPhase, SpotRotation, SpotRotationPolicy, rotation_name};
 
@@ -853,4 +854,71 @@ async fn a_notice_seen_before_the_policies_are_listed_still_follows_its_policy()
     let rotation = rotation_until(&world, &doomed, "created", |_| true).await;
     assert_eq!(rotation.spec.policy.as_deref(), Some("web"));
     assert_eq!(rotation.spec.strategy, vk_eci_core::crd::Strategy::Surge);
+}
+
+/// A notice queued behind `maxConcurrent` waits from the cache: it reads nothing of its
+/// workload (no HPA lookup, no scale read) and so never holds up the workload's turn, which
+/// the surge that frees its slot needs. Once the slot frees it surges in its turn.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notice_queued_for_a_slot_waits_without_reading_its_workload() {
+    let world = World::new().await;
+    let _operator = world.operator("replica-a").await;
+    create(
+        &world,
+        deployment("web", 3, spot_annotations(), ready_after(8)),
+    )
+    .await;
+    create(
+        &world,
+        policy(
+            "web",
+            json!({"targetRef": {"kind": "Deployment", "name": "web"},
+                   "maxSurge": 2, "maxConcurrent": 1}),
+        ),
+    )
+    .await;
+    let pods = running(&world, "web", 3, true).await;
+    release(&world, &pods[0], 120.0);
+    release(&world, &pods[1], 120.0);
+    replicas_become(&world, "web", 4).await;
+    let rotations: Vec<SpotRotation> = {
+        let mut found = Vec::new();
+        for doomed in &pods[..2] {
+            found.push(rotation_until(&world, doomed, "planned", |r| r.status.is_some()).await);
+        }
+        found
+    };
+    let queued = rotations
+        .iter()
+        .find(|r| r.status.as_ref().is_some_and(|s| s.surged_at.is_none()))
+        .expect("one notice is queued behind maxConcurrent 1")
+        .clone();
+
+    let faults = world.sandbox.sandbox.faults();
+    let lookups = faults
+        .inject(kube_sandbox::Fault::on("list", "horizontalpodautoscalers").delay(Duration::ZERO));
+    // The surged replacement takes 8 s to be Ready, so the slot stays taken meanwhile; a
+    // queued notice retries every second.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let still = Api::<SpotRotation>::namespaced(world.client.clone(), "default")
+        .get(&queued.name_any())
+        .await
+        .unwrap();
+    assert!(
+        still.status.as_ref().is_some_and(|s| s.surged_at.is_none()),
+        "the notice is still queued"
+    );
+    assert!(
+        faults.fired(lookups) <= 1,
+        "a queued notice looked up its HPA {} times in 4 s",
+        faults.fired(lookups)
+    );
+
+    for doomed in &pods[..2] {
+        rotation_until(&world, doomed, "Completed", |r| {
+            phase(r) == Some(RotationPhase::Completed)
+        })
+        .await;
+    }
+    replicas_become(&world, "web", 3).await;
 }

@@ -11,7 +11,7 @@ use crate::status::kube_time;
 use crate::time;
 
 /// How often a queued notice looks for surge capacity again.
-const QUEUE_RETRY: TimeDelta = TimeDelta::seconds(1);
+pub const QUEUE_RETRY: TimeDelta = TimeDelta::seconds(1);
 
 pub fn step(round: &mut Round, seen: &Seen) {
     if !seen.running() || seen.now >= seen.deadlines.escalate_at {

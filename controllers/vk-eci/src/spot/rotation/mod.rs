@@ -24,8 +24,8 @@ use kube::runtime::controller::{Action, Controller};
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 use vk_eci_core::cache::CachedPod;
-use vk_eci_core::crd::{SpotRotation, SpotRotationStatus, Strategy};
-use vk_eci_core::rotation::{self, Effect, finished, prunable_by_age};
+use vk_eci_core::crd::{SpotRotation, SpotRotationStatus, Strategy, WorkloadRef};
+use vk_eci_core::rotation::{self, Effect, finished, pending, prunable_by_age};
 use vk_eci_core::spot::Phase;
 use vk_eci_core::status::from_kube_time;
 use vk_eci_core::time;
@@ -42,6 +42,9 @@ pub struct Rotations {
     /// Rotations as this process last wrote them, for as long as the cache still shows an
     /// older version: decisions about a workload's budget and turn never miss a write.
     written: Mutex<HashMap<String, Written>>,
+    /// Pending rotations (by UID) whose `spec.workload` a full observation found to control
+    /// their pod, with that workload: while queued they wait without reading it again.
+    surgeable: Mutex<HashMap<String, WorkloadRef>>,
 }
 
 struct Written {
@@ -64,6 +67,7 @@ impl Rotations {
             spot,
             turns: Mutex::default(),
             written: Mutex::default(),
+            surgeable: Mutex::default(),
         })
     }
 
@@ -111,6 +115,40 @@ impl Rotations {
         }
     }
 
+    fn remember_surgeable(&self, rotation: &SpotRotation) {
+        let (Some(uid), Some(workload)) = (rotation.uid(), rotation.spec.workload.clone()) else {
+            return;
+        };
+        if let Ok(mut surgeable) = self.surgeable.lock() {
+            surgeable.insert(uid, workload);
+        }
+    }
+
+    fn known_surgeable(&self, rotation: &SpotRotation) -> bool {
+        let Some(uid) = rotation.uid() else {
+            return false;
+        };
+        self.surgeable.lock().is_ok_and(|s| {
+            s.get(&uid)
+                .is_some_and(|w| Some(w) == rotation.spec.workload.as_ref())
+        })
+    }
+
+    /// Forgets that a rotation was found surgeable once it has left the queue.
+    fn leave_queue(&self, rotation: &SpotRotation) {
+        let pending = rotation.metadata.deletion_timestamp.is_none()
+            && rotation
+                .status
+                .as_ref()
+                .is_none_or(|s| rotation::phase_of(s) == Phase::Pending);
+        if pending {
+            return;
+        }
+        if let (Some(uid), Ok(mut surgeable)) = (rotation.uid(), self.surgeable.lock()) {
+            surgeable.remove(&uid);
+        }
+    }
+
     /// Every rotation, each as fresh as this process knows it.
     fn all_fresh(&self) -> Vec<Arc<SpotRotation>> {
         self.spot
@@ -138,6 +176,11 @@ impl Rotations {
 
     async fn reconcile(&self, rotation: Arc<SpotRotation>) -> Result<Action, Error> {
         self.spot.synced().await;
+        let cached = self.fresh(rotation.clone());
+        self.leave_queue(&cached);
+        if observe::waits_for_a_slot(self, &cached, Utc::now()) {
+            return Ok(Action::requeue(queue_retry()));
+        }
         let turn = self.turn_of(&rotation);
         let _turn = match &turn {
             Some(turn) => Some(turn.lock().await),
@@ -325,6 +368,12 @@ pub async fn run(
         .await;
 }
 
+fn queue_retry() -> Duration {
+    pending::QUEUE_RETRY
+        .to_std()
+        .unwrap_or(Duration::from_secs(1))
+}
+
 /// `step` without its scale change: a batch writes the scale once, for all its members.
 fn without_scale(step: &rotation::Step) -> rotation::Step {
     let mut step = step.clone();
@@ -335,7 +384,7 @@ fn without_scale(step: &rotation::Step) -> rotation::Step {
 async fn holder_scale(
     rotations: &Rotations,
     holder: &SpotRotation,
-    target: &vk_eci_core::crd::WorkloadRef,
+    target: &WorkloadRef,
     from: i32,
     to: i32,
 ) -> Result<(), Error> {

@@ -12,7 +12,8 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use vk_eci_core::cache::CachedPod;
 use vk_eci_core::crd::{
-    SpotRotation, SpotRotationStatus, Strategy, TAKE_BACK_FINALIZER, WorkloadRef,
+    SpotRotation, SpotRotationPolicy, SpotRotationStatus, Strategy, TAKE_BACK_FINALIZER,
+    WorkloadRef,
 };
 use vk_eci_core::rotation::{
     DoomedSeen, HpaSeen, Seen, Sibling, holds_surge, hpa, may_scale, phase_of,
@@ -165,6 +166,8 @@ fn siblings(
 
 /// Why `spec.workload` must not be scaled for this rotation, if it must not: whoever may
 /// create a SpotRotation must not make vk-eci scale a workload that does not run the pod.
+/// The pod's owner is read from the API server; once it is found to be `spec.workload`,
+/// the rotation is remembered as surgeable (see [`waits_for_a_slot`]).
 async fn not_surgeable(
     rotations: &Rotations,
     rotation: &SpotRotation,
@@ -172,11 +175,9 @@ async fn not_surgeable(
     target: &WorkloadRef,
 ) -> Result<Option<String>, Error> {
     let spot = &rotations.spot;
-    let Some(policy) = spot.policy_of(rotation) else {
-        return Ok(Some("its policy is gone".into()));
-    };
-    if PolicySettings::of(&policy.spec).max_surge.is_zero() {
-        return Ok(Some("the policy's maxSurge is 0".into()));
+    let policy = spot.policy_of(rotation);
+    if let Some(reason) = refused_by_policy(policy.as_deref(), pod, None) {
+        return Ok(Some(reason));
     }
     let Some(pod) = pod else {
         return Ok(Some("the pod is gone".into()));
@@ -190,14 +191,93 @@ async fn not_surgeable(
             pod.name_any()
         )));
     }
-    if !policy_covers(&policy.spec, pod.labels(), actual.as_ref()) {
-        return Ok(Some(format!(
+    let refused = refused_by_policy(policy.as_deref(), Some(pod), Some(target));
+    if refused.is_none() {
+        rotations.remember_surgeable(rotation);
+    }
+    Ok(refused)
+}
+
+/// Why the rotation's policy refuses a surge, from the cache: the policy gone, its
+/// `maxSurge` 0, the pod gone, or (given the pod's actual workload) not covered.
+fn refused_by_policy(
+    policy: Option<&SpotRotationPolicy>,
+    pod: Option<&CachedPod>,
+    actual: Option<&WorkloadRef>,
+) -> Option<String> {
+    let Some(policy) = policy else {
+        return Some("its policy is gone".into());
+    };
+    if PolicySettings::of(&policy.spec).max_surge.is_zero() {
+        return Some("the policy's maxSurge is 0".into());
+    }
+    let Some(pod) = pod else {
+        return Some("the pod is gone".into());
+    };
+    match actual {
+        Some(actual) if !policy_covers(&policy.spec, pod.labels(), Some(actual)) => Some(format!(
             "policy {} does not cover pod {}",
             policy.name_any(),
             pod.name_any()
-        )));
+        )),
+        _ => None,
     }
-    Ok(None)
+}
+
+/// Whether `rotation` is a queued notice that can only go on waiting for a surge slot,
+/// judged from the cache alone: surgeable as a full observation found it, its doomed pod
+/// running, and its policy's surges all taken ([`vk_eci_core::spot::waits_for_a_slot`]).
+/// Such a notice neither reads its workload nor takes the workload's turn, so the
+/// rotations that free slots (take-backs) never wait behind a queue of notices. Stale
+/// cache only ever delays a notice by one retry here; it never decides an action.
+pub(super) fn waits_for_a_slot(
+    rotations: &Rotations,
+    rotation: &SpotRotation,
+    now: DateTime<Utc>,
+) -> bool {
+    let spot = &rotations.spot;
+    let queued = rotation.spec.strategy == Strategy::Surge
+        && rotation.metadata.deletion_timestamp.is_none()
+        && rotation
+            .status
+            .as_ref()
+            .is_none_or(|s| phase_of(s) == Phase::Pending);
+    if !queued || !rotations.known_surgeable(rotation) {
+        return false;
+    }
+    let (Some(policy), Some(pod)) = (spot.policy_of(rotation), spot.doomed_pod(rotation)) else {
+        return false;
+    };
+    if pod.metadata.deletion_timestamp.is_some()
+        || refused_by_policy(Some(&policy), Some(&pod), rotation.spec.workload.as_ref()).is_some()
+    {
+        return false;
+    }
+    let settings = PolicySettings::of(&policy.spec);
+    vk_eci_core::spot::waits_for_a_slot(
+        &spot.deadlines(rotation, Some(&pod)),
+        now,
+        settings.readiness_timeout.unwrap_or(EXPECTED_READY),
+        holding_surges(&same_policy(rotations, rotation)),
+        usize::try_from(settings.max_concurrent).unwrap_or(0),
+    )
+}
+
+/// The rotations of `rotation`'s policy (itself included), as fresh as this process knows.
+fn same_policy(rotations: &Rotations, rotation: &SpotRotation) -> Vec<Arc<SpotRotation>> {
+    rotations
+        .all_fresh()
+        .into_iter()
+        .filter(|r| r.namespace() == rotation.namespace() && r.spec.policy == rotation.spec.policy)
+        .collect()
+}
+
+/// How many of `rotations` hold a surge: what counts against `maxConcurrent`.
+fn holding_surges(rotations: &[Arc<SpotRotation>]) -> usize {
+    rotations
+        .iter()
+        .filter(|r| r.status.as_ref().is_some_and(holds_surge))
+        .count()
 }
 
 /// Plans the pending notices of this rotation's policy; returns this one's plan.
@@ -212,16 +292,12 @@ fn plan(
     let (Some(policy), Some(replicas)) = (spot.policy_of(rotation), replicas) else {
         return Plan::Evict;
     };
-    let same_policy: Vec<Arc<SpotRotation>> = rotations
-        .all_fresh()
-        .into_iter()
-        .filter(|r| r.namespace() == rotation.namespace() && r.spec.policy == rotation.spec.policy)
-        .collect();
-    let holding = |r: &SpotRotation| r.status.as_ref().is_some_and(holds_surge);
-    let active = same_policy.iter().filter(|r| holding(r)).count();
+    let same_policy = same_policy(rotations, rotation);
+    let active = holding_surges(&same_policy);
     let surging_here = same_policy
         .iter()
-        .filter(|r| holding(r) && r.spec.workload.as_ref() == Some(target))
+        .filter(|r| r.status.as_ref().is_some_and(holds_surge))
+        .filter(|r| r.spec.workload.as_ref() == Some(target))
         .count();
     let surging_here = i32::try_from(surging_here).unwrap_or(i32::MAX);
     let settings = PolicySettings::of(&policy.spec);
