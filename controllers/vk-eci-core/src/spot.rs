@@ -10,7 +10,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::crd::SpotRotationPolicySpec;
+use crate::crd::{SpotRotationPolicySpec, WorkloadRef};
 use crate::time;
 
 /// Default safety margin before the announced release.
@@ -56,15 +56,9 @@ impl Deadlines {
     }
 }
 
-/// What to do when the deadline approaches and eviction has not gone through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnDeadline {
-    /// Delete the pod with a grace period that still fits (default).
-    #[default]
-    Delete,
-    /// Only record; the instance will vanish at release.
-    Leave,
-}
+/// What to do when the deadline approaches and eviction has not gone through (the policy's
+/// `onDeadline`; pods without a policy get its default, `Delete`).
+pub use crate::crd::OnDeadline;
 
 /// The next step for a pod being evicted before a spot release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,8 +318,8 @@ impl PolicySettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Doomed {
     pub pod: String,
-    /// The workload it belongs to (`Deployment/ns/name`), if surgeable.
-    pub workload: Option<String>,
+    /// The workload it belongs to (in the pod's namespace), if surgeable.
+    pub workload: Option<WorkloadRef>,
     pub deadlines: Deadlines,
 }
 
@@ -349,7 +343,7 @@ pub fn plan_storm(
     mut doomed: Vec<Doomed>,
     now: DateTime<Utc>,
     expected_ready: TimeDelta,
-    mut budget: impl FnMut(&str) -> i32,
+    mut budget: impl FnMut(&WorkloadRef) -> i32,
     max_concurrent: usize,
 ) -> Vec<(Doomed, Plan)> {
     doomed.sort_by(|a, b| {
@@ -358,7 +352,7 @@ pub fn plan_storm(
             .cmp(&b.deadlines.escalate_at)
             .then_with(|| a.pod.cmp(&b.pod))
     });
-    let mut used: std::collections::HashMap<String, i32> = std::collections::HashMap::new();
+    let mut used: std::collections::HashMap<WorkloadRef, i32> = std::collections::HashMap::new();
     let mut surging = 0usize;
     doomed
         .into_iter()
@@ -613,10 +607,17 @@ mod tests {
         assert!(!MaxSurge::Percent(1).is_zero());
     }
 
+    fn deployment(name: &str) -> WorkloadRef {
+        WorkloadRef {
+            kind: crate::crd::WorkloadKind::Deployment,
+            name: name.into(),
+        }
+    }
+
     fn doomed(pod: &str, workload: Option<&str>, notice: i64) -> Doomed {
         Doomed {
             pod: pod.into(),
-            workload: workload.map(str::to_string),
+            workload: workload.map(deployment),
             deadlines: Deadlines::new(t(notice), t(notice + 180), DEFAULT_MARGIN, 30),
         }
     }
@@ -634,7 +635,7 @@ mod tests {
             storm,
             t(0),
             TimeDelta::seconds(40),
-            |w| if w == "web" { 2 } else { 5 },
+            |w| if w.name == "web" { 2 } else { 5 },
             10,
         );
         let order: Vec<(&str, Plan)> = plans.iter().map(|(d, p)| (d.pod.as_str(), *p)).collect();
@@ -755,7 +756,7 @@ mod tests {
         let plans = plan_storm(
             vec![Doomed {
                 pod: "a".into(),
-                workload: Some("w".into()),
+                workload: Some(deployment("w")),
                 deadlines: Deadlines::new(t(0), t(180), TimeDelta::zero(), 30),
             }],
             t(0),
@@ -831,6 +832,7 @@ mod tests {
         use proptest::prelude::*;
 
         use super::super::*;
+        use super::deployment;
 
         /// Any time a Kubernetes object can carry (years 0001 to 9999).
         fn kube_time() -> impl Strategy<Value = DateTime<Utc>> {
@@ -907,7 +909,7 @@ mod tests {
                     .enumerate()
                     .map(|(i, deadlines)| Doomed {
                         pod: format!("p{i}"),
-                        workload: (i % 2 == 0).then(|| "w".to_string()),
+                        workload: (i % 2 == 0).then(|| deployment("w")),
                         deadlines,
                     })
                     .collect();
@@ -936,7 +938,7 @@ mod tests {
                     .chain([("mine".to_string(), mine)])
                     .map(|(pod, deadlines)| Doomed {
                         pod,
-                        workload: Some("w".to_string()),
+                        workload: Some(deployment("w")),
                         deadlines,
                     })
                     .collect();

@@ -24,7 +24,7 @@ use rand::Rng;
 use serde_json::json;
 use tracing::{info, warn};
 use vk_eci_core::cache::CachedPod;
-use vk_eci_core::crd::{OnDeadline as PolicyOnDeadline, SpotRotation, Strategy};
+use vk_eci_core::crd::{SpotRotation, Strategy};
 use vk_eci_core::rotation::SCALE_DOWN_WAIT;
 use vk_eci_core::spot::{EvictionStep, OnDeadline, Phase, eviction_step};
 use vk_eci_core::status::kube_time;
@@ -87,10 +87,10 @@ async fn evict(spot: &SpotContext, rotation: &SpotRotation) -> Result<Action, Er
     let now = Utc::now();
     let status = rotation.status.clone().unwrap_or_default();
     let deadlines = spot.deadlines(rotation, Some(&pod));
-    let on_deadline = match spot.policy_of(rotation).map(|p| p.spec.on_deadline) {
-        Some(PolicyOnDeadline::Leave) => OnDeadline::Leave,
-        _ => OnDeadline::Delete,
-    };
+    let on_deadline = spot
+        .policy_of(rotation)
+        .map(|p| p.spec.on_deadline)
+        .unwrap_or_default();
     let refusals = status.eviction_refusals.unwrap_or(0);
     let step = eviction_step(
         &deadlines,

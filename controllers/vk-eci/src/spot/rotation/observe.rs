@@ -315,20 +315,15 @@ fn plan(
         .filter(|r| r.metadata.deletion_timestamp.is_none())
         .map(|r| Doomed {
             pod: r.name_any(),
-            workload: r
-                .spec
-                .workload
-                .as_ref()
-                .map(|w| format!("{:?}/{}", w.kind, w.name)),
+            workload: r.spec.workload.clone(),
             deadlines: spot.deadlines(r, spot.doomed_pod(r).as_deref()),
         })
         .collect();
-    let key = format!("{:?}/{}", target.kind, target.name);
     plan_storm(
         pending,
         now,
         expected_ready,
-        |w| if w == key { budget } else { 0 },
+        |w| if w == target { budget } else { 0 },
         max_concurrent.saturating_sub(active),
     )
     .into_iter()
