@@ -7,7 +7,7 @@ use eci_client::EciClient;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use vk_eci_core::cache::CachedPod;
 use vk_eci_core::node::EciHealth;
 use vk_eci_core::profile::Profile;
@@ -75,8 +75,6 @@ pub struct Context {
     pub pods: Store<CachedPod>,
     /// This node, as the API server has it.
     pub node: Store<Node>,
-    /// Wakes the status sync early (a group was just created or deleted).
-    pub sync_now: Notify,
 }
 
 impl Context {

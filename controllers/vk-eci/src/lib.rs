@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod context;
+pub mod eci_status;
 pub mod fanout;
 pub mod heartbeat;
 pub mod kubelet;
@@ -13,7 +14,8 @@ pub mod leader;
 pub mod liveness;
 pub mod metrics;
 pub mod operator;
-pub mod pods;
+pub mod orphan_gc;
+pub mod pod_lifecycle;
 pub mod profile;
 pub mod reconcile;
 pub mod spot;

@@ -16,7 +16,7 @@ use kube::api::Api;
 use kube::runtime::events::Recorder;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tracing::{error, info};
 use vk_eci_core::cache::CachedPod;
 use vk_eci_core::crd::{NODE_LABEL, SpotRotation, SpotRotationPolicy, node_label_value};
@@ -32,7 +32,7 @@ use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::spot::{self, SpotContext};
 use crate::webhook::{self, WebhookServing, WebhookState};
-use crate::{pods, profile};
+use crate::{eci_status, pod_lifecycle, profile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
@@ -211,7 +211,6 @@ impl Operator {
             health,
             pods: pod_store.clone(),
             node: node_store.clone(),
-            sync_now: Notify::new(),
         });
         if self.settings.simulated {
             tracing::warn!(
@@ -249,7 +248,7 @@ impl Operator {
             "leader election",
             (self.leader_timing.renew_deadline + self.leader_timing.retry_period) * 3,
         );
-        let sync_beat = liveness.register("status sync", pods::sync::STUCK_AFTER);
+        let sync_beat = liveness.register("status sync", eci_status::STUCK_AFTER);
         let admin = serve_admin(
             self.admin,
             AdminState {
@@ -292,13 +291,17 @@ impl Operator {
                 }
             }
         };
-        let controller = pods::PodController::new(ctx.clone());
-        let pod_controller = pods::run(
-            controller,
+        let (status_handoff, status_inbox) = eci_status::handoff::channel();
+        let pod_controller = pod_lifecycle::run(
+            pod_lifecycle::PodController::new(ctx.clone(), status_handoff),
             pod_subscriber,
             acquisitions(leadership.clone()),
             shutdown.clone(),
-            pods::sync::StatusSyncConfig {
+        );
+        let status_sync = eci_status::StatusSync::new(
+            ctx.clone(),
+            status_inbox,
+            eci_status::StatusSyncConfig {
                 full_every: self.full_sync_every,
                 beat: sync_beat,
             },
@@ -355,6 +358,7 @@ impl Operator {
                 result = webhook => result?,
                 () = profile::follow(ctx.clone(), profile_changes) => {}
                 () = pod_controller => {}
+                () = status_sync.run() => {}
                 () = Heartbeat::new(ctx.clone()).run() => {}
                 () = readiness => {}
                 () = leader_gauge => {}

@@ -343,7 +343,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         lease_namespace: args.lease_namespace.clone(),
         admin: Some(args.admin_listen),
         leader_timing: args.timing(),
-        full_sync_every: vk_eci::pods::sync::FULL_EVERY,
+        full_sync_every: vk_eci::eci_status::FULL_EVERY,
         webhook,
     };
     operator.run(super::shutdown_signal()).await?;

@@ -151,7 +151,7 @@ impl PodController {
             format!("ECI container group {id} {how}"),
         )
         .await;
-        ctx.sync_now.notify_one();
+        self.status_sync.group_created();
         Ok(())
     }
 

@@ -45,9 +45,8 @@ impl PodController {
             Ok(Stopping::Done) => {}
             Ok(Stopping::Terminating(ids)) if !overdue => {
                 for id in &ids {
-                    self.terminating.track(id, pod);
+                    self.status_sync.group_stopping(id, pod);
                 }
-                ctx.sync_now.notify_one();
                 return Ok(Action::requeue(OVERDUE));
             }
             Ok(Stopping::Terminating(ids)) => {

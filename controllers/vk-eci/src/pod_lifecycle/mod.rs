@@ -1,12 +1,14 @@
-//! The pod-to-ECI controller: pods bound to the virtual node become container groups
-//! ([`create`]), their status follows ECI ([`sync`]), and deleting a pod deletes its group
-//! ([`delete`]).
+//! The pod lifecycle controller: pods bound to the virtual node become container groups
+//! ([`create`]), and deleting a pod deletes its group ([`delete`]). Their status follows ECI
+//! in [`crate::eci_status`], which this controller tells of every create and stop through
+//! its [`Handoff`]. [`groups`] and [`writes`] are the ECI calls and pod writes both make.
 
 mod create;
 mod delete;
-mod groups;
-pub mod sync;
-mod writes;
+pub(crate) mod groups;
+pub(crate) mod writes;
+
+pub(crate) use create::annotations_of;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use vk_eci_core::annotations::INSTANCE_ID;
 use vk_eci_core::cache::CachedPod;
 
 use crate::context::Context;
+use crate::eci_status::handoff::Handoff;
 
 const CONTROLLER: &str = "pods";
 
@@ -38,15 +41,12 @@ pub enum Error {
 
 pub struct PodController {
     ctx: Arc<Context>,
-    terminating: sync::Terminating,
+    status_sync: Handoff,
 }
 
 impl PodController {
-    pub fn new(ctx: Arc<Context>) -> Arc<Self> {
-        Arc::new(Self {
-            ctx,
-            terminating: sync::Terminating::default(),
-        })
+    pub fn new(ctx: Arc<Context>, status_sync: Handoff) -> Arc<Self> {
+        Arc::new(Self { ctx, status_sync })
     }
 
     async fn reconcile_pod(&self, pod: &CachedPod) -> Result<Action, Error> {
@@ -79,19 +79,14 @@ pub async fn run(
     pods: impl Stream<Item = Arc<CachedPod>> + Send + 'static,
     became_leader: impl Stream<Item = ()> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-    status_sync: sync::StatusSyncConfig,
 ) {
     let store = controller.ctx.pods.clone();
-    let sync = sync::StatusSync::new(controller.clone(), status_sync);
-    let reconciler = Controller::for_shared_stream(pods, store)
+    Controller::for_shared_stream(pods, store)
         // Bounded: ECI's own limits (20 creates/s) make more parallel creates pointless.
         .with_config(Config::default().concurrency(64))
         .reconcile_all_on(became_leader)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, controller)
-        .for_each(|_| futures::future::ready(()));
-    tokio::select! {
-        () = reconciler => {}
-        () = sync.run() => {}
-    }
+        .for_each(|_| futures::future::ready(()))
+        .await;
 }
