@@ -16,9 +16,9 @@ use vk_eci_core::annotations::INSTANCE_ID;
 use vk_eci_core::cache::CachedPod;
 use vk_eci_core::ownership::{confirmed_orphan, orphan_suspects, tagged_pod};
 
-use crate::context::Context;
 use crate::pod_lifecycle::Error;
 use crate::pod_lifecycle::groups::{self, IDS_PER_CALL};
+use crate::runtime::context::Context;
 
 pub struct OrphanGc {
     ctx: Arc<Context>,

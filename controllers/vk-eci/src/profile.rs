@@ -12,7 +12,7 @@ use kube::runtime::watcher;
 use tracing::{info, warn};
 use vk_eci_core::profile::Profile;
 
-use crate::context::Context;
+use crate::runtime::context::Context;
 
 /// Applies each profile change from `changes` (a watch of the one ConfigMap).
 pub async fn follow(

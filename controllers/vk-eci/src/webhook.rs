@@ -24,8 +24,8 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 use vk_eci_core::admission::{VirtualNode, admit};
 
-use crate::context::ProfileHolder;
-use crate::metrics::Metrics;
+use crate::runtime::context::ProfileHolder;
+use crate::runtime::metrics::Metrics;
 use crate::tls::{self, ServingCert};
 
 /// The path the MutatingWebhookConfiguration names.

@@ -17,8 +17,8 @@ use clap::Args;
 use eci_client::{Credentials, EciClientConfig, Secret};
 use eci_sim::{RunningSimulator, SimConfig, Simulator};
 use tracing::warn;
-use vk_eci::leader::Timing;
-use vk_eci::operator::Operator;
+use vk_eci::runtime::leader::Timing;
+use vk_eci::runtime::operator::Operator;
 use vk_eci::tls::ServingCert;
 use vk_eci::webhook::WebhookServing;
 use vk_eci_core::settings::{RawSettings, SettingError, Settings, env};
@@ -328,8 +328,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = kube::Config::infer()
         .await
         .context("cannot configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
-    let client =
-        vk_eci::operator::kube_client(config).context("cannot build the Kubernetes client")?;
+    let client = vk_eci::runtime::operator::kube_client(config)
+        .context("cannot build the Kubernetes client")?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         std::env::var("HOSTNAME").unwrap_or_else(|_| format!("vk-eci-{}", std::process::id()))
     });

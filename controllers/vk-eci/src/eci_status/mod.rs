@@ -38,11 +38,11 @@ use vk_eci_core::lifecycle::SyncPacing;
 use vk_eci_core::ownership::tagged_pod;
 use vk_eci_core::translate::tags;
 
-use crate::context::Context;
-use crate::liveness::Beat;
 use crate::orphan_gc::OrphanGc;
 use crate::pod_lifecycle::Error;
 use crate::pod_lifecycle::groups::{self, IDS_PER_CALL};
+use crate::runtime::context::Context;
+use crate::runtime::liveness::Beat;
 use handoff::Inbox;
 
 /// How often a full pass (every group, not only the changed ones) runs, by default.
@@ -399,7 +399,7 @@ impl StatusSync {
             self.ctx
                 .metrics
                 .pods
-                .get_or_create(&crate::metrics::PhaseLabels { phase })
+                .get_or_create(&crate::runtime::metrics::PhaseLabels { phase })
                 .set(count);
         }
     }

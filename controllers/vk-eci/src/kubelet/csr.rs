@@ -25,7 +25,7 @@ use serde_json::json;
 use tracing::{info, warn};
 use vk_eci_core::crd::{NODE_LABEL, node_label_value};
 
-use crate::context::FIELD_MANAGER;
+use crate::runtime::context::FIELD_MANAGER;
 use crate::tls::ServingCert;
 
 pub const SIGNER: &str = "kubernetes.io/kubelet-serving";

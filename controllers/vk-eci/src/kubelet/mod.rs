@@ -41,7 +41,7 @@ use tracing::{Instrument, info, info_span, warn};
 use vk_eci_core::kubelet::authz::attributes;
 use vk_eci_core::kubelet::budget::CallBudget;
 
-use crate::context::Context;
+use crate::runtime::context::Context;
 use crate::tls::{self, Peer, ServingCert, TlsError};
 use auth::{AuthError, Authenticator};
 

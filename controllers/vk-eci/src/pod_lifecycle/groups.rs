@@ -9,7 +9,7 @@ use eci_client::types::{
 use vk_eci_core::translate::tags;
 
 use super::Error;
-use crate::context::Context;
+use crate::runtime::context::Context;
 
 /// Ids one DescribeContainerGroups call takes.
 pub const IDS_PER_CALL: usize = 20;

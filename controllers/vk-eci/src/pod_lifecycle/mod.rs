@@ -20,8 +20,8 @@ use tracing::warn;
 use vk_eci_core::annotations::INSTANCE_ID;
 use vk_eci_core::cache::CachedPod;
 
-use crate::context::Context;
 use crate::eci_status::handoff::Handoff;
+use crate::runtime::context::Context;
 
 const CONTROLLER: &str = "pods";
 
@@ -34,9 +34,9 @@ pub enum Error {
     #[error("the pod does not name this container group yet")]
     NotYetRecorded,
     #[error(transparent)]
-    NotLeader(#[from] crate::leader::NotLeader),
+    NotLeader(#[from] crate::runtime::leader::NotLeader),
     #[error(transparent)]
-    Timeout(#[from] crate::reconcile::ReconcileTimeout),
+    Timeout(#[from] crate::runtime::reconcile::ReconcileTimeout),
 }
 
 pub struct PodController {
@@ -64,7 +64,7 @@ impl PodController {
 
 async fn reconcile(pod: Arc<CachedPod>, controller: Arc<PodController>) -> Result<Action, Error> {
     let ctx = controller.ctx.clone();
-    crate::reconcile::as_leader(&ctx, CONTROLLER, controller.reconcile_pod(&pod)).await
+    crate::runtime::reconcile::as_leader(&ctx, CONTROLLER, controller.reconcile_pod(&pod)).await
 }
 
 fn error_policy(pod: Arc<CachedPod>, error: &Error, _controller: Arc<PodController>) -> Action {

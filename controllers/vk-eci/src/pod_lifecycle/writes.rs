@@ -16,7 +16,7 @@ use vk_eci_core::lifecycle::{CREATE_RETRY, CreateRetry};
 use vk_eci_core::status::{CONTAINER_INSTANCE_CREATED, condition};
 
 use super::Error;
-use crate::context::{Context, FIELD_MANAGER};
+use crate::runtime::context::{Context, FIELD_MANAGER};
 
 fn api(ctx: &Context, pod: &CachedPod) -> Api<Pod> {
     Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default())

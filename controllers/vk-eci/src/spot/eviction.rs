@@ -31,7 +31,7 @@ use vk_eci_core::status::kube_time;
 use vk_eci_core::time;
 
 use super::{Error, SpotContext, to_chrono, until};
-use crate::context::FIELD_MANAGER;
+use crate::runtime::context::FIELD_MANAGER;
 
 const CONTROLLER: &str = "spot-eviction";
 
@@ -131,7 +131,7 @@ async fn evict(spot: &SpotContext, rotation: &SpotRotation) -> Result<Action, Er
                     info!(pod = %pod.name_any(), "evicted ahead of the spot release");
                     ctx.metrics
                         .evictions
-                        .get_or_create(&crate::metrics::ResultLabels { result: "evicted" })
+                        .get_or_create(&crate::runtime::metrics::ResultLabels { result: "evicted" })
                         .inc();
                     let message = format!(
                         "evicted through the Eviction API ahead of the spot release at {}",
@@ -157,7 +157,7 @@ async fn evict(spot: &SpotContext, rotation: &SpotRotation) -> Result<Action, Er
                     };
                     ctx.metrics
                         .evictions
-                        .get_or_create(&crate::metrics::ResultLabels { result })
+                        .get_or_create(&crate::runtime::metrics::ResultLabels { result })
                         .inc();
                     note(
                         spot,
@@ -193,7 +193,7 @@ async fn evict(spot: &SpotContext, rotation: &SpotRotation) -> Result<Action, Er
                 Err(kube::Error::Api(error)) if error.code == 404 || error.code == 409 => {
                     ctx.metrics
                         .evictions
-                        .get_or_create(&crate::metrics::ResultLabels { result: "gone" })
+                        .get_or_create(&crate::runtime::metrics::ResultLabels { result: "gone" })
                         .inc();
                     Ok(Action::await_change())
                 }
@@ -319,7 +319,7 @@ async fn note(spot: &SpotContext, pod: &CachedPod, kind: EventType, reason: &str
 }
 
 async fn reconcile(rotation: Arc<SpotRotation>, spot: Arc<SpotContext>) -> Result<Action, Error> {
-    crate::reconcile::as_leader(&spot.ctx, CONTROLLER, evict(&spot, &rotation)).await
+    crate::runtime::reconcile::as_leader(&spot.ctx, CONTROLLER, evict(&spot, &rotation)).await
 }
 
 fn error_policy(rotation: Arc<SpotRotation>, error: &Error, _spot: Arc<SpotContext>) -> Action {

@@ -29,7 +29,7 @@ use vk_eci_core::crd::{SpotRotation, SpotRotationPolicy};
 use vk_eci_core::spot::{DEFAULT_GRACE_SECONDS, DEFAULT_MARGIN, Deadlines, PolicySettings};
 use vk_eci_core::time;
 
-use crate::context::Context;
+use crate::runtime::context::Context;
 
 /// The label that names a rotation's policy (for listing and pruning).
 pub const POLICY_LABEL: &str = "spot.vk-eci.io/policy";
@@ -39,9 +39,9 @@ pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error(transparent)]
-    NotLeader(#[from] crate::leader::NotLeader),
+    NotLeader(#[from] crate::runtime::leader::NotLeader),
     #[error(transparent)]
-    Timeout(#[from] crate::reconcile::ReconcileTimeout),
+    Timeout(#[from] crate::runtime::reconcile::ReconcileTimeout),
 }
 
 /// What the spot reconcilers share.

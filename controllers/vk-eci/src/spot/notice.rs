@@ -29,7 +29,7 @@ use super::{Error, POLICY_LABEL, SpotContext, workload};
 const CONTROLLER: &str = "spot-notice";
 
 async fn reconcile(pod: Arc<CachedPod>, spot: Arc<SpotContext>) -> Result<Action, Error> {
-    crate::reconcile::as_leader(&spot.ctx, CONTROLLER, notice(&pod, &spot)).await
+    crate::runtime::reconcile::as_leader(&spot.ctx, CONTROLLER, notice(&pod, &spot)).await
 }
 
 /// Gives a pod ECI will reclaim its `SpotRotation`, if a policy or its annotation asks.

@@ -13,7 +13,7 @@ use vk_eci_core::crd::{WorkloadKind, WorkloadRef};
 use vk_eci_core::rotation::hpa::{self, HpaChange, HpaState};
 
 use super::Error;
-use crate::context::FIELD_MANAGER;
+use crate::runtime::context::FIELD_MANAGER;
 
 /// The workload controlling `pod`: its StatefulSet, or its ReplicaSet's Deployment, or the
 /// ReplicaSet itself.

@@ -16,8 +16,8 @@ use kube_sandbox::{RunningSandbox, Sandbox};
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use vk_eci::leader::Timing;
-use vk_eci::operator::Operator;
+use vk_eci::runtime::leader::Timing;
+use vk_eci::runtime::operator::Operator;
 use vk_eci_core::settings::{RawSettings, Settings};
 
 pub const NODE: &str = "virtual-kubelet";
@@ -36,7 +36,7 @@ pub type SimGroup = (String, String, Vec<(String, String)>);
 
 pub struct RunningOperator {
     stop: Option<oneshot::Sender<()>>,
-    pub task: JoinHandle<Result<(), vk_eci::operator::OperatorError>>,
+    pub task: JoinHandle<Result<(), vk_eci::runtime::operator::OperatorError>>,
     pub admin: SocketAddr,
 }
 
@@ -158,8 +158,10 @@ impl World {
             cert: vk_eci::tls::ServingCert::self_signed(&["127.0.0.1".into()]).unwrap(),
         });
         let operator = Operator {
-            client: vk_eci::operator::kube_client(Config::new(self.sandbox.url().parse().unwrap()))
-                .unwrap(),
+            client: vk_eci::runtime::operator::kube_client(Config::new(
+                self.sandbox.url().parse().unwrap(),
+            ))
+            .unwrap(),
             eci: self.eci_config(secret),
             settings: settings(),
             identity: identity.into(),

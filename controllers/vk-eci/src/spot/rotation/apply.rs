@@ -15,7 +15,7 @@ use vk_eci_core::spot::Phase;
 
 use super::observe::DELETION_COST;
 use super::{Rotations, reference};
-use crate::context::FIELD_MANAGER;
+use crate::runtime::context::FIELD_MANAGER;
 use crate::spot::{Error, to_chrono, workload};
 
 /// Applies `step` to `rotation`; returns whether the rotation is gone (its last finalizer

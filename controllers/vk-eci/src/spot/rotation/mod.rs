@@ -342,7 +342,7 @@ async fn reconcile(
     rotations: Arc<Rotations>,
 ) -> Result<Action, Error> {
     let ctx = rotations.spot.ctx.clone();
-    crate::reconcile::as_leader(&ctx, CONTROLLER, rotations.reconcile(rotation)).await
+    crate::runtime::reconcile::as_leader(&ctx, CONTROLLER, rotations.reconcile(rotation)).await
 }
 
 fn error_policy(rotation: Arc<SpotRotation>, error: &Error, _rotations: Arc<Rotations>) -> Action {

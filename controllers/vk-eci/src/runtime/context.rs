@@ -14,8 +14,8 @@ use vk_eci_core::profile::Profile;
 use vk_eci_core::settings::Settings;
 use vk_eci_core::translate::NodeConfig;
 
-use crate::leader::Leadership;
-use crate::metrics::Metrics;
+use crate::runtime::leader::Leadership;
+use crate::runtime::metrics::Metrics;
 
 /// The field manager of every write vk-eci makes.
 pub const FIELD_MANAGER: &str = "vk-eci";

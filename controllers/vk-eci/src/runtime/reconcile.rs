@@ -8,7 +8,7 @@ use std::time::Duration;
 use kube::runtime::controller::Action;
 use tokio::time::Instant;
 
-use crate::context::Context;
+use crate::runtime::context::Context;
 
 /// How long one reconcile may take before it is abandoned and retried.
 pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::liveness::Beat;
+use crate::runtime::liveness::Beat;
 
 /// Timing of the election. Failover takes at most `lease_duration + retry_period`.
 #[derive(Debug, Clone, Copy)]

@@ -23,13 +23,13 @@ use vk_eci_core::crd::{NODE_LABEL, SpotRotation, SpotRotationPolicy, node_label_
 use vk_eci_core::node::EciHealth;
 use vk_eci_core::settings::Settings;
 
-use crate::admin::{self, AdminState};
-use crate::context::{Context, ProfileHolder};
-use crate::fanout::Fanout;
-use crate::heartbeat::Heartbeat;
-use crate::leader::{Elector, Leadership, Timing};
-use crate::liveness::Liveness;
-use crate::metrics::Metrics;
+use crate::node_heartbeat::Heartbeat;
+use crate::runtime::admin::{self, AdminState};
+use crate::runtime::context::{Context, ProfileHolder};
+use crate::runtime::fanout::Fanout;
+use crate::runtime::leader::{Elector, Leadership, Timing};
+use crate::runtime::liveness::Liveness;
+use crate::runtime::metrics::Metrics;
 use crate::spot::{self, SpotContext};
 use crate::webhook::{self, WebhookServing, WebhookState};
 use crate::{eci_status, pod_lifecycle, profile};
@@ -44,7 +44,7 @@ pub enum OperatorError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Leader(#[from] crate::leader::LeaderError),
+    Leader(#[from] crate::runtime::leader::LeaderError),
     #[error(transparent)]
     Webhook(#[from] webhook::WebhookError),
     #[error(transparent)]

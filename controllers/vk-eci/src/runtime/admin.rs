@@ -1,5 +1,5 @@
 //! The admin port: `/metrics` (OpenMetrics), `/healthz` (no loop is stuck; see
-//! [`crate::liveness`]) and `/readyz` (the informer caches have synced).
+//! [`crate::runtime::liveness`]) and `/readyz` (the informer caches have synced).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +10,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::liveness::Liveness;
-use crate::metrics::Metrics;
+use crate::runtime::liveness::Liveness;
+use crate::runtime::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct AdminState {

@@ -20,7 +20,7 @@ use vk_eci_core::node::{
     STATUS_REPORT_SECONDS, lease_spec, node_metadata, node_status, status_due,
 };
 
-use crate::context::{Context, FIELD_MANAGER};
+use crate::runtime::context::{Context, FIELD_MANAGER};
 
 const CONTROLLER: &str = "node";
 /// Lease renewal period (the kubelet's).
