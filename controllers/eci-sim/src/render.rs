@@ -1,6 +1,6 @@
 //! Renders simulated groups into the response shapes of the Describe* actions.
 
-use eci_client::types::*;
+use eci_types::wire::*;
 
 use crate::state::{ContainerRun, Group, RunPhase, SimEvent, format_time};
 

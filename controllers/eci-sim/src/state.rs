@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use eci_client::types::{self, CreateContainerGroupRequest, Tag, status};
+use eci_types::wire::{self, CreateContainerGroupRequest, Tag, status};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::config::{MillisRange, SimConfig, TimingConfig};
 use crate::error::ApiError;
-use eci_client::spec;
+use eci_types::spec;
 
 /// Environment variables that script a simulated container (harmless on real ECI).
 pub mod behaviour_env {
@@ -63,14 +63,14 @@ pub struct RunState {
 }
 
 impl RunState {
-    pub fn to_wire(&self) -> types::ContainerState {
+    pub fn to_wire(&self) -> wire::ContainerState {
         let (state, detail) = match self.phase {
             RunPhase::None => ("", ""),
             RunPhase::Waiting => ("Waiting", ""),
             RunPhase::Running => ("Running", "working"),
             RunPhase::Terminated => ("Terminated", ""),
         };
-        types::ContainerState {
+        wire::ContainerState {
             state: state.into(),
             detail_status: detail.into(),
             reason: self.reason.into(),
@@ -103,8 +103,8 @@ pub struct SimEvent {
 }
 
 impl SimEvent {
-    pub fn to_wire(&self) -> types::Event {
-        types::Event {
+    pub fn to_wire(&self) -> wire::Event {
+        wire::Event {
             count: i64::from(self.count),
             r#type: if self.warning { "Warning" } else { "Normal" }.into(),
             name: self.name.to_string(),
@@ -124,7 +124,7 @@ struct Behaviour {
 }
 
 impl Behaviour {
-    fn of(container: &types::Container) -> Self {
+    fn of(container: &wire::Container) -> Self {
         let env = |name: &str| {
             container
                 .environment_var
@@ -166,7 +166,7 @@ pub struct ContainerRun {
 }
 
 impl ContainerRun {
-    fn new(container: &types::Container) -> Self {
+    fn new(container: &wire::Container) -> Self {
         Self {
             name: Arc::from(container.name.as_str()),
             image: Arc::from(container.image.as_str()),
@@ -1291,7 +1291,7 @@ impl Sim {
                 .spec
                 .container
                 .iter()
-                .any(types::Container::has_pre_stop)
+                .any(wire::Container::has_pre_stop)
         {
             let grace_ms = group
                 .spec
@@ -1354,7 +1354,7 @@ impl Sim {
 
     pub fn update(
         &mut self,
-        request: types::UpdateContainerGroupRequest,
+        request: wire::UpdateContainerGroupRequest,
         now: DateTime<Utc>,
     ) -> Result<(), ApiError> {
         let delay = self.draw(self.config.timing.restart_ms);
@@ -1539,7 +1539,7 @@ impl Sim {
 mod tests {
     use super::*;
     use crate::config::{StockConfig, TimingConfig};
-    use eci_client::types::{Container, EnvironmentVar};
+    use eci_types::wire::{Container, EnvironmentVar};
 
     fn t(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
@@ -1704,7 +1704,7 @@ mod tests {
         }];
         let mut sim = Sim::new(config).unwrap();
         let mut req = request("mz");
-        req.v_switch_id = Some(eci_client::params::CommaList(vec![
+        req.v_switch_id = Some(eci_types::params::CommaList(vec![
             "vsw-sim-a".into(),
             "vsw-sim-b".into(),
         ]));

@@ -10,7 +10,7 @@ use std::f64::consts::TAU;
 use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use eci_client::types::{ContainerMetric, CpuMetric, MemoryMetric, MetricRecord};
+use eci_types::wire::{ContainerMetric, CpuMetric, MemoryMetric, MetricRecord};
 
 use crate::state::{ContainerRun, Group, RunPhase, RunState, format_time};
 

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use eci_client::params::JsonList;
-use eci_client::types::{
+use eci_types::params::JsonList;
+use eci_types::wire::{
     ContainerGroup, ContainerGroupStatus, DescribeContainerGroupEventsRequest,
     DescribeContainerGroupStatusRequest, Tag, status,
 };
