@@ -9,7 +9,9 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::render;
-use crate::state::{GroupFilter, RunPhase, Sim};
+use crate::state::Sim;
+use crate::state::group::{ContainerRun, Group, RunPhase};
+use crate::state::query::GroupFilter;
 use crate::telemetry;
 use crate::validate;
 
@@ -300,7 +302,7 @@ fn find_run<'a>(
     sim: &'a Sim,
     id: &str,
     container: &str,
-) -> Result<(&'a crate::state::Group, &'a crate::state::ContainerRun), ApiError> {
+) -> Result<(&'a Group, &'a ContainerRun), ApiError> {
     require_id(id)?;
     let group = sim.group(id).ok_or_else(|| {
         ApiError::not_found(format!("The specified ContainerGroupId {id} is not found."))

@@ -2,7 +2,8 @@
 
 use eci_types::wire::*;
 
-use crate::state::{ContainerRun, Group, RunPhase, SimEvent, format_time};
+use crate::state::format_time;
+use crate::state::group::{ContainerRun, Group, RunPhase, SimEvent};
 
 fn env_infos(container: Option<&Container>) -> Vec<EnvironmentVarInfo> {
     let Some(container) = container else {

@@ -25,7 +25,9 @@ use crate::actions::{self, Call};
 use crate::auth::{AccessKey, Authenticator, RawRequest};
 use crate::config::{CredentialConfig, FaultConfig, SimConfig, TimingConfig};
 use crate::error::ApiError;
-use crate::state::{Sim, SpotReleaseOutcome, Stats, format_time};
+use crate::state::spot::SpotReleaseOutcome;
+use crate::state::stats::Stats;
+use crate::state::{Sim, format_time};
 use crate::throttle::Throttle;
 use crate::xml;
 

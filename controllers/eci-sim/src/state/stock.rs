@@ -1,0 +1,44 @@
+//! Stock: how many instances of a spec (or of any spec) a zone has left.
+
+use super::Sim;
+
+pub(super) type StockKey = (String, Option<String>);
+
+impl Sim {
+    pub(super) fn stock_key(&self, zone: &str, spec: &str) -> Option<StockKey> {
+        let exact = (zone.to_string(), Some(spec.to_string()));
+        if self.stock.contains_key(&exact) {
+            return Some(exact);
+        }
+        let any = (zone.to_string(), None);
+        self.stock.contains_key(&any).then_some(any)
+    }
+
+    pub(super) fn has_stock(&self, zone: &str, spec: &str) -> bool {
+        self.stock_key(zone, spec)
+            .is_none_or(|key| self.stock.get(&key).copied().unwrap_or(0) > 0)
+    }
+
+    /// Sets the remaining stock of a zone (and spec); `None` makes it unlimited.
+    pub fn set_stock(&mut self, zone: &str, spec: Option<&str>, count: Option<u64>) {
+        let key = (zone.to_string(), spec.map(str::to_string));
+        match count {
+            Some(count) => {
+                self.stock.insert(key, count);
+            }
+            None => {
+                self.stock.remove(&key);
+            }
+        }
+    }
+
+    pub fn stock(&self) -> Vec<(String, Option<String>, u64)> {
+        let mut out: Vec<_> = self
+            .stock
+            .iter()
+            .map(|((zone, spec), count)| (zone.clone(), spec.clone(), *count))
+            .collect();
+        out.sort();
+        out
+    }
+}
