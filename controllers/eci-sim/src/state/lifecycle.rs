@@ -91,6 +91,8 @@ impl Sim {
         self.groups.insert(id.to_string(), group);
     }
 
+    /// Places a `Scheduling` group on the first of its vSwitches and specs with stock and a
+    /// free IP, or fails it (`ScheduleFailed`), saying which of the two was missing.
     fn schedule(&mut self, group: &mut Group, at: DateTime<Utc>) {
         let mut saw_stock = false;
         let candidate_vswitches = std::mem::take(&mut group.candidate_vswitches);
@@ -110,51 +112,11 @@ impl Sim {
                 let Some(ip) = self.pools.get_mut(vswitch).and_then(IpPool::allocate) else {
                     continue;
                 };
-                let key = self.stock_key(&zone, spec_name);
-                if let Some(key) = &key
-                    && let Some(left) = self.stock.get_mut(key)
-                {
-                    *left -= 1;
-                    if *left <= self.config.stock_exhaust_warning_at {
-                        let name = group.spec.container_group_name.clone();
-                        group.event(
-                            "Warning",
-                            &name,
-                            "StockExhaust",
-                            format!(
-                                "The stock of the specified zones will be used up. zone: {zone}"
-                            ),
-                            at,
-                        );
-                    }
-                }
-                group.stock_held = key;
+                self.take_stock(group, &zone, spec_name, at);
                 group.ip = Some(ip);
                 group.zone = zone.clone();
                 group.vswitch = vswitch.clone();
-                if let Some((cpu, memory)) = spec::parse(spec_name) {
-                    group.cpu = cpu;
-                    group.memory = memory;
-                }
-                group.instance_type = spec_name.clone();
-                group.set_status(status::PENDING, at);
-                for run in group
-                    .init_containers
-                    .iter()
-                    .chain(&group.containers)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                {
-                    group.event(
-                        "Normal",
-                        &run.name,
-                        "Pulling",
-                        format!("pulling image \"{}\"", run.image),
-                        at,
-                    );
-                }
-                let delay = self.draw(self.config.timing.start_ms);
-                group.start_due = Some(at + delay);
+                self.pull(group, spec_name, at);
                 return;
             }
         }
@@ -184,6 +146,34 @@ impl Sim {
         }
         group.set_status(status::SCHEDULE_FAILED, at);
         group.finished_at = Some(at);
+    }
+
+    /// A group placed on `spec_name`: `Pending`, pulling its images, started after a draw of
+    /// `start_ms`.
+    fn pull(&mut self, group: &mut Group, spec_name: &str, at: DateTime<Utc>) {
+        if let Some((cpu, memory)) = spec::parse(spec_name) {
+            group.cpu = cpu;
+            group.memory = memory;
+        }
+        group.instance_type = spec_name.to_string();
+        group.set_status(status::PENDING, at);
+        for run in group
+            .init_containers
+            .iter()
+            .chain(&group.containers)
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            group.event(
+                "Normal",
+                &run.name,
+                "Pulling",
+                format!("pulling image \"{}\"", run.image),
+                at,
+            );
+        }
+        let delay = self.draw(self.config.timing.start_ms);
+        group.start_due = Some(at + delay);
     }
 
     pub(super) fn start(&mut self, group: &mut Group, at: DateTime<Utc>) {
