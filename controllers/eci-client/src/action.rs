@@ -2,7 +2,7 @@
 //!
 //! The simulator serves three more (`UpdateContainerGroup`, `RestartContainerGroup`,
 //! `DescribeContainerGroupMetric`); their types are in [`eci_types::wire`], and a caller that
-//! needs them names them with its own [`Action`].
+//! needs them names them on a type of its own with [`impl_action!`](crate::impl_action).
 
 use eci_types::wire::*;
 use serde::Serialize;
@@ -14,51 +14,53 @@ pub trait Action: Serialize {
     type Response: DeserializeOwned + Serialize;
 }
 
-macro_rules! action {
+/// Makes `$request` an [`Action`] named `$name` that answers `$response`.
+#[macro_export]
+macro_rules! impl_action {
     ($request:ty, $name:literal, $response:ty) => {
-        impl Action for $request {
+        impl $crate::action::Action for $request {
             const NAME: &'static str = $name;
             type Response = $response;
         }
     };
 }
 
-action!(
+impl_action!(
     CreateContainerGroupRequest,
     "CreateContainerGroup",
     CreateContainerGroupResponse
 );
-action!(
+impl_action!(
     DescribeContainerGroupsRequest,
     "DescribeContainerGroups",
     DescribeContainerGroupsResponse
 );
-action!(
+impl_action!(
     DescribeContainerGroupStatusRequest,
     "DescribeContainerGroupStatus",
     DescribeContainerGroupStatusResponse
 );
-action!(
+impl_action!(
     DescribeContainerGroupEventsRequest,
     "DescribeContainerGroupEvents",
     DescribeContainerGroupEventsResponse
 );
-action!(
+impl_action!(
     DeleteContainerGroupRequest,
     "DeleteContainerGroup",
     EmptyResponse
 );
-action!(
+impl_action!(
     DescribeContainerLogRequest,
     "DescribeContainerLog",
     DescribeContainerLogResponse
 );
-action!(
+impl_action!(
     ExecContainerCommandRequest,
     "ExecContainerCommand",
     ExecContainerCommandResponse
 );
-action!(
+impl_action!(
     DescribeMultiContainerGroupMetricRequest,
     "DescribeMultiContainerGroupMetric",
     DescribeMultiContainerGroupMetricResponse

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 mod support;
 
-use eci_client::action::Action;
+use eci_client::impl_action;
 use eci_client::{
     Credentials, EciClient, EciClientConfig, EciError, RetryPolicy, SignatureVersion,
 };
@@ -407,10 +407,7 @@ macro_rules! raw_action {
     ($name:ident, $action:literal) => {
         #[derive(Serialize)]
         struct $name(BTreeMap<String, String>);
-        impl Action for $name {
-            const NAME: &'static str = $action;
-            type Response = serde_json::Value;
-        }
+        impl_action!($name, $action, serde_json::Value);
         impl $name {
             fn of(pairs: &[(&str, &str)]) -> Self {
                 Self(

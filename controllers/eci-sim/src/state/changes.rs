@@ -77,13 +77,7 @@ impl Sim {
     pub fn restart(&mut self, id: &str, now: DateTime<Utc>) -> Result<(), ApiError> {
         let delay = self.draw(self.config.timing.restart_ms);
         let group = self.live_group(id)?;
-        group.set_status(status::RESTARTING, now);
-        group.start_due = Some(now + delay);
-        for run in &mut group.containers {
-            run.ready = false;
-            run.ready_due = None;
-            run.exit_due = None;
-        }
+        group.restart(status::RESTARTING, now + delay, now);
         self.schedule_timer(id);
         Ok(())
     }
@@ -119,13 +113,7 @@ impl Sim {
             group.spec.image_registry_credential = request.image_registry_credential;
         }
         if containers_changed || request.cpu.is_some() || request.memory.is_some() {
-            group.set_status(status::UPDATING, now);
-            group.start_due = Some(now + delay);
-            for run in &mut group.containers {
-                run.ready = false;
-                run.ready_due = None;
-                run.exit_due = None;
-            }
+            group.restart(status::UPDATING, now + delay, now);
         }
         self.schedule_timer(&id);
         Ok(())

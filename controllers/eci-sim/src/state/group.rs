@@ -254,6 +254,23 @@ impl Group {
         )
     }
 
+    /// Puts the group in `to` (`Restarting`, `Updating`) at `now`, its containers not ready
+    /// and nothing due until they start again at `start_at`.
+    pub(super) fn restart(
+        &mut self,
+        to: &'static str,
+        start_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) {
+        self.set_status(to, now);
+        self.start_due = Some(start_at);
+        for run in &mut self.containers {
+            run.ready = false;
+            run.ready_due = None;
+            run.exit_due = None;
+        }
+    }
+
     pub(super) fn set_status(&mut self, to: &'static str, at: DateTime<Utc>) {
         if self.status != to {
             self.status = to;

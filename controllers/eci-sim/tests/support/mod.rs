@@ -1,7 +1,7 @@
 //! The actions the simulator serves and vk-eci never calls, which the client therefore does
 //! not list: the tests name them here.
 
-use eci_client::action::Action;
+use eci_client::impl_action;
 use eci_types::wire::{
     DescribeContainerGroupMetricRequest, DescribeContainerGroupMetricResponse, EmptyResponse,
     RestartContainerGroupRequest, UpdateContainerGroupRequest,
@@ -13,27 +13,18 @@ use serde::Serialize;
 #[serde(transparent)]
 pub struct SimOnly<R>(pub R);
 
-macro_rules! sim_only_action {
-    ($request:ty, $name:literal, $response:ty) => {
-        impl Action for SimOnly<$request> {
-            const NAME: &'static str = $name;
-            type Response = $response;
-        }
-    };
-}
-
-sim_only_action!(
-    UpdateContainerGroupRequest,
+impl_action!(
+    SimOnly<UpdateContainerGroupRequest>,
     "UpdateContainerGroup",
     EmptyResponse
 );
-sim_only_action!(
-    RestartContainerGroupRequest,
+impl_action!(
+    SimOnly<RestartContainerGroupRequest>,
     "RestartContainerGroup",
     EmptyResponse
 );
-sim_only_action!(
-    DescribeContainerGroupMetricRequest,
+impl_action!(
+    SimOnly<DescribeContainerGroupMetricRequest>,
     "DescribeContainerGroupMetric",
     DescribeContainerGroupMetricResponse
 );
