@@ -3,14 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use eci_types::EciFailure as _;
+use eci_types::params::to_params;
+use eci_types::wire::*;
 use rand::Rng as _;
 use reqwest::Url;
 use reqwest::header::{HeaderMap, HeaderValue};
 use tracing::{debug, warn};
-
-use eci_types::EciFailure as _;
-use eci_types::params::to_params;
-use eci_types::wire::*;
 
 use crate::action::Action;
 use crate::credentials::Credentials;
