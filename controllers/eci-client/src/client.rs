@@ -3,18 +3,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use eci_types::EciFailure as _;
+use eci_types::params::to_params;
+use eci_types::wire::*;
 use rand::Rng as _;
 use reqwest::Url;
 use reqwest::header::{HeaderMap, HeaderValue};
 use tracing::{debug, warn};
 
+use crate::action::Action;
 use crate::credentials::Credentials;
 use crate::error::EciError;
-use crate::params::to_params;
 use crate::ratelimit::{RateLimiter, RateLimits};
 use crate::redact::Redactions;
 use crate::sign::{self, V3Request};
-use crate::types::*;
 
 pub const API_VERSION: &str = "2018-08-08";
 

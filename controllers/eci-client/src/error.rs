@@ -1,20 +1,9 @@
-//! Typed ECI errors, so callers can tell stock-outs from throttling from bad parameters.
+//! Typed ECI errors: the gateway's error answers, classified by [`EciFailure`], and the
+//! client's own failures (transport, timeout, unreadable answers, configuration).
 
 use std::time::Duration;
 
-/// Error codes callers branch on.
-pub mod code {
-    pub const NO_STOCK: &str = "OperationDenied.NoStock";
-    pub const SPOT_NOT_MATCHED: &str = "Spot.NotMatched";
-    pub const NOT_FOUND: &str = "InvalidParameter.NotFound";
-    pub const INCORRECT_STATUS: &str = "IncorrectStatus";
-    pub const IDEMPOTENT_MISMATCH: &str = "IdempotentParameterMismatch";
-    pub const THROTTLING_USER: &str = "Throttling.User";
-    pub const INTERNAL_ERROR: &str = "InternalError";
-    pub const SERVICE_UNAVAILABLE: &str = "ServiceUnavailable";
-    pub const SIGNATURE_MISMATCH: &str = "SignatureDoesNotMatch";
-    pub const ACCESS_KEY_NOT_FOUND: &str = "InvalidAccessKeyId.NotFound";
-}
+use eci_types::error::{EciFailure, is_retryable_refusal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EciError {
@@ -62,16 +51,15 @@ pub enum EciError {
     Config(String),
 }
 
-impl EciError {
-    /// The gateway's error code, if the gateway answered.
-    pub fn code(&self) -> Option<&str> {
+impl EciFailure for EciError {
+    fn refusal(&self) -> Option<(&str, &str)> {
         match self {
-            EciError::Api { code, .. } => Some(code),
+            EciError::Api { code, message, .. } => Some((code, message)),
             _ => None,
         }
     }
 
-    pub fn http_status(&self) -> Option<u16> {
+    fn http_status(&self) -> Option<u16> {
         match self {
             EciError::Api { http_status, .. } | EciError::Decode { http_status, .. } => {
                 Some(*http_status)
@@ -80,56 +68,19 @@ impl EciError {
         }
     }
 
-    /// Flow control of any kind (`Throttling`, `Throttling.User`, `Throttling.Api`, ...).
-    pub fn is_throttling(&self) -> bool {
-        self.code()
-            .is_some_and(|c| c.starts_with("Throttling") || c == "Rejected.Throttling")
-            || self.http_status() == Some(429)
-    }
-
-    /// Out of stock for the requested spec or zone, synchronously.
-    pub fn is_no_stock(&self) -> bool {
-        self.code().is_some_and(|c| {
-            c == code::NO_STOCK || c == code::SPOT_NOT_MATCHED || c.contains("NoStock")
-        })
-    }
-
-    /// The container group does not exist.
-    pub fn is_not_found(&self) -> bool {
-        self.code()
-            .is_some_and(|c| c.ends_with(".NotFound") && !c.starts_with("InvalidAccessKeyId"))
-            || self.http_status() == Some(404) && self.code().is_none()
-    }
-
-    /// The credentials were rejected: retrying will not help, an operator must act.
-    pub fn is_auth(&self) -> bool {
-        self.code().is_some_and(|c| {
-            c.starts_with("InvalidAccessKeyId")
-                || c == code::SIGNATURE_MISMATCH
-                || c == "IncompleteSignature"
-                || c.starts_with("Forbidden")
-                || c == "NoPermission"
-                || c.starts_with("InvalidSecurityToken")
-        })
-    }
-
-    /// Worth trying again with the same ClientToken: throttling, 5xx, network trouble.
-    pub fn is_retryable(&self) -> bool {
+    fn is_retryable(&self) -> bool {
         match self {
             EciError::Api {
                 code, http_status, ..
-            } => {
-                self.is_throttling()
-                    || code == code::SERVICE_UNAVAILABLE
-                    || code == code::INTERNAL_ERROR
-                    || *http_status >= 500
-            }
+            } => is_retryable_refusal(code, *http_status),
             EciError::Transport { .. } | EciError::Timeout { .. } => true,
             EciError::Decode { http_status, .. } => *http_status >= 500,
             EciError::Encode { .. } | EciError::Config(_) => false,
         }
     }
+}
 
+impl EciError {
     /// A short label for metrics: the code, or the kind of local failure.
     pub fn metric_label(&self) -> &str {
         match self {

@@ -10,11 +10,10 @@
 //! environment variable value, config file content, registry password and FlexVolume options
 //! string counts as sensitive.
 
+use eci_types::wire::REDACTED;
+
 use crate::credentials::Credentials;
 use crate::sign::percent_encode;
-
-/// What replaces a removed value.
-pub const REDACTED: &str = "<redacted>";
 
 /// Parameter values shorter than this are replaced only where they stand alone (a word, or a
 /// whole value in an encoded query): replacing every `1` or `on` would garble the message.

@@ -97,7 +97,7 @@ fn hex(bytes: &[u8]) -> String {
 #[derive(Debug, Clone)]
 pub struct V3Request<'a> {
     pub method: &'a str,
-    /// Decoded query parameters (flattened, see [`crate::params`]).
+    /// Decoded query parameters (flattened, see [`eci_types::params`]).
     pub query: Vec<(&'a str, &'a str)>,
     /// Header names (any case) and values, exactly those to be signed.
     pub signed_headers: Vec<(&'a str, &'a str)>,

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use eci_client::sign::percent_encode;
-use eci_client::types::*;
 use eci_client::{Credentials, EciClient, EciClientConfig, EciError, RetryPolicy};
+use eci_types::EciFailure;
+use eci_types::wire::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

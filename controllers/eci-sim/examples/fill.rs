@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eci_client::ratelimit::{Limit, RateLimits};
-use eci_client::types::*;
 use eci_client::{Credentials, EciClient, EciClientConfig};
+use eci_types::wire::*;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

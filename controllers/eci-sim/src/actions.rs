@@ -1,15 +1,17 @@
 //! The ECI actions: typed request in, state change, typed response out.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use eci_client::params::{JsonList, from_params};
-use eci_client::types::*;
+use eci_types::params::{JsonList, from_params};
+use eci_types::wire::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::render;
-use crate::state::{GroupFilter, RunPhase, Sim};
+use crate::state::Sim;
+use crate::state::group::{ContainerRun, Group, RunPhase};
+use crate::state::query::GroupFilter;
 use crate::telemetry;
 use crate::validate;
 
@@ -32,21 +34,40 @@ fn respond<T: Serialize>(response: &T) -> Result<Value, ApiError> {
     serde_json::to_value(response).map_err(|_| ApiError::internal())
 }
 
+type Handler = fn(&mut Sim, &Call<'_>) -> Result<Value, ApiError>;
+
+/// Every action the simulator serves: its wire name and its handler.
+const ACTIONS: &[(&str, Handler)] = &[
+    ("CreateContainerGroup", create),
+    ("DescribeContainerGroups", describe),
+    ("DescribeContainerGroupStatus", describe_status),
+    ("DescribeContainerGroupEvents", describe_events),
+    ("DeleteContainerGroup", delete),
+    ("UpdateContainerGroup", update),
+    ("RestartContainerGroup", restart),
+    ("DescribeContainerLog", logs),
+    ("ExecContainerCommand", exec),
+    ("DescribeContainerGroupMetric", metric),
+    ("DescribeMultiContainerGroupMetric", multi_metric),
+];
+
+fn handler(action: &str) -> Option<Handler> {
+    ACTIONS
+        .iter()
+        .find(|(name, _)| *name == action)
+        .map(|(_, handler)| *handler)
+}
+
+/// Whether the simulator serves `action`.
+pub fn serves(action: &str) -> bool {
+    handler(action).is_some()
+}
+
 /// Runs `call` against `sim`. Unknown actions are `InvalidAction.NotFound`.
 pub fn dispatch(sim: &mut Sim, call: &Call<'_>) -> Result<Value, ApiError> {
-    match call.action {
-        "CreateContainerGroup" => create(sim, call),
-        "DescribeContainerGroups" => describe(sim, call),
-        "DescribeContainerGroupStatus" => describe_status(sim, call),
-        "DescribeContainerGroupEvents" => describe_events(sim, call),
-        "DeleteContainerGroup" => delete(sim, call),
-        "UpdateContainerGroup" => update(sim, call),
-        "RestartContainerGroup" => restart(sim, call),
-        "DescribeContainerLog" => logs(sim, call),
-        "ExecContainerCommand" => exec(sim, call),
-        "DescribeContainerGroupMetric" => metric(sim, call),
-        "DescribeMultiContainerGroupMetric" => multi_metric(sim, call),
-        _ => Err(ApiError::unknown_action()),
+    match handler(call.action) {
+        Some(run) => run(sim, call),
+        None => Err(ApiError::unknown_action()),
     }
 }
 
@@ -281,7 +302,7 @@ fn find_run<'a>(
     sim: &'a Sim,
     id: &str,
     container: &str,
-) -> Result<(&'a crate::state::Group, &'a crate::state::ContainerRun), ApiError> {
+) -> Result<(&'a Group, &'a ContainerRun), ApiError> {
     require_id(id)?;
     let group = sim.group(id).ok_or_else(|| {
         ApiError::not_found(format!("The specified ContainerGroupId {id} is not found."))

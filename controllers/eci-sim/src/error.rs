@@ -1,6 +1,6 @@
 //! Gateway errors as the real service renders them: HTTP status, `Code`, `Message`.
 
-use eci_client::params::ParamError;
+use eci_types::params::ParamError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {

@@ -1,8 +1,9 @@
 //! Renders simulated groups into the response shapes of the Describe* actions.
 
-use eci_client::types::*;
+use eci_types::wire::*;
 
-use crate::state::{ContainerRun, Group, RunPhase, SimEvent, format_time};
+use crate::state::format_time;
+use crate::state::group::{ContainerRun, Group, RunPhase, SimEvent};
 
 fn env_infos(container: Option<&Container>) -> Vec<EnvironmentVarInfo> {
     let Some(container) = container else {

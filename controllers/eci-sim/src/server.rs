@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use chrono::Utc;
-use eci_client::types::{ErrorBody, Tag};
+use eci_types::wire::{ErrorBody, Tag};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -25,7 +25,9 @@ use crate::actions::{self, Call};
 use crate::auth::{AccessKey, Authenticator, RawRequest};
 use crate::config::{CredentialConfig, FaultConfig, SimConfig, TimingConfig};
 use crate::error::ApiError;
-use crate::state::{Sim, SpotReleaseOutcome, Stats, format_time};
+use crate::state::spot::SpotReleaseOutcome;
+use crate::state::stats::Stats;
+use crate::state::{Sim, format_time};
 use crate::throttle::Throttle;
 use crate::xml;
 
@@ -226,7 +228,7 @@ impl Simulator {
             }
         };
         let action = authenticated.action.as_str();
-        let known = eci_client::types::ACTIONS.contains(&action);
+        let known = actions::serves(action);
         let stats_key = if known { action } else { "(unknown)" };
         core.sim.stats.action(stats_key).calls += 1;
         let roll = Self::roll(core, action);

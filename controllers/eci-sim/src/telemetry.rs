@@ -10,9 +10,10 @@ use std::f64::consts::TAU;
 use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use eci_client::types::{ContainerMetric, CpuMetric, MemoryMetric, MetricRecord};
+use eci_types::wire::{ContainerMetric, CpuMetric, MemoryMetric, MetricRecord};
 
-use crate::state::{ContainerRun, Group, RunPhase, RunState, format_time};
+use crate::state::format_time;
+use crate::state::group::{ContainerRun, Group, RunPhase, RunState};
 
 /// What a `DescribeContainerLog` call selects, already validated.
 #[derive(Debug, Clone, PartialEq)]

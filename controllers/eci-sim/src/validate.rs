@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use eci_client::types::{CreateContainerGroupRequest, volume_type};
+use eci_types::wire::{CreateContainerGroupRequest, volume_type};
 
 use crate::config::SimConfig;
 use crate::error::ApiError;
@@ -324,7 +324,7 @@ fn base64_len(content: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eci_client::types::{Container, Volume};
+    use eci_types::wire::{Container, Volume};
 
     fn valid() -> CreateContainerGroupRequest {
         CreateContainerGroupRequest {
@@ -387,7 +387,7 @@ mod tests {
             ),
             (
                 Box::new(|r| {
-                    r.container[0].volume_mount = vec![eci_client::types::VolumeMount {
+                    r.container[0].volume_mount = vec![eci_types::wire::VolumeMount {
                         name: "missing".into(),
                         mount_path: "/x".into(),
                         ..Default::default()
@@ -400,7 +400,7 @@ mod tests {
                 "InvalidParameter",
             ),
             (
-                Box::new(|r| r.tag = vec![eci_client::types::Tag::new("aliyun-x", "v")]),
+                Box::new(|r| r.tag = vec![eci_types::wire::Tag::new("aliyun-x", "v")]),
                 "InvalidParameter",
             ),
         ];

@@ -5,13 +5,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use eci_client::params::CommaList;
-use eci_client::types::*;
+mod support;
+
+use eci_client::impl_action;
 use eci_client::{
     Credentials, EciClient, EciClientConfig, EciError, RetryPolicy, SignatureVersion,
 };
 use eci_sim::{CredentialConfig, FaultConfig, RunningSimulator, SimConfig, Simulator};
+use eci_types::EciFailure;
+use eci_types::params::CommaList;
+use eci_types::wire::*;
 use serde::Serialize;
+use support::SimOnly;
 
 const KEY_ID: &str = "LTAI-test";
 const KEY_SECRET: &str = "test-secret-value";
@@ -87,7 +92,7 @@ async fn wait_for_status(client: &EciClient, id: &str, wanted: &str) -> Containe
     loop {
         let page = client
             .call(&DescribeContainerGroupsRequest {
-                container_group_ids: Some(eci_client::params::JsonList(vec![id.to_string()])),
+                container_group_ids: Some(eci_types::params::JsonList(vec![id.to_string()])),
                 with_event: Some(true),
                 ..DescribeContainerGroupsRequest::default()
             })
@@ -402,10 +407,7 @@ macro_rules! raw_action {
     ($name:ident, $action:literal) => {
         #[derive(Serialize)]
         struct $name(BTreeMap<String, String>);
-        impl Action for $name {
-            const NAME: &'static str = $action;
-            type Response = serde_json::Value;
-        }
+        impl_action!($name, $action, serde_json::Value);
         impl $name {
             fn of(pairs: &[(&str, &str)]) -> Self {
                 Self(
@@ -625,7 +627,7 @@ async fn spot_release_via_admin_api_warns_then_expires() {
     let events = client
         .call(&DescribeContainerGroupEventsRequest {
             filter: DescribeContainerGroupStatusRequest {
-                container_group_ids: Some(eci_client::params::JsonList(vec![id.clone()])),
+                container_group_ids: Some(eci_types::params::JsonList(vec![id.clone()])),
                 ..DescribeContainerGroupStatusRequest::default()
             },
             event_source: None,
@@ -644,7 +646,7 @@ async fn spot_release_via_admin_api_warns_then_expires() {
     assert!(!expired.expired_time.is_empty());
     let status = client
         .call(&DescribeContainerGroupStatusRequest {
-            container_group_ids: Some(eci_client::params::JsonList(vec![id.clone()])),
+            container_group_ids: Some(eci_types::params::JsonList(vec![id.clone()])),
             ..DescribeContainerGroupStatusRequest::default()
         })
         .await
@@ -662,7 +664,7 @@ async fn status_logs_exec_metrics_restart_and_update() {
         .unwrap()
         .container_group_id;
     wait_for_status(&client, &id, status::RUNNING).await;
-    let one = || Some(eci_client::params::JsonList(vec![id.clone()]));
+    let one = || Some(eci_types::params::JsonList(vec![id.clone()]));
 
     let status_page = client
         .call(&DescribeContainerGroupStatusRequest {
@@ -698,7 +700,7 @@ async fn status_logs_exec_metrics_restart_and_update() {
         .call(&ExecContainerCommandRequest {
             container_group_id: id.clone(),
             container_name: "app".into(),
-            command: eci_client::params::JsonList(vec!["echo".into(), "hi there".into()]),
+            command: eci_types::params::JsonList(vec!["echo".into(), "hi there".into()]),
             sync: Some(true),
             ..Default::default()
         })
@@ -710,10 +712,10 @@ async fn status_logs_exec_metrics_restart_and_update() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let metrics = loop {
         let metrics = client
-            .call(&DescribeContainerGroupMetricRequest {
+            .call(&SimOnly(DescribeContainerGroupMetricRequest {
                 container_group_id: id.clone(),
                 ..Default::default()
-            })
+            }))
             .await
             .unwrap();
         if !metrics.records.is_empty() {
@@ -725,22 +727,22 @@ async fn status_logs_exec_metrics_restart_and_update() {
     assert_eq!(metrics.records[0].cpu.limit, 1000, "1 vCPU in millicores");
 
     client
-        .call(&RestartContainerGroupRequest {
+        .call(&SimOnly(RestartContainerGroupRequest {
             container_group_id: id.clone(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap();
     let restarted = wait_for_status(&client, &id, status::RUNNING).await;
     assert_eq!(restarted.containers[0].restart_count, 1);
 
     client
-        .call(&UpdateContainerGroupRequest {
+        .call(&SimOnly(UpdateContainerGroupRequest {
             container_group_id: id.clone(),
             update_type: Some("IncrementalUpdate".into()),
             tag: vec![Tag::new("team", "spot")],
             ..Default::default()
-        })
+        }))
         .await
         .unwrap();
     let updated = wait_for_status(&client, &id, status::RUNNING).await;
@@ -752,10 +754,10 @@ async fn status_logs_exec_metrics_restart_and_update() {
     );
 
     let missing = client
-        .call(&RestartContainerGroupRequest {
+        .call(&SimOnly(RestartContainerGroupRequest {
             container_group_id: "eci-doesnotexist000000".into(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap_err();
     assert!(missing.is_not_found(), "{missing}");

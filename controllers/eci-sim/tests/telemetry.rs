@@ -5,11 +5,15 @@
 
 use std::time::Duration;
 
+mod support;
+
 use chrono::{DateTime, Utc};
-use eci_client::params::JsonList;
-use eci_client::types::*;
 use eci_client::{Credentials, EciClient, EciClientConfig, RetryPolicy};
 use eci_sim::{AppendLogRequest, RunningSimulator, SimConfig, Simulator};
+use eci_types::EciFailure;
+use eci_types::params::JsonList;
+use eci_types::wire::*;
+use support::SimOnly;
 
 async fn start(config: SimConfig) -> RunningSimulator {
     eci_client::install_crypto_provider();
@@ -249,10 +253,10 @@ async fn after_a_restart_last_time_answers_the_previous_container() {
     assert_eq!(append(&sim, &id, &["before the restart"]).await, 204);
 
     client
-        .call(&RestartContainerGroupRequest {
+        .call(&SimOnly(RestartContainerGroupRequest {
             container_group_id: id.clone(),
             ..RestartContainerGroupRequest::default()
-        })
+        }))
         .await
         .unwrap();
     wait_until(|| async {
@@ -292,8 +296,17 @@ async fn metrics_are_plausible_changing_and_monotonic() {
         container_group_id: id.clone(),
         ..DescribeContainerGroupMetricRequest::default()
     };
-    wait_until(|| async { client.call(&describe()).await.unwrap().records.len() >= 3 }).await;
-    let records = client.call(&describe()).await.unwrap().records;
+    wait_until(|| async {
+        client
+            .call(&SimOnly(describe()))
+            .await
+            .unwrap()
+            .records
+            .len()
+            >= 3
+    })
+    .await;
+    let records = client.call(&SimOnly(describe())).await.unwrap().records;
     assert!(records.len() <= 50);
     let times: Vec<_> = records
         .iter()
@@ -323,10 +336,10 @@ async fn metrics_are_plausible_changing_and_monotonic() {
     );
 
     let bad_period = client
-        .call(&DescribeContainerGroupMetricRequest {
+        .call(&SimOnly(DescribeContainerGroupMetricRequest {
             period: Some("7".into()),
             ..describe()
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(bad_period.code(), Some("InvalidParameter"));
@@ -348,7 +361,12 @@ async fn the_multi_group_call_batches_up_to_20_ids_and_is_throttled_at_its_limit
             container_group_id: second.clone(),
             ..DescribeContainerGroupMetricRequest::default()
         };
-        !client.call(&single).await.unwrap().records.is_empty()
+        !client
+            .call(&SimOnly(single))
+            .await
+            .unwrap()
+            .records
+            .is_empty()
     })
     .await;
     let request = DescribeMultiContainerGroupMetricRequest {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use eci_client::spec;
+use eci_types::spec;
 
 use crate::quantity;
 

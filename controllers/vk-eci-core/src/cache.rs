@@ -472,7 +472,7 @@ mod tests {
 
     use super::*;
     use chrono::Utc;
-    use eci_client::types::ContainerGroup;
+    use eci_types::wire::ContainerGroup;
     use serde_json::json;
 
     fn full_pod_json() -> serde_json::Value {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use eci_client::EciError;
-use eci_client::types::Event as EciEvent;
+use eci_types::EciFailure;
+use eci_types::wire::Event as EciEvent;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -36,12 +36,12 @@ pub fn create_backoff(attempt: u32) -> Duration {
 
 /// Classifies a synchronous create error (attempt counts from 1).
 pub fn create_failure(
-    error: &EciError,
+    error: &impl EciFailure,
     annotations: &EciAnnotations,
     attempt: u32,
 ) -> CreateFailure {
-    let (reason, message) = match error {
-        EciError::Api { code, message, .. } => (
+    let (reason, message) = match error.refusal() {
+        Some((code, message)) => (
             if error.is_no_stock() {
                 "NoStock".to_string()
             } else {
@@ -49,7 +49,7 @@ pub fn create_failure(
             },
             format!("ECI refused the container group: {code}: {message}"),
         ),
-        other => ("ECIUnavailable".to_string(), other.to_string()),
+        None => ("ECIUnavailable".to_string(), error.to_string()),
     };
     let transient = error.is_retryable() || error.is_no_stock();
     if annotations.fail_on_create_error || !(transient || error.is_auth()) {
@@ -128,8 +128,8 @@ impl CreateRetry {
 
 /// Whether a create error was ECI's answer to the create (so no instance exists for its
 /// ClientToken), rather than a failure to hear one.
-pub fn definitive(error: &EciError) -> bool {
-    matches!(error, EciError::Api { .. }) && !error.is_retryable()
+pub fn definitive(error: &impl EciFailure) -> bool {
+    error.refusal().is_some() && !error.is_retryable()
 }
 
 /// Whether a group that failed to schedule (`ScheduleFailed`) should be replaced by a new
@@ -217,19 +217,41 @@ pub fn pod_event(
 
 #[cfg(test)]
 mod tests {
+    use std::fmt;
+
     use chrono::TimeDelta;
+    use eci_types::error::is_retryable_refusal;
 
     use super::*;
 
-    fn api_error(code: &str, status: u16) -> EciError {
-        EciError::Api {
-            action: "CreateContainerGroup",
-            code: code.into(),
-            message: "m".into(),
-            request_id: "r".into(),
-            http_status: status,
-            retry_after: None,
+    /// The gateway's error answer to a create, as the client reports it.
+    struct Refusal {
+        code: &'static str,
+        http_status: u16,
+    }
+
+    impl fmt::Display for Refusal {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{} (HTTP {})", self.code, self.http_status)
         }
+    }
+
+    impl EciFailure for Refusal {
+        fn refusal(&self) -> Option<(&str, &str)> {
+            Some((self.code, "m"))
+        }
+
+        fn http_status(&self) -> Option<u16> {
+            Some(self.http_status)
+        }
+
+        fn is_retryable(&self) -> bool {
+            is_retryable_refusal(self.code, self.http_status)
+        }
+    }
+
+    fn api_error(code: &'static str, http_status: u16) -> Refusal {
+        Refusal { code, http_status }
     }
 
     #[test]

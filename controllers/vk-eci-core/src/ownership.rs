@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use eci_client::types::{ContainerGroup, status};
+use eci_types::wire::{ContainerGroup, status};
 
 use crate::annotations::EciAnnotations;
 use crate::cache::{CachedContainerState, CachedPod};
@@ -145,7 +145,7 @@ pub fn adoptable<'a>(
 
 #[cfg(test)]
 mod tests {
-    use eci_client::types::Tag;
+    use eci_types::wire::Tag;
     use serde_json::json;
 
     use super::*;

@@ -4,7 +4,7 @@
 //! and patches only pods whose status differs.
 
 use chrono::{DateTime, Utc};
-use eci_client::types::{
+use eci_types::wire::{
     ContainerGroup, ContainerInfo, ContainerState as EciContainerState, Event, InitContainerInfo,
     status,
 };

@@ -3,9 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::Utc;
-use eci_client::types::status;
 use eci_sim::SimConfig;
 use eci_sim::state::Sim;
+use eci_types::wire::status;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 use vk_eci_core::translate::{NodeConfig, References, translate};

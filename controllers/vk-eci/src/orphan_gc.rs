@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use eci_client::types::ContainerGroup;
+use eci_types::wire::ContainerGroup;
 use kube::ResourceExt;
 use kube::api::Api;
 use tracing::{debug, info, warn};

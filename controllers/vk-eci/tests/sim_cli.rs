@@ -5,8 +5,9 @@
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use eci_client::types::{Container, CreateContainerGroupRequest, DescribeContainerGroupsRequest};
 use eci_client::{Credentials, EciClient, EciClientConfig};
+use eci_types::EciFailure;
+use eci_types::wire::{Container, CreateContainerGroupRequest, DescribeContainerGroupsRequest};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vk-eci");
 

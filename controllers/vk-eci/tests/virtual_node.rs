@@ -7,8 +7,8 @@ mod common;
 use std::collections::HashSet;
 
 use common::{CLUSTER, NODE, World, condition, eventually, is_ready, phase, wait_for_event};
-use eci_client::types::{CreateContainerGroupRequest, Tag};
 use eci_sim::{FaultConfig, MillisRange};
+use eci_types::wire::{CreateContainerGroupRequest, Tag};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::ResourceExt;
@@ -196,7 +196,7 @@ async fn orphans_are_collected_and_owned_or_foreign_groups_never() {
         let request = CreateContainerGroupRequest {
             region_id: "cn-hangzhou".into(),
             container_group_name: name.into(),
-            container: vec![eci_client::types::Container {
+            container: vec![eci_types::wire::Container {
                 name: "app".into(),
                 image: "nginx".into(),
                 ..Default::default()

@@ -7,7 +7,7 @@
 //! neither repeats them nor loses a new line written in the same second.
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use eci_client::types::DescribeContainerLogRequest;
+use eci_types::wire::DescribeContainerLogRequest;
 
 /// ECI's largest `Tail`.
 pub const MAX_TAIL: i64 = 2000;

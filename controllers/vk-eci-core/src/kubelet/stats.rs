@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use eci_client::types::{CpuMetric, MemoryMetric, MetricRecord};
+use eci_types::wire::{CpuMetric, MemoryMetric, MetricRecord};
 use serde::Serialize;
 
 /// Memory figures of a sample, bytes.

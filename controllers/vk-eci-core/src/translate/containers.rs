@@ -1,6 +1,6 @@
 //! Containers: image, command, env (resolved), ports, mounts, probes, hooks, security, sizes.
 
-use eci_client::types::{
+use eci_types::wire::{
     self, Capability, ContainerSecurityContext, EnvironmentVar, ExecAction, FieldRef,
     HttpGetAction, HttpHeader, Probe, TcpSocketAction,
 };
@@ -408,7 +408,7 @@ fn hook(
     Ok(())
 }
 
-fn port(container: &Container, port: &ContainerPort) -> Result<types::ContainerPort, Refusal> {
+fn port(container: &Container, port: &ContainerPort) -> Result<wire::ContainerPort, Refusal> {
     let protocol = port.protocol.clone().unwrap_or_else(|| "TCP".into());
     if !matches!(protocol.as_str(), "TCP" | "UDP") {
         return Err(Refusal::unsupported(
@@ -419,7 +419,7 @@ fn port(container: &Container, port: &ContainerPort) -> Result<types::ContainerP
             ),
         ));
     }
-    Ok(types::ContainerPort {
+    Ok(wire::ContainerPort {
         port: i64::from(port.container_port),
         protocol: Some(protocol),
     })
@@ -431,7 +431,7 @@ pub(super) fn container(
     container: &Container,
     is_init: bool,
     warnings: &mut Vec<String>,
-) -> Result<types::Container, Refusal> {
+) -> Result<wire::Container, Refusal> {
     let image = container
         .image
         .clone()
@@ -501,7 +501,7 @@ pub(super) fn container(
         .and_then(|q| quantity::parse(&q.0))
         .map(|g| g.ceil() as i64);
 
-    let mut out = types::Container {
+    let mut out = wire::Container {
         name: container.name.clone(),
         image,
         cpu,
@@ -522,7 +522,7 @@ pub(super) fn container(
             .volume_mounts
             .iter()
             .flatten()
-            .map(|m| types::VolumeMount {
+            .map(|m| wire::VolumeMount {
                 name: m.name.clone(),
                 mount_path: m.mount_path.clone(),
                 sub_path: m.sub_path.clone().filter(|s| !s.is_empty()),
@@ -548,7 +548,7 @@ pub(super) fn container(
         tty: container.tty,
         termination_message_path: container.termination_message_path.clone(),
         termination_message_policy: container.termination_message_policy.clone(),
-        ..types::Container::default()
+        ..wire::Container::default()
     };
     if is_init {
         return Ok(out);

@@ -11,8 +11,8 @@ mod volumes;
 
 use std::collections::BTreeMap;
 
-use eci_client::params::CommaList;
-use eci_client::types::{
+use eci_types::params::CommaList;
+use eci_types::wire::{
     AcrRegistryInfo, CreateContainerGroupRequest, DnsConfig, DnsOption, GroupSecurityContext,
     HostAlias, Sysctl, Tag,
 };
@@ -312,7 +312,7 @@ pub fn translate(
 
     let (cpu, memory) = match resource_totals(spec) {
         Some((cpu, memory)) if annotations.use_specs.is_empty() => {
-            let rounded = eci_client::spec::round_up(cpu.max(0.25), memory.max(0.5)).ok_or_else(|| {
+            let rounded = eci_types::spec::round_up(cpu.max(0.25), memory.max(0.5)).ok_or_else(|| {
                 Refusal::unsupported(
                     "ResourcesTooLarge",
                     format!("the pod asks for {cpu} vCPU and {memory} GiB; the largest ECI instance has 64 vCPU and 512 GiB"),

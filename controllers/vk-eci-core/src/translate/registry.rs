@@ -1,7 +1,7 @@
 //! `imagePullSecrets` → ECI ImageRegistryCredential (server, user, password).
 
 use base64::Engine as _;
-use eci_client::types::ImageRegistryCredential;
+use eci_types::wire::ImageRegistryCredential;
 use k8s_openapi::api::core::v1::PodSpec;
 use serde::Deserialize;
 

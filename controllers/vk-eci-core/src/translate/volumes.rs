@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use eci_client::types::{
+use eci_types::wire::{
     self, ConfigFileToPath, ConfigFileVolume, EmptyDirVolume, FlexVolume, NfsVolume, volume_type,
 };
 use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, PodSpec, Volume};
@@ -32,7 +32,7 @@ fn config_file_volume(
     name: &str,
     files: Vec<File>,
     default_mode: Option<i32>,
-) -> Result<types::Volume, Refusal> {
+) -> Result<wire::Volume, Refusal> {
     let mut total = 0;
     let mut paths = Vec::new();
     for file in files {
@@ -61,14 +61,14 @@ fn config_file_volume(
             ),
         ));
     }
-    Ok(types::Volume {
+    Ok(wire::Volume {
         name: name.to_string(),
         r#type: volume_type::CONFIG_FILE.into(),
         config_file_volume: Some(ConfigFileVolume {
             config_file_to_path: paths,
             default_mode: default_mode.map(octal),
         }),
-        ..types::Volume::default()
+        ..wire::Volume::default()
     })
 }
 
@@ -290,7 +290,7 @@ pub(super) fn volumes(
     scope: &Scope<'_>,
     spec: &PodSpec,
     warnings: &mut Vec<String>,
-) -> Result<Vec<types::Volume>, Refusal> {
+) -> Result<Vec<wire::Volume>, Refusal> {
     let mut out = Vec::new();
     for volume in spec.volumes.iter().flatten() {
         let name = volume.name.as_str();
@@ -303,17 +303,17 @@ pub(super) fn volumes(
             ));
         }
         if let Some(source) = &volume.empty_dir {
-            out.push(types::Volume {
+            out.push(wire::Volume {
                 name: name.into(),
                 r#type: volume_type::EMPTY_DIR.into(),
                 empty_dir_volume: Some(EmptyDirVolume {
                     medium: source.medium.clone().filter(|m| m == "Memory"),
                     size_limit: source.size_limit.as_ref().map(|q| q.0.clone()),
                 }),
-                ..types::Volume::default()
+                ..wire::Volume::default()
             });
         } else if let Some(source) = &volume.nfs {
-            out.push(types::Volume {
+            out.push(wire::Volume {
                 name: name.into(),
                 r#type: volume_type::NFS.into(),
                 nfs_volume: Some(NfsVolume {
@@ -321,7 +321,7 @@ pub(super) fn volumes(
                     path: source.path.clone(),
                     read_only: source.read_only,
                 }),
-                ..types::Volume::default()
+                ..wire::Volume::default()
             });
         } else if let Some(source) = &volume.config_map {
             let data = config_map_data(scope, &source.name, source.optional == Some(true))?
@@ -411,7 +411,7 @@ pub(super) fn volumes(
                     ),
                 ));
             }
-            out.push(types::Volume {
+            out.push(wire::Volume {
                 name: name.into(),
                 r#type: volume_type::FLEX.into(),
                 flex_volume: Some(FlexVolume {
@@ -422,7 +422,7 @@ pub(super) fn volumes(
                         .as_ref()
                         .and_then(|o| serde_json::to_string(o).ok()),
                 }),
-                ..types::Volume::default()
+                ..wire::Volume::default()
             });
         } else {
             return Err(Refusal::unsupported(

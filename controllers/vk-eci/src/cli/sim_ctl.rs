@@ -2,10 +2,10 @@
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use eci_client::types::Tag;
 use eci_sim::{
     FaultConfig, FaultRequest, MillisRange, SpotReleaseRequest, StockView, TimingConfig,
 };
+use eci_types::wire::Tag;
 
 #[derive(Args, Debug)]
 pub struct SimCtlArgs {

@@ -3,7 +3,7 @@
 //! schedule.
 
 use chrono::Utc;
-use eci_client::types::{ContainerGroup, status};
+use eci_types::wire::{ContainerGroup, status};
 use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};

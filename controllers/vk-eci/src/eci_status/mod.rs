@@ -24,7 +24,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eci_client::types::{
+use eci_types::wire::{
     ContainerGroup, ContainerGroupStatus, DescribeContainerGroupEventsRequest,
     DescribeContainerGroupStatusRequest, Tag, status,
 };

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use eci_client::params::JsonList;
-use eci_client::types::{DescribeContainerGroupStatusRequest, status};
+use eci_types::params::JsonList;
+use eci_types::wire::{DescribeContainerGroupStatusRequest, status};
 use tracing::warn;
 
 use super::{STATUS_PAGE, StatusSync};

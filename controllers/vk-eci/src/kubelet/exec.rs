@@ -18,8 +18,9 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
-use eci_client::params::JsonList;
-use eci_client::types::ExecContainerCommandRequest;
+use eci_types::EciFailure;
+use eci_types::params::JsonList;
+use eci_types::wire::ExecContainerCommandRequest;
 use http::{HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
@@ -363,7 +364,7 @@ pub(crate) async fn exec_call(
     container: &str,
     command: &[String],
     mode: ExecMode,
-) -> Result<eci_client::types::ExecContainerCommandResponse, String> {
+) -> Result<eci_types::wire::ExecContainerCommandResponse, String> {
     if !take_budget(&state.exec_budget, BUDGET_WAIT).await {
         return Err(format!(
             "vk-eci: the ExecContainerCommand budget ({} calls a minute, shared by every exec on this node) is exhausted; try again shortly",
@@ -382,7 +383,7 @@ pub(crate) async fn exec_call(
     let result = state.ctx.eci.call(&request).await;
     state.ctx.observe_eci(&result);
     result.map_err(|error| {
-        if error.code() == Some(eci_client::error::code::INCORRECT_STATUS) {
+        if error.code() == Some(eci_types::error::code::INCORRECT_STATUS) {
             format!("container {container} is not running on ECI: {error}")
         } else {
             format!("vk-eci: ECI ExecContainerCommand failed: {error}")

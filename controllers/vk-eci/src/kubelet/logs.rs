@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
 use chrono::{TimeDelta, Utc};
-use eci_client::types::DescribeContainerLogRequest;
+use eci_types::wire::DescribeContainerLogRequest;
 use http::{StatusCode, header};
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc;

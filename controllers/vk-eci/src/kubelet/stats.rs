@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use eci_client::params::JsonList;
-use eci_client::types::DescribeMultiContainerGroupMetricRequest;
+use eci_types::params::JsonList;
+use eci_types::wire::DescribeMultiContainerGroupMetricRequest;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use http::{StatusCode, header};
@@ -230,7 +230,7 @@ async fn fetch<'a>(state: &KubeletState, batch: &'a [Sampled]) -> (&'a [Sampled]
     let answer = state.ctx.eci.call(&request).await;
     state.ctx.observe_eci(&answer);
     let usages = answer.map(|answer| {
-        let by_group: HashMap<&str, &[eci_client::types::MetricRecord]> = answer
+        let by_group: HashMap<&str, &[eci_types::wire::MetricRecord]> = answer
             .monitor_datas
             .iter()
             .map(|d| (d.container_group_id.as_str(), d.records.as_slice()))

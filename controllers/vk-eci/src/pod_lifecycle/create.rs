@@ -8,7 +8,8 @@
 //! ECI answers with `IdempotentParameterMismatch` rather than replaying the group.
 
 use chrono::Utc;
-use eci_client::error::code::IDEMPOTENT_MISMATCH;
+use eci_types::EciFailure;
+use eci_types::error::code::IDEMPOTENT_MISMATCH;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
 use kube::ResourceExt;

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use eci_client::types::status;
+use eci_types::wire::status;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use tracing::{info, warn};
@@ -68,7 +68,7 @@ impl PodController {
         let Some(uid) = pod.uid() else {
             return Ok(Stopping::Done);
         };
-        let owned = |groups: Vec<eci_client::types::ContainerGroup>| {
+        let owned = |groups: Vec<eci_types::wire::ContainerGroup>| {
             groups
                 .into_iter()
                 .filter(|g| owned_by(g, &ctx.settings.cluster_id, &ctx.settings.node_name, &uid))

@@ -2,8 +2,9 @@
 //! rather than by the pod's annotation: the tag is ours, the annotation anyone's. Deletes
 //! re-check leadership just before they go out (design §8a).
 
-use eci_client::params::JsonList;
-use eci_client::types::{
+use eci_types::EciFailure;
+use eci_types::params::JsonList;
+use eci_types::wire::{
     ContainerGroup, DeleteContainerGroupRequest, DescribeContainerGroupsRequest, Tag,
 };
 use vk_eci_core::translate::tags;

@@ -4,6 +4,7 @@
 use std::sync::{Arc, RwLock};
 
 use eci_client::EciClient;
+use eci_types::EciFailure;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;

@@ -1,4 +1,4 @@
-use eci_client::types::ContainerMetric;
+use eci_types::wire::ContainerMetric;
 
 use super::*;
 

@@ -1,100 +1,19 @@
-//! Typed requests and responses of the ECI actions vk-eci uses (Eci 2018-08-08).
+//! Typed requests and responses of the ECI actions the simulator serves (Eci 2018-08-08): the
+//! eight vk-eci calls, and `UpdateContainerGroup`, `RestartContainerGroup` and
+//! `DescribeContainerGroupMetric`, which only the simulator and its tests use.
 //!
 //! Field names follow the wire exactly, including its quirks (`HostAliase`, `NFSVolume`,
 //! `EipISP`, init containers' `Command` versus containers' `Commands`, flattened volume fields in
 //! responses, the lower-case keys of `DescribeContainerGroupStatus`). Request types serialize to
-//! flat parameters through [`crate::params`]; the simulator deserializes the same types.
+//! flat parameters through [`crate::params`]; the client sends them and the simulator
+//! deserializes the same types.
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::params::{CommaList, JsonList, lenient};
 
-/// An ECI OpenAPI action: its wire name and its response type.
-pub trait Action: Serialize {
-    const NAME: &'static str;
-    type Response: DeserializeOwned + Serialize;
-}
-
-macro_rules! action {
-    ($request:ty, $name:literal, $response:ty) => {
-        impl Action for $request {
-            const NAME: &'static str = $name;
-            type Response = $response;
-        }
-    };
-}
-
-action!(
-    CreateContainerGroupRequest,
-    "CreateContainerGroup",
-    CreateContainerGroupResponse
-);
-action!(
-    DescribeContainerGroupsRequest,
-    "DescribeContainerGroups",
-    DescribeContainerGroupsResponse
-);
-action!(
-    DescribeContainerGroupStatusRequest,
-    "DescribeContainerGroupStatus",
-    DescribeContainerGroupStatusResponse
-);
-action!(
-    DescribeContainerGroupEventsRequest,
-    "DescribeContainerGroupEvents",
-    DescribeContainerGroupEventsResponse
-);
-action!(
-    DeleteContainerGroupRequest,
-    "DeleteContainerGroup",
-    EmptyResponse
-);
-action!(
-    UpdateContainerGroupRequest,
-    "UpdateContainerGroup",
-    EmptyResponse
-);
-action!(
-    RestartContainerGroupRequest,
-    "RestartContainerGroup",
-    EmptyResponse
-);
-action!(
-    DescribeContainerLogRequest,
-    "DescribeContainerLog",
-    DescribeContainerLogResponse
-);
-action!(
-    ExecContainerCommandRequest,
-    "ExecContainerCommand",
-    ExecContainerCommandResponse
-);
-action!(
-    DescribeContainerGroupMetricRequest,
-    "DescribeContainerGroupMetric",
-    DescribeContainerGroupMetricResponse
-);
-action!(
-    DescribeMultiContainerGroupMetricRequest,
-    "DescribeMultiContainerGroupMetric",
-    DescribeMultiContainerGroupMetricResponse
-);
-
-/// Every action the simulator serves, by wire name.
-pub const ACTIONS: &[&str] = &[
-    CreateContainerGroupRequest::NAME,
-    DescribeContainerGroupsRequest::NAME,
-    DescribeContainerGroupStatusRequest::NAME,
-    DescribeContainerGroupEventsRequest::NAME,
-    DeleteContainerGroupRequest::NAME,
-    UpdateContainerGroupRequest::NAME,
-    RestartContainerGroupRequest::NAME,
-    DescribeContainerLogRequest::NAME,
-    ExecContainerCommandRequest::NAME,
-    DescribeContainerGroupMetricRequest::NAME,
-    DescribeMultiContainerGroupMetricRequest::NAME,
-];
+/// What `Debug` output and error messages show instead of a secret.
+pub const REDACTED: &str = "<redacted>";
 
 // ---------------------------------------------------------------------------------------------
 // Request building blocks
@@ -132,10 +51,7 @@ impl std::fmt::Debug for EnvironmentVar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EnvironmentVar")
             .field("key", &self.key)
-            .field(
-                "value",
-                &self.value.as_ref().map(|_| crate::redact::REDACTED),
-            )
+            .field("value", &self.value.as_ref().map(|_| REDACTED))
             .field("field_ref", &self.field_ref)
             .finish()
     }
@@ -506,7 +422,7 @@ impl std::fmt::Debug for ConfigFileToPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConfigFileToPath")
             .field("path", &self.path)
-            .field("content", &crate::redact::REDACTED)
+            .field("content", &REDACTED)
             .field("mode", &self.mode)
             .finish()
     }
@@ -1238,7 +1154,7 @@ impl std::fmt::Debug for EnvironmentVarInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EnvironmentVarInfo")
             .field("key", &self.key)
-            .field("value", &crate::redact::REDACTED)
+            .field("value", &REDACTED)
             .finish()
     }
 }
