@@ -17,7 +17,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec,
 };
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
 use rustls::pki_types::PrivateKeyDer;
@@ -25,7 +25,7 @@ use serde_json::json;
 use tracing::{info, warn};
 use vk_eci_core::crd::{NODE_LABEL, node_label_value};
 
-use crate::runtime::context::FIELD_MANAGER;
+use crate::runtime::context::patch_params;
 use crate::tls::ServingCert;
 
 pub const SIGNER: &str = "kubernetes.io/kubelet-serving";
@@ -158,11 +158,7 @@ async fn obtain(
             "message": format!("vk-eci approved the serving certificate of its own node {node}"),
             "lastUpdateTime": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         }]}});
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        };
-        api.patch_approval(&name, &params, &Patch::Merge(&approval))
+        api.patch_approval(&name, &patch_params(), &Patch::Merge(&approval))
             .await
             .map_err(api_error)?;
         info!(csr = %name, "kubelet serving certificate requested and approved");

@@ -5,7 +5,7 @@
 
 use chrono::Utc;
 use k8s_openapi::api::core::v1::{Pod, PodCondition};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, Preconditions};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -16,17 +16,10 @@ use vk_eci_core::lifecycle::{CREATE_RETRY, CreateRetry};
 use vk_eci_core::status::{CONTAINER_INSTANCE_CREATED, condition};
 
 use super::Error;
-use crate::runtime::context::{Context, FIELD_MANAGER};
+use crate::runtime::context::{Context, patch_params};
 
 fn api(ctx: &Context, pod: &CachedPod) -> Api<Pod> {
     Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default())
-}
-
-fn params() -> PatchParams {
-    PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    }
 }
 
 /// Writes `k8s.aliyun.com/eci-instance-id`. `Ok(false)` when the pod is gone (or is another
@@ -43,7 +36,7 @@ pub async fn record_instance_id(
         }
     });
     match api(ctx, pod)
-        .patch(&pod.name_any(), &params(), &Patch::Merge(&patch))
+        .patch(&pod.name_any(), &patch_params(), &Patch::Merge(&patch))
         .await
     {
         Ok(_) => Ok(true),
@@ -65,7 +58,7 @@ pub async fn record_retry(
         }
     });
     api(ctx, pod)
-        .patch(&pod.name_any(), &params(), &Patch::Merge(&patch))
+        .patch(&pod.name_any(), &patch_params(), &Patch::Merge(&patch))
         .await
         .map(|_| ())
 }
@@ -82,7 +75,7 @@ pub async fn patch_status(
         "status": status,
     });
     api(ctx, pod)
-        .patch_status(&pod.name_any(), &params(), &Patch::Merge(&patch))
+        .patch_status(&pod.name_any(), &patch_params(), &Patch::Merge(&patch))
         .await
         .map(|_| ())
 }
@@ -187,7 +180,7 @@ pub async fn clear_instance(
         }
     });
     api(ctx, pod)
-        .patch(&pod.name_any(), &params(), &Patch::Merge(&patch))
+        .patch(&pod.name_any(), &patch_params(), &Patch::Merge(&patch))
         .await?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use eci_client::EciClient;
 use eci_types::EciFailure;
 use k8s_openapi::api::core::v1::Node;
+use kube::api::PatchParams;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use tokio::sync::watch;
@@ -20,6 +21,14 @@ use crate::runtime::metrics::Metrics;
 
 /// The field manager of every write vk-eci makes.
 pub const FIELD_MANAGER: &str = "vk-eci";
+
+/// The parameters of every merge patch vk-eci makes: its field manager.
+pub fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
 
 /// The `eci-profile` as last parsed successfully (a malformed update keeps this one), and
 /// whether the first watch of it has been seen whole (present or not).

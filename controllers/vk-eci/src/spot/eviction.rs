@@ -16,7 +16,7 @@ use k8s_openapi::api::policy::v1::Eviction;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     DeleteOptions, ObjectMeta, Preconditions, Status,
 };
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -31,7 +31,7 @@ use vk_eci_core::status::kube_time;
 use vk_eci_core::time;
 
 use super::{Error, SpotContext, to_chrono, until};
-use crate::runtime::context::FIELD_MANAGER;
+use crate::runtime::context::patch_params;
 
 const CONTROLLER: &str = "spot-eviction";
 
@@ -288,14 +288,7 @@ async fn write(
         spot.ctx.client.clone(),
         &rotation.namespace().unwrap_or_default(),
     )
-    .patch_status(
-        &rotation.name_any(),
-        &PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        },
-        &Patch::Merge(&patch),
-    )
+    .patch_status(&rotation.name_any(), &patch_params(), &Patch::Merge(&patch))
     .await?;
     Ok(())
 }

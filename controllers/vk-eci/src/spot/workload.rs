@@ -5,7 +5,7 @@
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v1::Scale;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use vk_eci_core::cache::CachedPod;
@@ -13,7 +13,7 @@ use vk_eci_core::crd::{WorkloadKind, WorkloadRef};
 use vk_eci_core::rotation::hpa::{self, HpaChange, HpaState};
 
 use super::Error;
-use crate::runtime::context::FIELD_MANAGER;
+use crate::runtime::context::patch_params;
 
 /// The workload controlling `pod`: its StatefulSet, or its ReplicaSet's Deployment, or the
 /// ReplicaSet itself.
@@ -242,18 +242,11 @@ async fn patch_hpa(
         "spec": { "minReplicas": change.min_replicas },
     });
     match Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace)
-        .patch(&hpa.name_any(), &params(), &Patch::Merge(&patch))
+        .patch(&hpa.name_any(), &patch_params(), &Patch::Merge(&patch))
         .await
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(error) => Err(error.into()),
-    }
-}
-
-fn params() -> PatchParams {
-    PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
     }
 }

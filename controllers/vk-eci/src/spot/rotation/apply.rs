@@ -4,7 +4,7 @@
 //! at the first that fails: the next step sees what is missing and asks for it again.
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -15,7 +15,7 @@ use vk_eci_core::spot::Phase;
 
 use super::observe::DELETION_COST;
 use super::{Rotations, reference};
-use crate::runtime::context::FIELD_MANAGER;
+use crate::runtime::context::patch_params;
 use crate::spot::{Error, to_chrono, workload};
 
 /// Applies `step` to `rotation`; returns whether the rotation is gone (its last finalizer
@@ -38,7 +38,7 @@ pub(super) async fn apply(
             "status": step.status,
         });
         let written = Api::<SpotRotation>::namespaced(client.clone(), &namespace)
-            .patch_status(&rotation.name_any(), &params(), &Patch::Merge(&patch))
+            .patch_status(&rotation.name_any(), &patch_params(), &Patch::Merge(&patch))
             .await?;
         rotations.remember(&current, written.clone());
         current = written;
@@ -77,7 +77,9 @@ pub(super) async fn apply(
                     }
                 });
                 let api = Api::<SpotRotation>::namespaced(client.clone(), &namespace);
-                let written = api.patch(&holder, &params(), &Patch::Merge(&patch)).await?;
+                let written = api
+                    .patch(&holder, &patch_params(), &Patch::Merge(&patch))
+                    .await?;
                 if *effect == Effect::RemoveFinalizer && seen.deleting {
                     info!(rotation = %holder, "surge taken back; the rotation can go");
                     return Ok(true);
@@ -93,7 +95,11 @@ pub(super) async fn apply(
                     }
                 });
                 match pods
-                    .patch(&rotation.spec.pod.name, &params(), &Patch::Merge(&patch))
+                    .patch(
+                        &rotation.spec.pod.name,
+                        &patch_params(),
+                        &Patch::Merge(&patch),
+                    )
                     .await
                 {
                     Ok(_) => {}
@@ -169,12 +175,5 @@ async fn publish(rotations: &Rotations, rotation: &SpotRotation, phase: Phase, m
         && let Err(error) = ctx.recorder.publish(&event, &policy.object_ref(&())).await
     {
         warn!(%error, "cannot publish the policy event");
-    }
-}
-
-pub(super) fn params() -> PatchParams {
-    PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
     }
 }

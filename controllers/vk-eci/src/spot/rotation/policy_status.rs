@@ -15,7 +15,7 @@ use vk_eci_core::spot::{Phase, PolicySettings};
 use vk_eci_core::status::kube_time;
 
 use super::Rotations;
-use super::apply::params;
+use crate::runtime::context::patch_params;
 use crate::spot::{Error, to_chrono};
 
 /// Aggregates the policy's rotations into its status, and prunes finished ones beyond
@@ -91,7 +91,7 @@ pub(super) async fn update(rotations_of: &Rotations, rotation: &SpotRotation) ->
     let policies: Api<SpotRotationPolicy> =
         Api::namespaced(rotations_of.spot.ctx.client.clone(), &namespace);
     policies
-        .patch_status(&policy.name_any(), &params(), &Patch::Merge(&patch))
+        .patch_status(&policy.name_any(), &patch_params(), &Patch::Merge(&patch))
         .await?;
 
     let keep = usize::try_from(PolicySettings::of(&policy.spec).history_limit).unwrap_or(0);
