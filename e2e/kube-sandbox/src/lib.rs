@@ -17,6 +17,8 @@ pub mod schema;
 pub mod selector;
 pub mod server;
 pub mod store;
+pub mod strategy;
+pub mod subresources;
 pub mod tables;
 
 pub use faults::{Effect, Fault, FaultId, FaultSpec, Faults, InjectedFault};
