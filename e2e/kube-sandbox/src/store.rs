@@ -222,25 +222,24 @@ impl Store {
         (rt.key(), namespace.to_string(), name.to_string())
     }
 
-    /// Records a change and runs what follows from it: PodDisruptionBudget statuses after pod
-    /// and budget changes, new types after a CRD is written.
+    /// Records a change and runs what its kind's strategy says follows from it.
     fn commit(&mut self, rt: &ResourceType, key: Key, kind: ChangeKind, object: Value) -> Value {
         let namespace = key.1.clone();
         let object = self.record(rt, key, kind, object);
-        if matches!(rt.kind.as_str(), "Pod" | "PodDisruptionBudget") {
-            self.refresh_budgets(&namespace);
-        }
-        if rt.kind == "CustomResourceDefinition" && kind != ChangeKind::Deleted {
-            for declared in ResourceType::from_crd(&object) {
-                self.types.retain(|t| {
-                    !(t.group == declared.group
-                        && t.version == declared.version
-                        && t.plural == declared.plural)
-                });
-                self.types.push(declared);
-            }
-        }
+        (strategy::of(rt).after_commit)(self, &namespace, kind, &object);
         object
+    }
+
+    /// Serves `declared`, replacing a type of the same group, version and plural.
+    pub(crate) fn declare_types(&mut self, declared: Vec<ResourceType>) {
+        for declared in declared {
+            self.types.retain(|t| {
+                !(t.group == declared.group
+                    && t.version == declared.version
+                    && t.plural == declared.plural)
+            });
+            self.types.push(declared);
+        }
     }
 
     /// Stores a change under a new resourceVersion and tells the watches.
@@ -336,7 +335,7 @@ impl Store {
 
     /// Recomputes the status of the namespace's PodDisruptionBudgets, as the disruption
     /// controller would, writing only those that changed.
-    fn refresh_budgets(&mut self, namespace: &str) {
+    pub(crate) fn refresh_budgets(&mut self, namespace: &str) {
         let Some(budget_type) = self.find_type("policy", "v1", "poddisruptionbudgets") else {
             return;
         };

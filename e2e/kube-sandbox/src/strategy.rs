@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::resources::ResourceType;
 use crate::selector::Selector;
-use crate::store::{Store, timestamp};
+use crate::store::{ChangeKind, Store, timestamp};
 use crate::{defaults, tables};
 
 /// The seconds a delete leaves an object in place (with a deletionTimestamp), given the
@@ -35,6 +35,8 @@ pub struct Strategy {
     pub graceful_delete: Option<GracePeriod>,
     /// The kind's Table printer; without one, custom resources print their CRD's columns.
     pub printer: Option<&'static tables::Printer>,
+    /// What follows in the store from a change to an object of the kind, in its namespace.
+    pub after_commit: fn(&mut Store, &str, ChangeKind, &Value),
 }
 
 pub const GENERIC: Strategy = Strategy {
@@ -44,7 +46,14 @@ pub const GENERIC: Strategy = Strategy {
     prepare_create: |_, _, _, _| {},
     graceful_delete: None,
     printer: None,
+    after_commit: |_, _, _, _| {},
 };
+
+/// Pods and PodDisruptionBudgets change the budgets' status, as the disruption controller
+/// keeps it.
+fn refresh_budgets(store: &mut Store, namespace: &str, _: ChangeKind, _: &Value) {
+    store.refresh_budgets(namespace);
+}
 
 static POD: Strategy = Strategy {
     defaults: defaults::pod,
@@ -53,6 +62,7 @@ static POD: Strategy = Strategy {
     },
     graceful_delete: Some(pod_grace_period),
     printer: Some(&tables::POD),
+    after_commit: refresh_budgets,
     ..GENERIC
 };
 
@@ -126,6 +136,7 @@ static LEASE: Strategy = Strategy {
 
 static POD_DISRUPTION_BUDGET: Strategy = Strategy {
     printer: Some(&tables::POD_DISRUPTION_BUDGET),
+    after_commit: refresh_budgets,
     ..GENERIC
 };
 
@@ -155,6 +166,12 @@ static CUSTOM_RESOURCE_DEFINITION: Strategy = Strategy {
                 {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "lastTransitionTime": timestamp(now)},
             ],
         });
+    },
+    // Its custom resources are served as soon as it is written.
+    after_commit: |store, _, change, crd| {
+        if change != ChangeKind::Deleted {
+            store.declare_types(ResourceType::from_crd(crd));
+        }
     },
     ..GENERIC
 };
