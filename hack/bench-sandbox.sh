@@ -9,7 +9,7 @@ count=${1:-10000}
 concurrency=${2:-32}
 port=${BENCH_SANDBOX_PORT:-16499}
 
-cargo build --release --quiet -p vk-eci-e2e --bin kube-sandbox --example fill_pods
+cargo build --release --quiet -p kube-sandbox --bin kube-sandbox --example fill_pods
 ./target/release/kube-sandbox --listen "127.0.0.1:$port" 2>/dev/null &
 sandbox=$!
 trap 'kill $sandbox 2>/dev/null' EXIT

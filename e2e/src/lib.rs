@@ -1,27 +1,8 @@
-//! A local Kubernetes API sandbox: an in-memory API server that kube-rs and kubectl talk to
-//! over plain HTTP, so the whole `vk-eci` binary can be tested on a machine with no cluster.
-//! What it does and does not do is listed in `e2e/README.md`.
+//! Whole-system tests and benchmarks of vk-eci: the `vk-eci` binary run as a process against the
+//! local Kubernetes API sandbox (`kube_sandbox`) and the ECI simulator, or against a real control
+//! plane. What runs where is listed in `e2e/README.md`.
 
-pub mod access;
-pub mod admission;
 pub mod bench;
-pub mod cluster;
 pub mod control_plane;
-pub mod defaults;
-pub mod disruption;
-pub mod faults;
 pub mod followed_logs;
-pub mod kubelet_proxy;
-pub mod metrics_api;
-pub mod patch;
-pub mod protobuf;
-pub mod resources;
-pub mod schema;
-pub mod selector;
-pub mod server;
 pub mod stack;
-pub mod store;
-pub mod tables;
-
-pub use faults::{Effect, Fault, FaultId, FaultSpec, Faults, InjectedFault};
-pub use server::{Access, RunningSandbox, Sandbox, kubeconfig};

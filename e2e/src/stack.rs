@@ -14,7 +14,7 @@ use kube::{Client, Config};
 use serde_json::Value;
 
 use crate::control_plane::{self, Installation};
-use crate::{RunningSandbox, Sandbox};
+use kube_sandbox::{RunningSandbox, Sandbox};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {

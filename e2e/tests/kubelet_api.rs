@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
-use kube_sandbox::followed_logs::FollowedLogs;
-use kube_sandbox::stack::{Stack, vk_eci_binary, wait};
 use serde_json::Value;
+use vk_eci_e2e::followed_logs::FollowedLogs;
+use vk_eci_e2e::stack::{Stack, vk_eci_binary, wait};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const NODE: &str = "virtual-kubelet";
@@ -50,7 +50,7 @@ fn have_kubectl() -> bool {
 }
 
 /// A stack (whose operators trust the sandbox's kubelet client certificate) and its operator.
-async fn stack(name: &str, extra_env: &[(&str, &str)]) -> (Stack, kube_sandbox::stack::Process) {
+async fn stack(name: &str, extra_env: &[(&str, &str)]) -> (Stack, vk_eci_e2e::stack::Process) {
     let dir = std::env::temp_dir().join(format!("vk-eci-kubelet-{name}-{}", std::process::id()));
     let vk_eci = vk_eci_binary().unwrap();
     let mut stack = Stack::start(&vk_eci, &dir, &[]).await.unwrap();

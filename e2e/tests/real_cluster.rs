@@ -17,9 +17,9 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube_sandbox::control_plane::{client, render_chart};
-use kube_sandbox::stack::{Stack, apply, vk_eci_binary, wait};
 use serde_json::{Value, json};
+use vk_eci_e2e::control_plane::{client, render_chart};
+use vk_eci_e2e::stack::{Stack, apply, vk_eci_binary, wait};
 
 const NAMESPACE: &str = "vk-eci-e2e";
 const NODE: &str = "vk-eci-e2e";

@@ -12,8 +12,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube_sandbox::stack::{Stack, vk_eci_binary, wait};
 use serde_json::{Value, json};
+use vk_eci_e2e::stack::{Stack, vk_eci_binary, wait};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -665,8 +665,8 @@ async fn bad_input_is_refused_clearly_and_nothing_else_suffers() {
 /// kube-apiserver with its kubelet client certificate); a line written in ECI shows within 2 s.
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_logs_follow_an_eci_container_through_the_api_server() {
-    use kube_sandbox::followed_logs::FollowedLogs;
     use std::time::Instant;
+    use vk_eci_e2e::followed_logs::FollowedLogs;
 
     let stack = stack("logs").await;
     let _operator = stack.operator("replica-a").unwrap();
@@ -730,8 +730,8 @@ async fn kubectl_logs_follow_an_eci_container_through_the_api_server() {
 /// every argument intact, stdin, the exit code, the container's output followed by attach.
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_exec_and_attach_reach_an_eci_container_through_the_api_server() {
-    use kube_sandbox::followed_logs::FollowedLogs;
     use std::process::Command;
+    use vk_eci_e2e::followed_logs::FollowedLogs;
 
     let stack = stack("exec").await;
     let _operator = stack.operator("replica-a").unwrap();

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube_sandbox::stack::{Process, Stack, WebhookTls, apply, free_port, vk_eci_binary, wait};
 use serde_json::{Value, json};
+use vk_eci_e2e::stack::{Process, Stack, WebhookTls, apply, free_port, vk_eci_binary, wait};
 
 const LIMIT: Duration = Duration::from_secs(60);
 

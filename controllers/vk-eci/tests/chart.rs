@@ -636,7 +636,7 @@ fn the_rbac_names_the_node_its_leases_and_the_profile() {
 
 async fn apply(world: &World, objects: &[Value]) {
     for object in objects {
-        kube_sandbox::stack::apply(&world.client, object, "default")
+        vk_eci_e2e::stack::apply(&world.client, object, "default")
             .await
             .unwrap();
     }

@@ -17,13 +17,13 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
-use kube_sandbox::bench::{ReadyPods, percentile, report};
-use kube_sandbox::stack::{Process, Stack, StackError, vk_eci_binary};
 use kube_sandbox::{Fault, Sandbox};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tokio::time::Instant;
+use vk_eci_e2e::bench::{ReadyPods, percentile, report};
+use vk_eci_e2e::stack::{Process, Stack, StackError, vk_eci_binary};
 
 #[derive(Parser)]
 struct Args {

@@ -14,10 +14,10 @@ use clap::Parser;
 use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, LogParams};
-use kube_sandbox::bench::{ReadyPods, percentile, report};
 use kube_sandbox::metrics_api::parse_samples;
-use kube_sandbox::stack::{Stack, StackError, vk_eci_binary};
 use serde_json::{Value, json};
+use vk_eci_e2e::bench::{ReadyPods, percentile, report};
+use vk_eci_e2e::stack::{Stack, StackError, vk_eci_binary};
 
 #[derive(Parser)]
 struct Args {

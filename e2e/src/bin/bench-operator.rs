@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use kube_sandbox::bench::{ReadyPods, histogram_quantile, percentile, report, scrape_metrics};
-use kube_sandbox::stack::{Stack, StackError, vk_eci_binary};
 use serde_json::{Value, json};
+use vk_eci_e2e::bench::{ReadyPods, histogram_quantile, percentile, report, scrape_metrics};
+use vk_eci_e2e::stack::{Stack, StackError, vk_eci_binary};
 
 #[derive(Parser)]
 struct Args {

@@ -20,9 +20,9 @@ use clap::Parser;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube_sandbox::bench::{ReadyPods, counter, percentile, report, scrape_metrics};
-use kube_sandbox::stack::{Stack, StackError, vk_eci_binary};
 use serde_json::{Value, json};
+use vk_eci_e2e::bench::{ReadyPods, counter, percentile, report, scrape_metrics};
+use vk_eci_e2e::stack::{Stack, StackError, vk_eci_binary};
 
 #[derive(Parser)]
 struct Args {

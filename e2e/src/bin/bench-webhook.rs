@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clap::Parser;
-use kube_sandbox::bench::{histogram_quantile, percentile, report, scrape_metrics};
-use kube_sandbox::stack::{Stack, StackError, WebhookTls, apply, free_port, vk_eci_binary, wait};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
+use vk_eci_e2e::bench::{histogram_quantile, percentile, report, scrape_metrics};
+use vk_eci_e2e::stack::{Stack, StackError, WebhookTls, apply, free_port, vk_eci_binary, wait};
 
 #[derive(Parser)]
 struct Args {
@@ -231,7 +231,7 @@ async fn run(args: Args) -> Result<Value, StackError> {
         .iter()
         .map(|d| {
             let name = format!("vk_eci_admissions_total{{decision=\"{d}\"}}");
-            let count = |text: &str| kube_sandbox::bench::counter(text, &name).unwrap_or(0.0);
+            let count = |text: &str| vk_eci_e2e::bench::counter(text, &name).unwrap_or(0.0);
             (d.to_string(), json!(count(&after) - count(&before)))
         })
         .collect::<serde_json::Map<_, _>>()

@@ -12,7 +12,7 @@ use clap::Parser;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube_sandbox::stack::{
+use vk_eci_e2e::stack::{
     Stack, StackError, WebhookTls, apply, free_port, repository, vk_eci_binary, wait,
 };
 

@@ -1,7 +1,7 @@
 //! Load generator for `hack/bench-sandbox.sh`: with a watch open on pods, creates N pods
 //! through kube-rs, waits until the watch has seen them all, and prints timings as JSON.
 //!
-//! `cargo run --release -p vk-eci-e2e --example fill_pods -- URL COUNT CONCURRENCY`
+//! `cargo run --release -p kube-sandbox --example fill_pods -- URL COUNT CONCURRENCY`
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -401,7 +401,7 @@ async fn custom_resources_work_once_their_crd_exists() {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../crds/spotrotationpolicies.spot.vk-eci.io.yaml"
+        "/../../crds/spotrotationpolicies.spot.vk-eci.io.yaml"
     ))
     .unwrap();
     let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();

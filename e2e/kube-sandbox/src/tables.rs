@@ -31,25 +31,27 @@ impl IncludeObject {
 /// One column: name, type, and priority (0 always shown, 1 only with `-o wide`).
 struct Column(&'static str, &'static str, u8);
 
-/// A Table of `items`, or `None` for a kind with no printer (kubectl then prints NAME and AGE
-/// itself, as it does for a server that has none).
+/// A Table of `items` by the kind's printer, or its CRD's printer columns; `None` for a kind
+/// with neither (kubectl then prints NAME and AGE itself, as it does for a server that has none).
 pub fn table(
+    printer: Option<&Printer>,
     rt: &ResourceType,
     items: &[Value],
     resource_version: u64,
     include: IncludeObject,
     now: DateTime<Utc>,
 ) -> Option<Value> {
-    let (columns, cells): (Vec<Value>, Vec<Vec<Value>>) = match builtin_columns(rt) {
-        Some(columns) => (
-            columns
+    let (columns, cells): (Vec<Value>, Vec<Vec<Value>>) = match printer {
+        Some(printer) => (
+            printer
+                .columns
                 .iter()
                 .map(|Column(name, kind, priority)| {
                     let format = if *name == "Name" { "name" } else { "" };
                     json!({"name": name, "type": kind, "format": format, "description": "", "priority": priority})
                 })
                 .collect(),
-            items.iter().map(|item| builtin_cells(rt, item, now)).collect(),
+            items.iter().map(|item| (printer.cells)(item, now)).collect(),
         ),
         None if !rt.printer_columns.is_empty() => custom_resource_table(rt, items, now),
         None => return None,
@@ -77,122 +79,311 @@ pub fn table(
     }))
 }
 
-fn builtin_columns(rt: &ResourceType) -> Option<Vec<Column>> {
-    use Column as C;
-    let name = C("Name", "string", 0);
-    let age = C("Age", "string", 0);
-    let template = [
+/// A built-in kind's printer (upstream `TableConvertor`): its columns, and one row's cells.
+pub struct Printer {
+    columns: &'static [Column],
+    cells: fn(&Value, DateTime<Utc>) -> Vec<Value>,
+}
+
+use Column as C;
+
+const NAME: Column = C("Name", "string", 0);
+const AGE: Column = C("Age", "string", 0);
+
+pub const POD: Printer = Printer {
+    columns: &[
+        NAME,
+        C("Ready", "string", 0),
+        C("Status", "string", 0),
+        C("Restarts", "string", 0),
+        AGE,
+        C("IP", "string", 1),
+        C("Node", "string", 1),
+        C("Nominated Node", "string", 1),
+        C("Readiness Gates", "string", 1),
+    ],
+    cells: pod_cells,
+};
+
+pub const NODE: Printer = Printer {
+    columns: &[
+        NAME,
+        C("Status", "string", 0),
+        C("Roles", "string", 0),
+        AGE,
+        C("Version", "string", 0),
+        C("Internal-IP", "string", 1),
+        C("External-IP", "string", 1),
+        C("OS-Image", "string", 1),
+        C("Kernel-Version", "string", 1),
+        C("Container-Runtime", "string", 1),
+    ],
+    cells: node_cells,
+};
+
+pub const NAMESPACE: Printer = Printer {
+    columns: &[NAME, C("Status", "string", 0), AGE],
+    cells: |item, now| {
+        let (name, age) = name_and_age(item, now);
+        vec![name, item["status"]["phase"].clone(), age]
+    },
+};
+
+pub const CONFIG_MAP: Printer = Printer {
+    columns: &[NAME, C("Data", "integer", 0), AGE],
+    cells: |item, now| {
+        let (name, age) = name_and_age(item, now);
+        let count = |field: &str| item[field].as_object().map_or(0, |m| m.len());
+        vec![name, json!(count("data") + count("binaryData")), age]
+    },
+};
+
+pub const SECRET: Printer = Printer {
+    columns: &[NAME, C("Type", "string", 0), C("Data", "integer", 0), AGE],
+    cells: |item, now| {
+        let (name, age) = name_and_age(item, now);
+        let data = item["data"].as_object().map_or(0, |m| m.len());
+        vec![name, item["type"].clone(), json!(data), age]
+    },
+};
+
+pub const SERVICE_ACCOUNT: Printer = Printer {
+    columns: &[NAME, C("Secrets", "integer", 0), AGE],
+    cells: |item, now| {
+        let (name, age) = name_and_age(item, now);
+        vec![name, json!(array(&item["secrets"]).len()), age]
+    },
+};
+
+pub const SERVICE: Printer = Printer {
+    columns: &[
+        NAME,
+        C("Type", "string", 0),
+        C("Cluster-IP", "string", 0),
+        C("External-IP", "string", 0),
+        C("Port(s)", "string", 0),
+        AGE,
+        C("Selector", "string", 1),
+    ],
+    cells: service_cells,
+};
+
+pub const EVENT: Printer = Printer {
+    columns: &[
+        C("Last Seen", "string", 0),
+        C("Type", "string", 0),
+        C("Reason", "string", 0),
+        C("Object", "string", 0),
+        C("Subobject", "string", 1),
+        C("Source", "string", 1),
+        C("Message", "string", 0),
+        C("First Seen", "string", 1),
+        C("Count", "string", 1),
+        C("Name", "string", 1),
+    ],
+    cells: event_cells,
+};
+
+pub const DEPLOYMENT: Printer = Printer {
+    columns: &[
+        NAME,
+        C("Ready", "string", 0),
+        C("Up-to-date", "integer", 0),
+        C("Available", "integer", 0),
+        AGE,
         C("Containers", "string", 1),
         C("Images", "string", 1),
         C("Selector", "string", 1),
-    ];
-    let columns = match (rt.group.as_str(), rt.kind.as_str()) {
-        ("", "Pod") => vec![
+    ],
+    cells: |item, now| {
+        let (name, age) = name_and_age(item, now);
+        let (spec, status) = (&item["spec"], &item["status"]);
+        let mut cells = vec![
             name,
-            C("Ready", "string", 0),
-            C("Status", "string", 0),
-            C("Restarts", "string", 0),
+            json!(format!(
+                "{}/{}",
+                int(&status["readyReplicas"]),
+                int(&spec["replicas"])
+            )),
+            json!(int(&status["updatedReplicas"])),
+            json!(int(&status["availableReplicas"])),
             age,
-            C("IP", "string", 1),
-            C("Node", "string", 1),
-            C("Nominated Node", "string", 1),
-            C("Readiness Gates", "string", 1),
-        ],
-        ("", "Node") => vec![
+        ];
+        cells.extend(template_cells(spec, true));
+        cells
+    },
+};
+
+pub const REPLICA_SET: Printer = Printer {
+    columns: &[
+        NAME,
+        C("Desired", "integer", 0),
+        C("Current", "integer", 0),
+        C("Ready", "integer", 0),
+        AGE,
+        C("Containers", "string", 1),
+        C("Images", "string", 1),
+        C("Selector", "string", 1),
+    ],
+    cells: |item, now| {
+        let (name, age) = name_and_age(item, now);
+        let (spec, status) = (&item["spec"], &item["status"]);
+        let mut cells = vec![
             name,
-            C("Status", "string", 0),
-            C("Roles", "string", 0),
+            json!(int(&spec["replicas"])),
+            json!(int(&status["replicas"])),
+            json!(int(&status["readyReplicas"])),
             age,
-            C("Version", "string", 0),
-            C("Internal-IP", "string", 1),
-            C("External-IP", "string", 1),
-            C("OS-Image", "string", 1),
-            C("Kernel-Version", "string", 1),
-            C("Container-Runtime", "string", 1),
-        ],
-        ("", "Namespace") => vec![name, C("Status", "string", 0), age],
-        ("", "ConfigMap") => vec![name, C("Data", "integer", 0), age],
-        ("", "Secret") => vec![name, C("Type", "string", 0), C("Data", "integer", 0), age],
-        ("", "ServiceAccount") => vec![name, C("Secrets", "integer", 0), age],
-        ("", "Service") => vec![
+        ];
+        cells.extend(template_cells(spec, true));
+        cells
+    },
+};
+
+pub const STATEFUL_SET: Printer = Printer {
+    columns: &[
+        NAME,
+        C("Ready", "string", 0),
+        AGE,
+        C("Containers", "string", 1),
+        C("Images", "string", 1),
+    ],
+    cells: |item, now| {
+        let (name, age) = name_and_age(item, now);
+        let (spec, status) = (&item["spec"], &item["status"]);
+        let ready = format!(
+            "{}/{}",
+            int(&status["readyReplicas"]),
+            int(&spec["replicas"])
+        );
+        let mut cells = vec![name, json!(ready), age];
+        cells.extend(template_cells(spec, false));
+        cells
+    },
+};
+
+pub const LEASE: Printer = Printer {
+    columns: &[NAME, C("Holder", "string", 0), AGE],
+    cells: |item, now| {
+        let (name, age) = name_and_age(item, now);
+        vec![name, json!(text(&item["spec"]["holderIdentity"])), age]
+    },
+};
+
+pub const POD_DISRUPTION_BUDGET: Printer = Printer {
+    columns: &[
+        NAME,
+        C("Min Available", "string", 0),
+        C("Max Unavailable", "string", 0),
+        C("Allowed Disruptions", "integer", 0),
+        AGE,
+    ],
+    cells: |item, now| {
+        let (name, age) = name_and_age(item, now);
+        let spec = &item["spec"];
+        let bound = |value: &Value| match value {
+            Value::Null => "N/A".to_string(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        vec![
             name,
-            C("Type", "string", 0),
-            C("Cluster-IP", "string", 0),
-            C("External-IP", "string", 0),
-            C("Port(s)", "string", 0),
-            age,
-            C("Selector", "string", 1),
-        ],
-        ("", "Event") => vec![
-            C("Last Seen", "string", 0),
-            C("Type", "string", 0),
-            C("Reason", "string", 0),
-            C("Object", "string", 0),
-            C("Subobject", "string", 1),
-            C("Source", "string", 1),
-            C("Message", "string", 0),
-            C("First Seen", "string", 1),
-            C("Count", "string", 1),
-            C("Name", "string", 1),
-        ],
-        ("apps", "Deployment") => [
-            name,
-            C("Ready", "string", 0),
-            C("Up-to-date", "integer", 0),
-            C("Available", "integer", 0),
+            json!(bound(&spec["minAvailable"])),
+            json!(bound(&spec["maxUnavailable"])),
+            json!(int(&item["status"]["disruptionsAllowed"])),
             age,
         ]
-        .into_iter()
-        .chain(template)
-        .collect(),
-        ("apps", "ReplicaSet") => [
+    },
+};
+
+pub const HORIZONTAL_POD_AUTOSCALER: Printer = Printer {
+    columns: &[
+        NAME,
+        C("Reference", "string", 0),
+        C("Targets", "string", 0),
+        C("MinPods", "string", 0),
+        C("MaxPods", "integer", 0),
+        C("Replicas", "integer", 0),
+        AGE,
+    ],
+    cells: |item, now| {
+        let (name, age) = name_and_age(item, now);
+        let (spec, status) = (&item["spec"], &item["status"]);
+        let target = &spec["scaleTargetRef"];
+        let min = spec["minReplicas"]
+            .as_i64()
+            .map_or_else(|| "<unset>".to_string(), |m| m.to_string());
+        vec![
             name,
-            C("Desired", "integer", 0),
-            C("Current", "integer", 0),
-            C("Ready", "integer", 0),
+            json!(format!(
+                "{}/{}",
+                text(&target["kind"]),
+                text(&target["name"])
+            )),
+            json!(hpa_targets(
+                array(&spec["metrics"]),
+                array(&status["currentMetrics"])
+            )),
+            json!(min),
+            json!(int(&spec["maxReplicas"])),
+            json!(int(&status["currentReplicas"])),
             age,
         ]
-        .into_iter()
-        .chain(template)
-        .collect(),
-        ("apps", "StatefulSet") => vec![
+    },
+};
+
+/// Roles and ClusterRoles.
+pub const ROLE: Printer = Printer {
+    columns: &[NAME, C("Created At", "date", 0)],
+    cells: |item, _| {
+        vec![
+            json!(item["metadata"]["name"]),
+            item["metadata"]["creationTimestamp"].clone(),
+        ]
+    },
+};
+
+/// RoleBindings and ClusterRoleBindings.
+pub const ROLE_BINDING: Printer = Printer {
+    columns: &[
+        NAME,
+        C("Role", "string", 0),
+        AGE,
+        C("Users", "string", 1),
+        C("Groups", "string", 1),
+        C("ServiceAccounts", "string", 1),
+    ],
+    cells: |item, now| {
+        let (name, age) = name_and_age(item, now);
+        let subjects = |kind: &str| {
+            array(&item["subjects"])
+                .iter()
+                .filter(|s| s["kind"] == kind)
+                .map(|s| match text(&s["namespace"]) {
+                    "" => text(&s["name"]).to_string(),
+                    ns => format!("{ns}/{}", text(&s["name"])),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let role = &item["roleRef"];
+        vec![
             name,
-            C("Ready", "string", 0),
+            json!(format!("{}/{}", text(&role["kind"]), text(&role["name"]))),
             age,
-            C("Containers", "string", 1),
-            C("Images", "string", 1),
-        ],
-        ("coordination.k8s.io", "Lease") => vec![name, C("Holder", "string", 0), age],
-        ("policy", "PodDisruptionBudget") => vec![
-            name,
-            C("Min Available", "string", 0),
-            C("Max Unavailable", "string", 0),
-            C("Allowed Disruptions", "integer", 0),
-            age,
-        ],
-        ("autoscaling", "HorizontalPodAutoscaler") => vec![
-            name,
-            C("Reference", "string", 0),
-            C("Targets", "string", 0),
-            C("MinPods", "string", 0),
-            C("MaxPods", "integer", 0),
-            C("Replicas", "integer", 0),
-            age,
-        ],
-        ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => {
-            vec![name, C("Created At", "date", 0)]
-        }
-        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => vec![
-            name,
-            C("Role", "string", 0),
-            age,
-            C("Users", "string", 1),
-            C("Groups", "string", 1),
-            C("ServiceAccounts", "string", 1),
-        ],
-        _ => return None,
-    };
-    Some(columns)
+            json!(subjects("User")),
+            json!(subjects("Group")),
+            json!(subjects("ServiceAccount")),
+        ]
+    },
+};
+
+/// The NAME and AGE cells most printers start and end with.
+fn name_and_age(item: &Value, now: DateTime<Utc>) -> (Value, Value) {
+    (
+        json!(item["metadata"]["name"]),
+        json!(timestamp_age(&item["metadata"]["creationTimestamp"], now)),
+    )
 }
 
 fn text(value: &Value) -> &str {
@@ -212,130 +403,6 @@ fn or_none(value: &str) -> String {
         "<none>".into()
     } else {
         value.to_string()
-    }
-}
-
-fn builtin_cells(rt: &ResourceType, item: &Value, now: DateTime<Utc>) -> Vec<Value> {
-    let name = json!(item["metadata"]["name"]);
-    let age = json!(timestamp_age(&item["metadata"]["creationTimestamp"], now));
-    let spec = &item["spec"];
-    let status = &item["status"];
-    match (rt.group.as_str(), rt.kind.as_str()) {
-        ("", "Pod") => pod_cells(item, now),
-        ("", "Node") => node_cells(item, now),
-        ("", "Namespace") => vec![name, status["phase"].clone(), age],
-        ("", "ConfigMap") => {
-            let count = |field: &str| item[field].as_object().map_or(0, |m| m.len());
-            vec![name, json!(count("data") + count("binaryData")), age]
-        }
-        ("", "Secret") => {
-            let data = item["data"].as_object().map_or(0, |m| m.len());
-            vec![name, item["type"].clone(), json!(data), age]
-        }
-        ("", "ServiceAccount") => vec![name, json!(array(&item["secrets"]).len()), age],
-        ("", "Service") => service_cells(item, name, age),
-        ("", "Event") => event_cells(item, now),
-        ("apps", "Deployment") => {
-            let mut cells = vec![
-                name,
-                json!(format!(
-                    "{}/{}",
-                    int(&status["readyReplicas"]),
-                    int(&spec["replicas"])
-                )),
-                json!(int(&status["updatedReplicas"])),
-                json!(int(&status["availableReplicas"])),
-                age,
-            ];
-            cells.extend(template_cells(spec, true));
-            cells
-        }
-        ("apps", "ReplicaSet") => {
-            let mut cells = vec![
-                name,
-                json!(int(&spec["replicas"])),
-                json!(int(&status["replicas"])),
-                json!(int(&status["readyReplicas"])),
-                age,
-            ];
-            cells.extend(template_cells(spec, true));
-            cells
-        }
-        ("apps", "StatefulSet") => {
-            let ready = format!(
-                "{}/{}",
-                int(&status["readyReplicas"]),
-                int(&spec["replicas"])
-            );
-            let mut cells = vec![name, json!(ready), age];
-            cells.extend(template_cells(spec, false));
-            cells
-        }
-        ("coordination.k8s.io", "Lease") => {
-            vec![name, json!(text(&spec["holderIdentity"])), age]
-        }
-        ("policy", "PodDisruptionBudget") => {
-            let bound = |value: &Value| match value {
-                Value::Null => "N/A".to_string(),
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            vec![
-                name,
-                json!(bound(&spec["minAvailable"])),
-                json!(bound(&spec["maxUnavailable"])),
-                json!(int(&status["disruptionsAllowed"])),
-                age,
-            ]
-        }
-        ("autoscaling", "HorizontalPodAutoscaler") => {
-            let target = &spec["scaleTargetRef"];
-            let min = spec["minReplicas"]
-                .as_i64()
-                .map_or_else(|| "<unset>".to_string(), |m| m.to_string());
-            vec![
-                name,
-                json!(format!(
-                    "{}/{}",
-                    text(&target["kind"]),
-                    text(&target["name"])
-                )),
-                json!(hpa_targets(
-                    array(&spec["metrics"]),
-                    array(&status["currentMetrics"])
-                )),
-                json!(min),
-                json!(int(&spec["maxReplicas"])),
-                json!(int(&status["currentReplicas"])),
-                age,
-            ]
-        }
-        ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => {
-            vec![name, item["metadata"]["creationTimestamp"].clone()]
-        }
-        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
-            let subjects = |kind: &str| {
-                array(&item["subjects"])
-                    .iter()
-                    .filter(|s| s["kind"] == kind)
-                    .map(|s| match text(&s["namespace"]) {
-                        "" => text(&s["name"]).to_string(),
-                        ns => format!("{ns}/{}", text(&s["name"])),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            let role = &item["roleRef"];
-            vec![
-                name,
-                json!(format!("{}/{}", text(&role["kind"]), text(&role["name"]))),
-                age,
-                json!(subjects("User")),
-                json!(subjects("Group")),
-                json!(subjects("ServiceAccount")),
-            ]
-        }
-        _ => vec![name, age],
     }
 }
 
@@ -590,7 +657,8 @@ fn node_cells(node: &Value, now: DateTime<Utc>) -> Vec<Value> {
     ]
 }
 
-fn service_cells(service: &Value, name: Value, age: Value) -> Vec<Value> {
+fn service_cells(service: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let (name, age) = name_and_age(service, now);
     let spec = &service["spec"];
     let kind = text(&spec["type"]);
     let cluster_ip = array(&spec["clusterIPs"])

@@ -88,7 +88,7 @@ async fn kubectl_applies_gets_describes_and_deletes() {
         return;
     };
     let dir = &k.dir;
-    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds");
+    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../../crds");
     let manifest = dir.join("objects.yaml");
     std::fs::write(
         &manifest,

@@ -11,7 +11,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -24,6 +24,7 @@ use crate::protobuf::ProtobufError;
 use crate::resources::ResourceType;
 use crate::selector::Selector;
 use crate::store::{ApiError, DeleteOptions, PatchKind, Store};
+use crate::strategy;
 
 /// An in-memory Kubernetes API server. Clones share one store.
 #[derive(Clone)]
@@ -68,7 +69,7 @@ fn json_response(code: u16, body: &Value) -> Response {
         .into_response()
 }
 
-fn error_response(error: &ApiError) -> Response {
+pub(crate) fn error_response(error: &ApiError) -> Response {
     json_response(error.code, &error.status())
 }
 
@@ -83,11 +84,11 @@ fn group_version(path: &str) -> Option<(&str, &str)> {
 }
 
 /// Where a request points.
-struct Target {
-    rt: ResourceType,
-    namespace: Option<String>,
-    name: Option<String>,
-    subresource: Option<String>,
+pub(crate) struct Target {
+    pub(crate) rt: ResourceType,
+    pub(crate) namespace: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) subresource: Option<String>,
 }
 
 /// The request as RBAC sees it: the one resolution both the Access log and faults use.
@@ -214,7 +215,7 @@ impl Sandbox {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Store> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Store> {
         match self.store.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -237,15 +238,15 @@ impl Sandbox {
             .route("/_sandbox/faults/{id}", delete(remove_fault))
             .route(
                 "/api/v1/namespaces/{namespace}/pods/{name}/exec",
-                any(stream_subresource),
+                any(crate::subresources::stream),
             )
             .route(
                 "/api/v1/namespaces/{namespace}/pods/{name}/attach",
-                any(stream_subresource),
+                any(crate::subresources::stream),
             )
             .route(
                 "/api/v1/namespaces/{namespace}/pods/{name}/portforward",
-                any(stream_subresource),
+                any(crate::subresources::stream),
             )
             .fallback(handle)
             .with_state(self.clone())
@@ -573,7 +574,7 @@ fn wants_table(headers: &HeaderMap) -> bool {
 
 /// A request body as JSON: JSON, YAML, or the API server's protobuf (recognised by its magic,
 /// whatever the Content-Type says).
-fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+pub(crate) fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
     if body.is_empty() {
         return Ok(Value::Null);
     }
@@ -596,27 +597,6 @@ fn selectors(query: &HashMap<String, String>) -> Result<(Selector, Selector), Ap
             .map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
     };
     Ok((parse("labelSelector")?, parse("fieldSelector")?))
-}
-
-/// `pods/{name}/exec|attach|portforward`: upgraded connections to the pod's kubelet.
-async fn stream_subresource(
-    State(sandbox): State<Sandbox>,
-    axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
-    request: axum::extract::Request,
-) -> Response {
-    let subresource = request
-        .uri()
-        .path()
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    match crate::kubelet_proxy::proxy_stream(&sandbox, &subresource, &namespace, &name, request)
-        .await
-    {
-        Ok(response) => response,
-        Err(error) => error_response(&error),
-    }
 }
 
 async fn handle(
@@ -667,21 +647,8 @@ async fn handle(
             Err(error) => error_response(&error),
         };
     }
-    if target.rt.group.is_empty()
-        && target.rt.plural == "pods"
-        && target.subresource.as_deref() == Some("log")
-        && method == Method::GET
-    {
-        let pairs: Vec<(String, String)> =
-            form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-                .into_owned()
-                .collect();
-        let namespace = target.namespace.clone().unwrap_or_default();
-        let name = target.name.clone().unwrap_or_default();
-        return match crate::kubelet_proxy::proxy_log(&sandbox, &namespace, &name, &pairs).await {
-            Ok(response) => response,
-            Err(error) => error_response(&error),
-        };
+    if crate::subresources::is_log(&method, &target) {
+        return crate::subresources::log(&sandbox, &target, &uri).await;
     }
     let (body, warnings) = match admit(&sandbox, &method, &query, &target, body).await {
         Ok(admitted) => admitted,
@@ -803,11 +770,23 @@ fn cut_after(stream: WatchStream, after: Duration) -> WatchStream {
 
 type WatchStream = futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>;
 
-enum Served {
+pub(crate) enum Served {
     Object(u16, Value),
     Watch(WatchStream),
 }
 
+/// A resource request as its handlers read it.
+pub(crate) struct Call<'a> {
+    pub(crate) sandbox: &'a Sandbox,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) query: &'a HashMap<String, String>,
+    pub(crate) body: &'a Bytes,
+    pub(crate) rt: &'a ResourceType,
+    pub(crate) namespace: Option<&'a str>,
+    pub(crate) now: DateTime<Utc>,
+}
+
+/// Routes a resource request by method, object name and subresource to its handler.
 fn serve(
     sandbox: &Sandbox,
     method: &Method,
@@ -822,199 +801,191 @@ fn serve(
         name,
         subresource,
     } = target;
-    let ns = namespace.as_deref();
-    let now = Utc::now();
+    let call = Call {
+        sandbox,
+        headers,
+        query,
+        body,
+        rt: &rt,
+        namespace: namespace.as_deref(),
+        now: Utc::now(),
+    };
     match (method.as_str(), name.as_deref(), subresource.as_deref()) {
         ("GET", None, None) if is_watch(query) => {
-            watch(sandbox, &rt, namespace, query).map(Served::Watch)
+            watch(sandbox, &rt, namespace.clone(), query).map(Served::Watch)
         }
-        ("GET", None, None) => {
-            let (labels, fields) = selectors(query)?;
-            let limit = query
-                .get("limit")
-                .and_then(|l| l.parse().ok())
-                .filter(|l: &usize| *l > 0);
-            let store = sandbox.lock();
-            let (items, next) = store.list(
-                &rt,
-                ns,
-                &labels,
-                &fields,
-                limit,
-                query.get("continue").map(String::as_str),
-            );
-            let rv = store.resource_version();
-            if wants_table(headers)
-                && let Some(table) =
-                    crate::tables::table(&rt, &items, rv, include_object(query), now)
-            {
-                return Ok(Served::Object(200, table));
+        ("GET", None, None) => list_objects(&call),
+        ("POST", None, None) if is_review(&rt) => {
+            review(sandbox, &rt, parse_body(body)?).map(|review| Served::Object(201, review))
+        }
+        ("POST", None, None) => create_object(&call),
+        ("GET", Some(name), None | Some("status")) => get_object(&call, name),
+        ("PUT", Some(name), status @ (None | Some("status"))) => update_object(&call, name, status),
+        ("PATCH", Some(name), status @ (None | Some("status"))) => {
+            patch_object(&call, name, status)
+        }
+        ("DELETE", Some(name), None) => delete_object(&call, name),
+        (_, Some(name), Some(subresource)) => {
+            match crate::subresources::serve(&call, method, name, subresource) {
+                Some(served) => served,
+                None => Err(method_not_allowed(method)),
             }
-            let mut metadata = json!({"resourceVersion": rv.to_string()});
-            if let Some(next) = next {
-                metadata["continue"] = json!(next);
-            }
-            Ok(Served::Object(
-                200,
-                json!({"apiVersion": rt.api_version(), "kind": list_kind(&rt), "metadata": metadata, "items": items}),
-            ))
         }
-        ("POST", None, None)
-            if rt.group == "authorization.k8s.io" || rt.group == "authentication.k8s.io" =>
-        {
-            review(sandbox, &rt, parse_body(body)?).map(|v| Served::Object(201, v))
-        }
-        ("POST", None, None) if query.get("dryRun").is_some_and(|d| d == "All") => {
-            let object = parse_body(body)?;
-            Ok(Served::Object(
-                201,
-                sandbox.lock().create_dry_run(&rt, ns, object, now)?,
-            ))
-        }
-        ("POST", None, None) => {
-            let object = parse_body(body)?;
-            Ok(Served::Object(
-                201,
-                sandbox.lock().create(&rt, ns, object, now)?,
-            ))
-        }
-        ("GET", Some(name), None | Some("status")) => {
-            let store = sandbox.lock();
-            let object = store.get(&rt, ns, name)?;
-            if wants_table(headers)
-                && let Some(table) = crate::tables::table(
-                    &rt,
-                    std::slice::from_ref(&object),
-                    store.resource_version(),
-                    include_object(query),
-                    now,
-                )
-            {
-                return Ok(Served::Object(200, table));
-            }
-            Ok(Served::Object(200, object))
-        }
-        ("PUT", Some(name), sub @ (None | Some("status"))) => {
-            let object = parse_body(body)?;
-            Ok(Served::Object(
-                200,
-                sandbox.lock().update(&rt, ns, name, object, sub)?,
-            ))
-        }
-        ("PATCH", Some(name), sub @ (None | Some("status"))) => {
-            let content_type = headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            let kind = match content_type.split(';').next().unwrap_or_default().trim() {
-                "application/merge-patch+json" => PatchKind::Merge,
-                "application/json-patch+json" => PatchKind::Json,
-                "application/strategic-merge-patch+json" => PatchKind::Strategic,
-                "application/apply-patch+yaml" | "application/apply-patch+json" => PatchKind::Apply,
-                other => {
-                    return Err(ApiError::new(
-                        415,
-                        "UnsupportedMediaType",
-                        format!("the patch content type {other} is not supported"),
-                    ));
-                }
-            };
-            let manager = query.get("fieldManager").map(String::as_str);
-            if kind == PatchKind::Apply && manager.is_none_or(str::is_empty) {
-                return Err(ApiError::new(
-                    422,
-                    "Invalid",
-                    "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
-                ));
-            }
-            let patch = parse_body(body)?;
-            Ok(Served::Object(
-                200,
-                sandbox
-                    .lock()
-                    .patch(&rt, ns, name, kind, &patch, sub, manager, now)?,
-            ))
-        }
-        ("DELETE", Some(name), None) => {
-            let options = parse_body(body)?;
-            let grace = query
-                .get("gracePeriodSeconds")
-                .and_then(|g| g.parse().ok())
-                .or_else(|| options["gracePeriodSeconds"].as_i64());
-            let options = DeleteOptions {
-                grace_period_seconds: grace,
-                uid: options["preconditions"]["uid"].as_str().map(str::to_string),
-                resource_version: options["preconditions"]["resourceVersion"]
-                    .as_str()
-                    .map(str::to_string),
-            };
-            Ok(Served::Object(
-                200,
-                sandbox.lock().delete(&rt, ns, name, &options, now)?,
-            ))
-        }
-        ("GET" | "PUT" | "PATCH", Some(name), Some("scale")) if rt.has("scale") => {
-            scale(sandbox, &rt, ns, name, method, body).map(|v| Served::Object(200, v))
-        }
-        ("POST", Some(name), Some("eviction")) if rt.has("eviction") => {
-            let eviction = parse_body(body)?;
-            sandbox
-                .lock()
-                .evict(&rt, ns.unwrap_or("default"), name, &eviction, now)?;
-            Ok(Served::Object(
-                201,
-                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-            ))
-        }
-        ("POST", Some(name), Some("token")) if rt.has("token") => {
-            // A TokenRequest: an opaque token for an existing service account.
-            let request = parse_body(body)?;
-            sandbox.lock().get(&rt, ns, name)?;
-            let seconds = request["spec"]["expirationSeconds"]
-                .as_i64()
-                .unwrap_or(3600);
-            let mut issued = request.clone();
-            issued["status"] = json!({
-                "token": format!("sandbox-token.{}.{name}.{}", ns.unwrap_or_default(), uuid::Uuid::new_v4().simple()),
-                "expirationTimestamp": (now + chrono::TimeDelta::seconds(seconds)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            });
-            Ok(Served::Object(201, issued))
-        }
-        ("POST", Some(name), Some("binding")) if rt.has("binding") => {
-            let binding = parse_body(body)?;
-            let node = binding["target"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let mut store = sandbox.lock();
-            let mut pod = store.get(&rt, ns, name)?;
-            if !pod["spec"]["nodeName"]
-                .as_str()
-                .unwrap_or_default()
-                .is_empty()
-            {
-                return Err(ApiError::new(
-                    409,
-                    "Conflict",
-                    format!(
-                        "pod {name} is already assigned to node {}",
-                        pod["spec"]["nodeName"]
-                    ),
-                ));
-            }
-            pod["spec"]["nodeName"] = json!(node);
-            store.update(&rt, ns, name, pod, None)?;
-            Ok(Served::Object(
-                201,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}),
-            ))
-        }
-        _ => Err(ApiError::new(
-            405,
-            "MethodNotAllowed",
-            format!("{method} is not supported here"),
-        )),
+        _ => Err(method_not_allowed(method)),
     }
+}
+
+fn method_not_allowed(method: &Method) -> ApiError {
+    ApiError::new(
+        405,
+        "MethodNotAllowed",
+        format!("{method} is not supported here"),
+    )
+}
+
+fn is_review(rt: &ResourceType) -> bool {
+    rt.group == "authorization.k8s.io" || rt.group == "authentication.k8s.io"
+}
+
+/// The objects as a Table when the client asks for one and the kind prints as one.
+fn as_table(call: &Call<'_>, items: &[Value], resource_version: u64) -> Option<Served> {
+    if !wants_table(call.headers) {
+        return None;
+    }
+    crate::tables::table(
+        strategy::of(call.rt).printer,
+        call.rt,
+        items,
+        resource_version,
+        include_object(call.query),
+        call.now,
+    )
+    .map(|table| Served::Object(200, table))
+}
+
+fn list_objects(call: &Call<'_>) -> Result<Served, ApiError> {
+    let (rt, query) = (call.rt, call.query);
+    let (labels, fields) = selectors(query)?;
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l: &usize| *l > 0);
+    let store = call.sandbox.lock();
+    let (items, next) = store.list(
+        rt,
+        call.namespace,
+        &labels,
+        &fields,
+        limit,
+        query.get("continue").map(String::as_str),
+    );
+    let rv = store.resource_version();
+    if let Some(table) = as_table(call, &items, rv) {
+        return Ok(table);
+    }
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if let Some(next) = next {
+        metadata["continue"] = json!(next);
+    }
+    Ok(Served::Object(
+        200,
+        json!({"apiVersion": rt.api_version(), "kind": list_kind(rt), "metadata": metadata, "items": items}),
+    ))
+}
+
+fn create_object(call: &Call<'_>) -> Result<Served, ApiError> {
+    let object = parse_body(call.body)?;
+    let mut store = call.sandbox.lock();
+    let created = if call.query.get("dryRun").is_some_and(|d| d == "All") {
+        store.create_dry_run(call.rt, call.namespace, object, call.now)?
+    } else {
+        store.create(call.rt, call.namespace, object, call.now)?
+    };
+    Ok(Served::Object(201, created))
+}
+
+fn get_object(call: &Call<'_>, name: &str) -> Result<Served, ApiError> {
+    let store = call.sandbox.lock();
+    let object = store.get(call.rt, call.namespace, name)?;
+    if let Some(table) = as_table(
+        call,
+        std::slice::from_ref(&object),
+        store.resource_version(),
+    ) {
+        return Ok(table);
+    }
+    Ok(Served::Object(200, object))
+}
+
+fn update_object(call: &Call<'_>, name: &str, status: Option<&str>) -> Result<Served, ApiError> {
+    let object = parse_body(call.body)?;
+    let updated = call
+        .sandbox
+        .lock()
+        .update(call.rt, call.namespace, name, object, status)?;
+    Ok(Served::Object(200, updated))
+}
+
+fn patch_object(call: &Call<'_>, name: &str, status: Option<&str>) -> Result<Served, ApiError> {
+    let content_type = call
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let kind = match content_type.split(';').next().unwrap_or_default().trim() {
+        "application/merge-patch+json" => PatchKind::Merge,
+        "application/json-patch+json" => PatchKind::Json,
+        "application/strategic-merge-patch+json" => PatchKind::Strategic,
+        "application/apply-patch+yaml" | "application/apply-patch+json" => PatchKind::Apply,
+        other => {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("the patch content type {other} is not supported"),
+            ));
+        }
+    };
+    let manager = call.query.get("fieldManager").map(String::as_str);
+    if kind == PatchKind::Apply && manager.is_none_or(str::is_empty) {
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        ));
+    }
+    let patch = parse_body(call.body)?;
+    let patched = call.sandbox.lock().patch(
+        call.rt,
+        call.namespace,
+        name,
+        kind,
+        &patch,
+        status,
+        manager,
+        call.now,
+    )?;
+    Ok(Served::Object(200, patched))
+}
+
+fn delete_object(call: &Call<'_>, name: &str) -> Result<Served, ApiError> {
+    let options = parse_body(call.body)?;
+    let grace = call
+        .query
+        .get("gracePeriodSeconds")
+        .and_then(|g| g.parse().ok())
+        .or_else(|| options["gracePeriodSeconds"].as_i64());
+    let options = DeleteOptions {
+        grace_period_seconds: grace,
+        uid: options["preconditions"]["uid"].as_str().map(str::to_string),
+        resource_version: options["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string),
+    };
+    let deleted = call
+        .sandbox
+        .lock()
+        .delete(call.rt, call.namespace, name, &options, call.now)?;
+    Ok(Served::Object(200, deleted))
 }
 
 /// A review. Self-subject access and rules reviews are answered as allowed: the sandbox's own
@@ -1041,41 +1012,6 @@ fn review(sandbox: &Sandbox, rt: &ResourceType, mut review: Value) -> Result<Val
         _ => json!({"allowed": true, "reason": "the sandbox authorizes every request"}),
     };
     Ok(review)
-}
-
-fn scale(
-    sandbox: &Sandbox,
-    rt: &ResourceType,
-    ns: Option<&str>,
-    name: &str,
-    method: &Method,
-    body: &Bytes,
-) -> Result<Value, ApiError> {
-    let mut store = sandbox.lock();
-    let mut object = store.get(rt, ns, name)?;
-    if method != Method::GET {
-        let requested = parse_body(body)?;
-        let replicas = requested["spec"]["replicas"]
-            .as_i64()
-            .ok_or_else(|| ApiError::bad_request("spec.replicas is required"))?;
-        let precondition = requested["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or_default();
-        if !precondition.is_empty()
-            && Some(precondition) != object["metadata"]["resourceVersion"].as_str()
-        {
-            return Err(ApiError::conflict(rt, name));
-        }
-        object["spec"]["replicas"] = json!(replicas);
-        object = store.update(rt, ns, name, object, None)?;
-    }
-    Ok(json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {"name": name, "namespace": ns, "resourceVersion": object["metadata"]["resourceVersion"], "uid": object["metadata"]["uid"]},
-        "spec": {"replicas": object["spec"]["replicas"].as_i64().unwrap_or(1)},
-        "status": {"replicas": object["status"]["replicas"].as_i64().unwrap_or(0)},
-    }))
 }
 
 fn watch(

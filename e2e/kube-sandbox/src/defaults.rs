@@ -1,10 +1,9 @@
 //! The API server's defaulting of built-in kinds (upstream `pkg/apis/*/v1/defaults.go`), for
 //! the fields kubectl and vk-eci read: what a pod looks like once a cluster has accepted it.
-//! Applied on every write of the main resource, so it is idempotent.
+//! One function per kind, each a kind's `strategy::Strategy::defaults`: applied on every write
+//! of the main resource, so each is idempotent.
 
 use serde_json::{Value, json};
-
-use crate::resources::ResourceType;
 
 /// Sets `field` to `value` unless the object already has it.
 fn default(object: &mut Value, field: &str, value: Value) {
@@ -28,67 +27,82 @@ fn within(object: &mut Value, field: &str, apply: impl FnOnce(&mut Value)) {
     }
 }
 
-/// Fills in the defaults of a built-in object.
-pub fn apply(rt: &ResourceType, object: &mut Value) {
-    match (rt.group.as_str(), rt.kind.as_str()) {
-        ("", "Pod") => within(object, "spec", pod_spec),
-        // The API server labels every namespace with its name, for namespaceSelectors.
-        ("", "Namespace") => {
-            let name = object["metadata"]["name"].clone();
-            within(object, "metadata", |meta| {
-                default(meta, "labels", json!({}));
-                within(meta, "labels", |labels| {
-                    labels["kubernetes.io/metadata.name"] = name;
+pub fn pod(object: &mut Value) {
+    within(object, "spec", pod_spec);
+}
+
+/// The API server labels every namespace with its name, for namespaceSelectors.
+pub fn namespace(object: &mut Value) {
+    let name = object["metadata"]["name"].clone();
+    within(object, "metadata", |meta| {
+        default(meta, "labels", json!({}));
+        within(meta, "labels", |labels| {
+            labels["kubernetes.io/metadata.name"] = name;
+        });
+    });
+}
+
+pub fn secret(object: &mut Value) {
+    default(object, "type", json!("Opaque"));
+}
+
+pub fn service(object: &mut Value) {
+    within(object, "spec", service_spec);
+}
+
+pub fn deployment(object: &mut Value) {
+    within(object, "spec", |spec| {
+        default(spec, "replicas", json!(1));
+        default(spec, "revisionHistoryLimit", json!(10));
+        default(spec, "progressDeadlineSeconds", json!(600));
+        default(spec, "strategy", json!({}));
+        within(spec, "strategy", |strategy| {
+            default(strategy, "type", json!("RollingUpdate"));
+            if strategy["type"] == "RollingUpdate" {
+                default(strategy, "rollingUpdate", json!({}));
+                within(strategy, "rollingUpdate", |rolling| {
+                    default(rolling, "maxUnavailable", json!("25%"));
+                    default(rolling, "maxSurge", json!("25%"));
                 });
-            });
-        }
-        ("", "Secret") => default(object, "type", json!("Opaque")),
-        ("", "Service") => within(object, "spec", service_spec),
-        ("apps", "Deployment") => within(object, "spec", |spec| {
-            default(spec, "replicas", json!(1));
-            default(spec, "revisionHistoryLimit", json!(10));
-            default(spec, "progressDeadlineSeconds", json!(600));
-            default(spec, "strategy", json!({}));
-            within(spec, "strategy", |strategy| {
-                default(strategy, "type", json!("RollingUpdate"));
-                if strategy["type"] == "RollingUpdate" {
-                    default(strategy, "rollingUpdate", json!({}));
-                    within(strategy, "rollingUpdate", |rolling| {
-                        default(rolling, "maxUnavailable", json!("25%"));
-                        default(rolling, "maxSurge", json!("25%"));
-                    });
-                }
-            });
-            template(spec);
-        }),
-        ("apps", "ReplicaSet") => within(object, "spec", |spec| {
-            default(spec, "replicas", json!(1));
-            template(spec);
-        }),
-        ("apps", "StatefulSet") => within(object, "spec", |spec| {
-            default(spec, "replicas", json!(1));
-            default(spec, "podManagementPolicy", json!("OrderedReady"));
-            default(spec, "revisionHistoryLimit", json!(10));
-            default(
-                spec,
-                "updateStrategy",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-            );
-            default(
-                spec,
-                "persistentVolumeClaimRetentionPolicy",
-                json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-            );
-            template(spec);
-        }),
-        ("autoscaling", "HorizontalPodAutoscaler") => within(object, "spec", |spec| {
-            default(spec, "minReplicas", json!(1));
-            if spec["metrics"].as_array().is_none_or(Vec::is_empty) {
-                spec["metrics"] = json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]);
             }
-        }),
-        _ => {}
-    }
+        });
+        template(spec);
+    });
+}
+
+pub fn replica_set(object: &mut Value) {
+    within(object, "spec", |spec| {
+        default(spec, "replicas", json!(1));
+        template(spec);
+    });
+}
+
+pub fn stateful_set(object: &mut Value) {
+    within(object, "spec", |spec| {
+        default(spec, "replicas", json!(1));
+        default(spec, "podManagementPolicy", json!("OrderedReady"));
+        default(spec, "revisionHistoryLimit", json!(10));
+        default(
+            spec,
+            "updateStrategy",
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+        );
+        default(
+            spec,
+            "persistentVolumeClaimRetentionPolicy",
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+        );
+        template(spec);
+    });
+}
+
+pub fn horizontal_pod_autoscaler(object: &mut Value) {
+    within(object, "spec", |spec| {
+        default(spec, "minReplicas", json!(1));
+        if spec["metrics"].as_array().is_none_or(Vec::is_empty) {
+            spec["metrics"] = json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]);
+        }
+    });
 }
 
 fn template(spec: &mut Value) {
@@ -246,13 +260,6 @@ pub fn qos_class(spec: &Value) -> &'static str {
 mod tests {
     use super::*;
 
-    fn builtin(group: &str, kind: &str) -> ResourceType {
-        crate::resources::builtin()
-            .into_iter()
-            .find(|t| t.group == group && t.kind == kind)
-            .unwrap()
-    }
-
     #[test]
     fn pods_get_the_api_servers_defaults_once() {
         let mut pod = json!({"spec": {"containers": [
@@ -262,10 +269,9 @@ mod tests {
             {"name": "c", "image": "app@sha256:abc"},
             {"name": "d", "image": "app:latest"}],
             "volumes": [{"name": "scratch"}, {"name": "cfg", "configMap": {"name": "cfg"}}]}});
-        let rt = builtin("", "Pod");
-        apply(&rt, &mut pod);
+        super::pod(&mut pod);
         let once = pod.clone();
-        apply(&rt, &mut pod);
+        super::pod(&mut pod);
         assert_eq!(pod, once, "defaulting is idempotent");
         let spec = &pod["spec"];
         assert_eq!(spec["restartPolicy"], "Always");
@@ -298,7 +304,7 @@ mod tests {
     #[test]
     fn deployments_roll_by_a_quarter_and_templates_are_defaulted() {
         let mut deployment = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "a:1"}]}}}});
-        apply(&builtin("apps", "Deployment"), &mut deployment);
+        super::deployment(&mut deployment);
         let spec = &deployment["spec"];
         assert_eq!(spec["replicas"], 1);
         assert_eq!(
@@ -312,14 +318,14 @@ mod tests {
             "IfNotPresent"
         );
         let mut recreate = json!({"spec": {"strategy": {"type": "Recreate"}}});
-        apply(&builtin("apps", "Deployment"), &mut recreate);
+        super::deployment(&mut recreate);
         assert!(recreate["spec"]["strategy"]["rollingUpdate"].is_null());
     }
 
     #[test]
     fn services_and_secrets() {
         let mut service = json!({"spec": {"ports": [{"port": 80}]}});
-        apply(&builtin("", "Service"), &mut service);
+        super::service(&mut service);
         assert_eq!(service["spec"]["type"], "ClusterIP");
         assert_eq!(service["spec"]["sessionAffinity"], "None");
         assert_eq!(
@@ -327,7 +333,7 @@ mod tests {
             json!({"port": 80, "protocol": "TCP", "targetPort": 80})
         );
         let mut secret = json!({"data": {}});
-        apply(&builtin("", "Secret"), &mut secret);
+        super::secret(&mut secret);
         assert_eq!(secret["type"], "Opaque");
     }
 

@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use crate::patch;
 use crate::resources::{self, ResourceType};
 use crate::selector::Selector;
+use crate::strategy;
 
 /// An API error, rendered as a `Status` object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,25 +222,24 @@ impl Store {
         (rt.key(), namespace.to_string(), name.to_string())
     }
 
-    /// Records a change and runs what follows from it: PodDisruptionBudget statuses after pod
-    /// and budget changes, new types after a CRD is written.
+    /// Records a change and runs what its kind's strategy says follows from it.
     fn commit(&mut self, rt: &ResourceType, key: Key, kind: ChangeKind, object: Value) -> Value {
         let namespace = key.1.clone();
         let object = self.record(rt, key, kind, object);
-        if matches!(rt.kind.as_str(), "Pod" | "PodDisruptionBudget") {
-            self.refresh_budgets(&namespace);
-        }
-        if rt.kind == "CustomResourceDefinition" && kind != ChangeKind::Deleted {
-            for declared in ResourceType::from_crd(&object) {
-                self.types.retain(|t| {
-                    !(t.group == declared.group
-                        && t.version == declared.version
-                        && t.plural == declared.plural)
-                });
-                self.types.push(declared);
-            }
-        }
+        (strategy::of(rt).after_commit)(self, &namespace, kind, &object);
         object
+    }
+
+    /// Serves `declared`, replacing a type of the same group, version and plural.
+    pub(crate) fn declare_types(&mut self, declared: Vec<ResourceType>) {
+        for declared in declared {
+            self.types.retain(|t| {
+                !(t.group == declared.group
+                    && t.version == declared.version
+                    && t.plural == declared.plural)
+            });
+            self.types.push(declared);
+        }
     }
 
     /// Stores a change under a new resourceVersion and tells the watches.
@@ -335,7 +335,7 @@ impl Store {
 
     /// Recomputes the status of the namespace's PodDisruptionBudgets, as the disruption
     /// controller would, writing only those that changed.
-    fn refresh_budgets(&mut self, namespace: &str) {
+    pub(crate) fn refresh_budgets(&mut self, namespace: &str) {
         let Some(budget_type) = self.find_type("policy", "v1", "poddisruptionbudgets") else {
             return;
         };
@@ -527,7 +527,8 @@ impl Store {
             return Err(ApiError::bad_request("the body is not an object"));
         }
         self.check_namespace(rt, namespace)?;
-        fold_string_data(rt, &mut object);
+        let strategy = strategy::of(rt);
+        (strategy.normalize)(&mut object);
         let meta = &mut object["metadata"];
         if !meta.is_object() {
             *meta = json!({});
@@ -588,79 +589,16 @@ impl Store {
         }
         object["apiVersion"] = json!(rt.api_version());
         object["kind"] = json!(rt.kind);
-        crate::defaults::apply(rt, &mut object);
-        if rt.group.is_empty() && rt.kind == "Service" {
-            self.allocate_service_addresses(&mut object["spec"]);
+        (strategy.defaults)(&mut object);
+        if rt.has("status")
+            && !strategy.keeps_status_on_create
+            && let Some(map) = object.as_object_mut()
+        {
+            map.remove("status");
         }
-        match rt.kind.as_str() {
-            "Pod" => {
-                object["status"] = json!({"phase": "Pending", "qosClass": crate::defaults::qos_class(&object["spec"])});
-            }
-            "Namespace" => object["status"] = json!({"phase": "Active"}),
-            "CustomResourceDefinition" => {
-                object["status"] = json!({
-                    "acceptedNames": object["spec"]["names"].clone(),
-                    "conditions": [
-                        {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "lastTransitionTime": timestamp(now)},
-                        {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "lastTransitionTime": timestamp(now)},
-                    ],
-                });
-            }
-            // Nodes register with their status; everything else with a status subresource
-            // starts without one, as on a real API server.
-            "Node" => {}
-            _ if rt.has("status") => {
-                if let Some(map) = object.as_object_mut() {
-                    map.remove("status");
-                }
-            }
-            _ => {}
-        }
+        (strategy.prepare_create)(self, rt, &mut object, now);
         check_schema(rt, &name, &mut object)?;
         Ok((key, object))
-    }
-
-    /// A Service's cluster IP (from 10.96.0.0/16, the first free one, as the registry
-    /// allocates on create) and node ports (from 30000) where its type has them and none was
-    /// asked for.
-    fn allocate_service_addresses(&self, spec: &mut Value) {
-        let services: Vec<&Value> = self
-            .objects
-            .range(("services.".to_string(), String::new(), String::new())..)
-            .take_while(|(key, _)| key.0 == "services.")
-            .map(|(_, service)| &service["spec"])
-            .collect();
-        let kind = spec["type"].as_str().unwrap_or("ClusterIP").to_string();
-        if kind != "ExternalName" && spec["clusterIP"].as_str().is_none_or(str::is_empty) {
-            let used: std::collections::BTreeSet<&str> = services
-                .iter()
-                .filter_map(|s| s["clusterIP"].as_str())
-                .collect();
-            if let Some(ip) = (1..=u16::MAX)
-                .map(|n| format!("10.96.{}.{}", n >> 8, n & 0xff))
-                .find(|ip| !used.contains(ip.as_str()))
-            {
-                spec["clusterIP"] = json!(ip);
-                spec["clusterIPs"] = json!([ip]);
-                spec["ipFamilies"] = json!(["IPv4"]);
-                spec["ipFamilyPolicy"] = json!("SingleStack");
-            }
-        }
-        if kind == "NodePort" || kind == "LoadBalancer" {
-            let mut used: std::collections::BTreeSet<i64> = services
-                .iter()
-                .flat_map(|s| s["ports"].as_array().into_iter().flatten())
-                .filter_map(|p| p["nodePort"].as_i64())
-                .collect();
-            if let Some(ports) = spec["ports"].as_array_mut() {
-                for port in ports.iter_mut().filter(|p| p["nodePort"].is_null()) {
-                    if let Some(free) = (30000..=32767).find(|n| !used.contains(n)) {
-                        used.insert(free);
-                        port["nodePort"] = json!(free);
-                    }
-                }
-            }
-        }
     }
 
     /// Replaces an object (or only its status, for the status subresource).
@@ -672,7 +610,8 @@ impl Store {
         mut object: Value,
         subresource: Option<&str>,
     ) -> Result<Value, ApiError> {
-        fold_string_data(rt, &mut object);
+        let strategy = strategy::of(rt);
+        (strategy.normalize)(&mut object);
         let key = Self::key(rt, namespace, name);
         let current = self
             .objects
@@ -704,7 +643,7 @@ impl Store {
             next["status"] = object["status"].take();
             next
         } else {
-            crate::defaults::apply(rt, &mut object);
+            (strategy.defaults)(&mut object);
             for field in [
                 "uid",
                 "creationTimestamp",
@@ -733,7 +672,7 @@ impl Store {
             && next["metadata"]["finalizers"]
                 .as_array()
                 .is_none_or(|f| f.is_empty())
-            && rt.kind != "Pod";
+            && strategy.graceful_delete.is_none();
         if finished {
             return Ok(self.remove(rt, key, next));
         }
@@ -874,27 +813,9 @@ impl Store {
             return Err(ApiError::conflict(rt, name));
         }
         let has_finalizers = meta["finalizers"].as_array().is_some_and(|f| !f.is_empty());
-        let grace = if rt.kind == "Pod" {
-            let bound = !object["spec"]["nodeName"]
-                .as_str()
-                .unwrap_or_default()
-                .is_empty();
-            let finished = matches!(
-                object["status"]["phase"].as_str(),
-                Some("Succeeded" | "Failed")
-            );
-            let requested = options
-                .grace_period_seconds
-                .or_else(|| object["spec"]["terminationGracePeriodSeconds"].as_i64())
-                .unwrap_or(30);
-            if bound && !finished {
-                requested.max(0)
-            } else {
-                0
-            }
-        } else {
-            0
-        };
+        let grace = strategy::of(rt).graceful_delete.map_or(0, |grace_period| {
+            grace_period(&object, options.grace_period_seconds)
+        });
         if grace > 0 || has_finalizers {
             let existing = object["metadata"]["deletionGracePeriodSeconds"].as_i64();
             if existing.is_some_and(|g| g <= grace) {
@@ -975,26 +896,6 @@ fn clean_nulls(value: Value) -> Value {
         ),
         Value::Array(items) => Value::Array(items.into_iter().map(clean_nulls).collect()),
         other => other,
-    }
-}
-
-/// A Secret's `stringData` is write-only: the API server folds it into `data` (base64).
-fn fold_string_data(rt: &ResourceType, object: &mut Value) {
-    if !rt.group.is_empty() || rt.kind != "Secret" {
-        return;
-    }
-    let Some(Value::Object(plain)) = object.as_object_mut().and_then(|o| o.remove("stringData"))
-    else {
-        return;
-    };
-    use base64::Engine as _;
-    let data = &mut object["data"];
-    if !data.is_object() {
-        *data = json!({});
-    }
-    for (key, value) in plain {
-        let text = value.as_str().unwrap_or_default();
-        data[key] = json!(base64::engine::general_purpose::STANDARD.encode(text));
     }
 }
 
