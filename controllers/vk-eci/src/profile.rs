@@ -59,9 +59,7 @@ async fn apply(ctx: &Context, map: &ConfigMap) {
                 action: "LoadProfile".into(),
                 secondary: None,
             };
-            if let Err(error) = ctx.recorder.publish(&event, &map.object_ref(&())).await {
-                warn!(%error, "cannot publish the eci-profile event");
-            }
+            ctx.publish(&event, &map.object_ref(&())).await;
         }
     }
 }

@@ -9,7 +9,7 @@ use kube::api::{Api, DeleteParams, Patch, Preconditions};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::warn;
+
 use vk_eci_core::annotations::INSTANCE_ID;
 use vk_eci_core::cache::{CachedCondition, CachedPod};
 use vk_eci_core::lifecycle::{CREATE_RETRY, CreateRetry};
@@ -257,7 +257,5 @@ pub async fn event(ctx: &Context, pod: &CachedPod, kind: EventType, reason: &str
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &pod.object_ref(&())).await {
-        warn!(pod = %pod.name_any(), %error, reason, "cannot publish an event");
-    }
+    ctx.publish(&event, &pod.object_ref(&())).await;
 }

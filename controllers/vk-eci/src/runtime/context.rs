@@ -6,10 +6,12 @@ use std::sync::{Arc, RwLock};
 use eci_client::EciClient;
 use eci_types::EciFailure;
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::PatchParams;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use tokio::sync::watch;
+use tracing::warn;
 use vk_eci_core::cache::CachedPod;
 use vk_eci_core::node::EciHealth;
 use vk_eci_core::profile::Profile;
@@ -117,6 +119,19 @@ impl Context {
             *current = health;
             changed
         });
+    }
+
+    /// Publishes `event` about `about`. An Event is a record, not a step: failing to publish
+    /// one is logged, never fatal.
+    pub async fn publish(&self, event: &Event, about: &ObjectReference) {
+        if let Err(error) = self.recorder.publish(event, about).await {
+            warn!(
+                object = about.name.as_deref().unwrap_or_default(),
+                reason = %event.reason,
+                %error,
+                "cannot publish an event"
+            );
+        }
     }
 
     pub fn reporter(instance: Option<String>) -> Reporter {

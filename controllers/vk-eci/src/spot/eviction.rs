@@ -301,14 +301,7 @@ async fn note(spot: &SpotContext, pod: &CachedPod, kind: EventType, reason: &str
         action: "Evict".into(),
         secondary: None,
     };
-    if let Err(error) = spot
-        .ctx
-        .recorder
-        .publish(&event, &pod.object_ref(&()))
-        .await
-    {
-        warn!(%error, "cannot publish the eviction event");
-    }
+    spot.ctx.publish(&event, &pod.object_ref(&())).await;
 }
 
 async fn reconcile(rotation: Arc<SpotRotation>, spot: Arc<SpotContext>) -> Result<Action, Error> {

@@ -147,9 +147,7 @@ async fn notice(pod: &CachedPod, spot: &SpotContext) -> Result<Action, Error> {
                 action: "Rotate".into(),
                 secondary: None,
             };
-            if let Err(error) = ctx.recorder.publish(&event, &pod.object_ref(&())).await {
-                warn!(%error, "cannot publish the rotation event");
-            }
+            ctx.publish(&event, &pod.object_ref(&())).await;
             if let (Some(policy), Some(settings)) = (&policy, &settings)
                 && !settings.problems.is_empty()
             {
@@ -179,14 +177,7 @@ async fn report_out_of_bounds(
         action: "Validate".into(),
         secondary: None,
     };
-    if let Err(error) = spot
-        .ctx
-        .recorder
-        .publish(&event, &policy.object_ref(&()))
-        .await
-    {
-        warn!(%error, "cannot publish the policy event");
-    }
+    spot.ctx.publish(&event, &policy.object_ref(&())).await;
 }
 
 fn error_policy(pod: Arc<CachedPod>, error: &Error, _spot: Arc<SpotContext>) -> Action {

@@ -8,7 +8,7 @@ use kube::api::{Api, Patch};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::info;
 use vk_eci_core::crd::{SpotRotation, TAKE_BACK_FINALIZER};
 use vk_eci_core::rotation::{Effect, Seen, Step};
 use vk_eci_core::spot::Phase;
@@ -168,12 +168,8 @@ async fn publish(rotations: &Rotations, rotation: &SpotRotation, phase: Phase, m
     };
     let spot = &rotations.spot;
     let ctx = &spot.ctx;
-    if let Err(error) = ctx.recorder.publish(&event, &reference(rotation)).await {
-        warn!(%error, "cannot publish the rotation event");
-    }
-    if let Some(policy) = spot.policy_of(rotation)
-        && let Err(error) = ctx.recorder.publish(&event, &policy.object_ref(&())).await
-    {
-        warn!(%error, "cannot publish the policy event");
+    ctx.publish(&event, &reference(rotation)).await;
+    if let Some(policy) = spot.policy_of(rotation) {
+        ctx.publish(&event, &policy.object_ref(&())).await;
     }
 }
