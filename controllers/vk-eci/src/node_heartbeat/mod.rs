@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Node, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -29,14 +29,17 @@ const LEASE_NAMESPACE: &str = "kube-node-lease";
 
 pub struct Heartbeat {
     ctx: Arc<Context>,
+    /// This node, as the API server has it.
+    node: Store<Node>,
     reported: Option<NodeStatus>,
     last_report: Option<DateTime<Utc>>,
 }
 
 impl Heartbeat {
-    pub fn new(ctx: Arc<Context>) -> Self {
+    pub fn new(ctx: Arc<Context>, node: Store<Node>) -> Self {
         Self {
             ctx,
+            node,
             reported: None,
             last_report: None,
         }
@@ -85,7 +88,7 @@ impl Heartbeat {
     async fn beat(&mut self) -> Result<(), kube::Error> {
         let settings = &self.ctx.settings;
         let name = settings.node_name.clone();
-        let cached = self.ctx.node.get(&ObjectRef::new(&name));
+        let cached = self.node.get(&ObjectRef::new(&name));
         let now = Utc::now();
         // The metadata is re-applied with every periodic status report too, so a label of
         // ours that someone removed comes back within a minute.

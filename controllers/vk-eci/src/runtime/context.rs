@@ -5,7 +5,6 @@ use std::sync::{Arc, RwLock};
 
 use eci_client::EciClient;
 use eci_types::EciFailure;
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::PatchParams;
 use kube::runtime::events::{Event, Recorder, Reporter};
@@ -80,13 +79,12 @@ pub struct Context {
     pub version: &'static str,
     pub metrics: Arc<Metrics>,
     pub leadership: Leadership,
-    pub recorder: Recorder,
+    /// Events go out through [`Context::publish`].
+    pub(super) recorder: Recorder,
     pub profile: ProfileHolder,
     pub health: watch::Sender<EciHealth>,
     /// Pods bound to this node (field-selected watch).
     pub pods: Store<CachedPod>,
-    /// This node, as the API server has it.
-    pub node: Store<Node>,
 }
 
 impl Context {

@@ -210,7 +210,6 @@ impl Operator {
             profile: ProfileHolder::default(),
             health,
             pods: pod_store.clone(),
-            node: node_store.clone(),
         });
         if self.settings.simulated {
             tracing::warn!(
@@ -359,7 +358,7 @@ impl Operator {
                 () = profile::follow(ctx.clone(), profile_changes) => {}
                 () = pod_controller => {}
                 () = status_sync.run() => {}
-                () = Heartbeat::new(ctx.clone()).run() => {}
+                () = Heartbeat::new(ctx.clone(), node_store).run() => {}
                 () = readiness => {}
                 () = leader_gauge => {}
                 result = admin => result?,
