@@ -1,12 +1,13 @@
 //! What the benchmarks in `hack/` share: Ready pods counted from a watch, percentiles, and
 //! the operator's `/metrics`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -110,6 +111,48 @@ impl ReadyPods {
 }
 
 impl Drop for ReadyPods {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// When a watcher first saw each pod `Running`, by its container group id
+/// (`k8s.aliyun.com/eci-instance-id`): the far end of the ECI status → pod status lag.
+pub struct FirstRunning {
+    seen: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FirstRunning {
+    pub fn watch(client: Client, namespace: &str, labels: &str) -> Self {
+        let api: Api<Pod> = Api::namespaced(client, namespace);
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let config = watcher::Config::default().labels(labels);
+        let task = tokio::spawn({
+            let seen = seen.clone();
+            async move {
+                let mut pods =
+                    std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+                while let Some(pod) = pods.next().await {
+                    let Ok(pod) = pod else { continue };
+                    let running =
+                        pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                    let group = pod.annotations().get("k8s.aliyun.com/eci-instance-id");
+                    if let (true, Some(group), Ok(mut seen)) = (running, group, seen.lock()) {
+                        seen.entry(group.clone()).or_insert_with(Utc::now);
+                    }
+                }
+            }
+        });
+        Self { seen, task }
+    }
+
+    pub fn seen(&self) -> HashMap<String, DateTime<Utc>> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for FirstRunning {
     fn drop(&mut self) {
         self.task.abort();
     }

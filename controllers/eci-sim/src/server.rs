@@ -459,6 +459,8 @@ struct GroupView {
     spot: bool,
     /// When the create arrived (millisecond precision, for latency measurements).
     created_at: String,
+    /// When the status last changed (millisecond precision; ECI itself shows whole seconds).
+    status_changed_at: String,
     release_at: String,
     tags: Vec<Tag>,
 }
@@ -475,6 +477,9 @@ async fn admin_groups(State(simulator): State<Simulator>) -> Response {
                 spot: g.is_spot(),
                 created_at: g
                     .created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                status_changed_at: g
+                    .status_changed_at
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 release_at: g.release_at.map(format_time).unwrap_or_default(),
                 tags: g.spec.tag.clone(),

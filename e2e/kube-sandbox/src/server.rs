@@ -847,8 +847,15 @@ fn is_review(rt: &ResourceType) -> bool {
     rt.group == "authorization.k8s.io" || rt.group == "authentication.k8s.io"
 }
 
-/// The objects as a Table when the client asks for one and the kind prints as one.
-fn as_table(call: &Call<'_>, items: &[Value], resource_version: u64) -> Option<Served> {
+/// The objects as a Table when the client asks for one and the kind prints as one; `next` is
+/// the continue token of a list chunk (kubectl asks for 500 rows at a time and stops where a
+/// chunk has none).
+fn as_table(
+    call: &Call<'_>,
+    items: &[Value],
+    resource_version: u64,
+    next: Option<&str>,
+) -> Option<Served> {
     if !wants_table(call.headers) {
         return None;
     }
@@ -860,7 +867,12 @@ fn as_table(call: &Call<'_>, items: &[Value], resource_version: u64) -> Option<S
         include_object(call.query),
         call.now,
     )
-    .map(|table| Served::Object(200, table))
+    .map(|mut table| {
+        if let Some(next) = next {
+            table["metadata"]["continue"] = json!(next);
+        }
+        Served::Object(200, table)
+    })
 }
 
 fn list_objects(call: &Call<'_>) -> Result<Served, ApiError> {
@@ -880,7 +892,7 @@ fn list_objects(call: &Call<'_>) -> Result<Served, ApiError> {
         query.get("continue").map(String::as_str),
     );
     let rv = store.resource_version();
-    if let Some(table) = as_table(call, &items, rv) {
+    if let Some(table) = as_table(call, &items, rv, next.as_deref()) {
         return Ok(table);
     }
     let mut metadata = json!({"resourceVersion": rv.to_string()});
@@ -911,6 +923,7 @@ fn get_object(call: &Call<'_>, name: &str) -> Result<Served, ApiError> {
         call,
         std::slice::from_ref(&object),
         store.resource_version(),
+        None,
     ) {
         return Ok(table);
     }

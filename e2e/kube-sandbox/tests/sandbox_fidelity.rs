@@ -520,6 +520,37 @@ async fn get_table(client: &Client, path: &str) -> serde_json::Value {
 }
 
 #[tokio::test]
+async fn a_table_list_in_chunks_carries_the_continue_token() {
+    let (_sandbox, client) = start(Sandbox::new()).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for i in 0..5 {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": format!("p{i}")}, "spec": {"containers": [{"name": "c", "image": "i"}]}})).unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let mut names = Vec::new();
+    let mut path = "/api/v1/namespaces/default/pods?limit=2".to_string();
+    for _chunk in 0..5 {
+        let table = get_table(&client, &path).await;
+        names.extend(
+            table["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|row| row["cells"][0].as_str().unwrap().to_string()),
+        );
+        match table["metadata"]["continue"].as_str() {
+            Some(next) => path = format!("/api/v1/namespaces/default/pods?limit=2&continue={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        names,
+        ["p0", "p1", "p2", "p3", "p4"],
+        "kubectl get sees every pod"
+    );
+}
+
+#[tokio::test]
 async fn pods_are_watched_by_node_name() {
     let (_sandbox, client) = start(Sandbox::new()).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");

@@ -11,7 +11,9 @@ use clap::Parser;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
-use vk_eci_e2e::bench::{ReadyPods, histogram_quantile, percentile, report, scrape_metrics};
+use vk_eci_e2e::bench::{
+    FirstRunning, ReadyPods, histogram_quantile, is_ready, percentile, report, scrape_metrics,
+};
 use vk_eci_e2e::stack::{Stack, StackError, vk_eci_binary};
 
 #[derive(Parser)]
@@ -70,12 +72,19 @@ async fn run(args: Args) -> Result<Value, StackError> {
                     "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],
                     "containers": [{"name": "app", "image": "nginx"}]}}}
     });
+    let first_running = FirstRunning::watch(stack.client.clone(), "default", "app=bench");
     let started = Instant::now();
     stack.apply_yaml(&deployment.to_string(), "default").await?;
     let pods: Api<Pod> = Api::namespaced(stack.client.clone(), "default");
-    ReadyPods::watch(stack.client.clone(), "default", "app=bench")
+    let all_in_time = ReadyPods::watch(stack.client.clone(), "default", "app=bench")
         .at_least(args.pods, Duration::from_secs(1800))
-        .await?;
+        .await;
+    if let Err(error) = all_in_time {
+        return Err(StackError::NotReady(format!(
+            "{error}; the pods not Ready: {}",
+            not_ready(&pods).await?
+        )));
+    }
     let all_ready = started.elapsed();
     // Bound (the scheduler's binding) → group created, from the simulator's own records.
     let groups: Value =
@@ -116,6 +125,22 @@ async fn run(args: Args) -> Result<Value, StackError> {
         }
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
+    // ECI's status change (the simulator's own time, to the millisecond) → a watcher of the
+    // pod sees it Running: the whole path, the operator's poll, patch and the watch included.
+    let seen_running = first_running.seen();
+    let mut running_lags: Vec<f64> = groups
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| g["status"] == "Running")
+        .filter_map(|g| {
+            let changed =
+                chrono::DateTime::parse_from_rfc3339(g["status_changed_at"].as_str()?).ok()?;
+            let seen = seen_running.get(g["id"].as_str()?)?;
+            Some((seen.timestamp_millis() - changed.timestamp_millis()) as f64 / 1000.0)
+        })
+        .collect();
+    running_lags.sort_by(|a, b| a.total_cmp(b));
 
     let rss_busy = proc_field(pid, "status", "VmRSS:").unwrap_or(0);
     let metrics = match operator.admin {
@@ -133,6 +158,9 @@ async fn run(args: Args) -> Result<Value, StackError> {
     let stats_after: Value =
         serde_json::from_slice(&stack.sim_ctl(&["stats"])?.stdout).unwrap_or_default();
     let rss_idle = proc_field(pid, "status", "VmRSS:").unwrap_or(0);
+    let rss_idle_anon = proc_field(pid, "status", "RssAnon:").unwrap_or(0);
+    let rss_idle_file = proc_field(pid, "status", "RssFile:").unwrap_or(0);
+    let rss_peak = proc_field(pid, "status", "VmHWM:").unwrap_or(0);
     let idle_core = (ticks_after - ticks_before) as f64 / 100.0 / args.idle_seconds as f64;
     let calls_per_minute =
         (calls(&stats_after) - calls(&stats_before)) as f64 * 60.0 / args.idle_seconds as f64;
@@ -146,15 +174,61 @@ async fn run(args: Args) -> Result<Value, StackError> {
             "samples": latencies.len(),
             "note": "API times have whole-second resolution; ECI's own limit of 20 creates/s (burst 100) paces a burst",
         },
+        "group_running_to_pod_running_seconds": {
+            "p50": percentile(&running_lags, 0.5),
+            "p99": percentile(&running_lags, 0.99),
+            "max": running_lags.last(),
+            "samples": running_lags.len(),
+            "note": "the simulator's status change (ms) to the bench's pod watch seeing Running (ms), during the create burst",
+        },
         "status_sync_lag_seconds_at_most": {"p50": lag(0.5), "p99": lag(0.99),
             "note": "ECI change (event or container time, whole seconds) to pod patched; bucket upper bounds"},
-        "operator_rss_mib": {"after_burst": rss_busy as f64 / 1024.0, "idle": rss_idle as f64 / 1024.0},
+        "operator_rss_mib": {
+            "after_burst": rss_busy as f64 / 1024.0,
+            "idle": rss_idle as f64 / 1024.0,
+            "peak": rss_peak as f64 / 1024.0,
+            "idle_anon": rss_idle_anon as f64 / 1024.0,
+            "idle_file": rss_idle_file as f64 / 1024.0,
+        },
         "operator_idle_cpu_cores": idle_core,
         "eci_calls_per_minute_idle": calls_per_minute,
         "eci_calls_by_action": stats_after["actions"]
             .as_object()
             .map(|a| a.iter().map(|(k, v)| (k.clone(), v["calls"].clone())).collect::<serde_json::Map<_, _>>()),
     }))
+}
+
+/// What the pods that are not Ready have in common, counted, with a few names.
+async fn not_ready(pods: &Api<Pod>) -> Result<String, StackError> {
+    let mut kinds: std::collections::BTreeMap<String, (usize, Vec<String>)> = Default::default();
+    for pod in pods
+        .list(&ListParams::default().labels("app=bench"))
+        .await?
+        .items
+        .into_iter()
+        .filter(|pod| !is_ready(pod))
+    {
+        let status = pod.status.as_ref();
+        let phase = status.and_then(|s| s.phase.clone()).unwrap_or_default();
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        let group = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("k8s.aliyun.com/eci-instance-id"))
+            .is_some();
+        let kind = format!("phase={phase:?} node={node:?} group={group}");
+        let entry = kinds.entry(kind).or_default();
+        entry.0 += 1;
+        if entry.1.len() < 5 {
+            entry.1.extend(pod.metadata.name);
+        }
+    }
+    Ok(serde_json::to_string(&kinds).unwrap_or_default())
 }
 
 #[tokio::main]

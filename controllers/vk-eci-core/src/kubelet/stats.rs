@@ -151,8 +151,11 @@ pub struct NodeUsage {
 impl NodeCounter {
     /// Folds the current pods in; `None` while no pod has a sample (a zero node is dropped by
     /// metrics-server anyway).
-    pub fn observe(&mut self, pods: &[PodUsage]) -> Option<NodeUsage> {
-        let mut seen = HashMap::with_capacity(pods.len());
+    pub fn observe<'a>(
+        &mut self,
+        pods: impl IntoIterator<Item = &'a PodUsage>,
+    ) -> Option<NodeUsage> {
+        let mut seen = HashMap::with_capacity(self.seen.len());
         let mut memory = Memory::default();
         let mut nano_cores = 0u64;
         let mut sampled_at = None::<DateTime<Utc>>;

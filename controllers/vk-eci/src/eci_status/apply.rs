@@ -6,7 +6,7 @@ use chrono::Utc;
 use eci_types::wire::{ContainerGroup, status};
 use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PostParams};
 use kube::runtime::events::EventType;
 use serde_json::json;
 use tracing::info;
@@ -17,6 +17,7 @@ use vk_eci_core::status::{event_key, last_change, pod_status, status_patch, unre
 
 use super::{StatusSync, owner_key};
 use crate::pod_lifecycle::{Error, annotations_of, groups, writes};
+use crate::runtime::context::patch_params;
 
 impl StatusSync {
     /// Mirrors one group onto its pod.
@@ -39,8 +40,9 @@ impl StatusSync {
         let desired = pod_status(&pod, group, now);
         if let Some(patch) = status_patch(&pod.status.fingerprint, &desired) {
             writes::patch_status(&ctx, &pod, patch).await?;
+            // From ECI's change to the write's answer: the lag a watcher of the pod sees.
             if let Some(changed_at) = last_change(group) {
-                let lag = (now - changed_at).num_milliseconds().max(0) as f64 / 1000.0;
+                let lag = (Utc::now() - changed_at).num_milliseconds().max(0) as f64 / 1000.0;
                 ctx.metrics.status_sync_lag_seconds.observe(lag);
             }
         }
@@ -73,7 +75,7 @@ impl StatusSync {
                         "lastTimestamp": event.last_timestamp,
                         "message": event.message,
                     });
-                    api.patch(&name, &PatchParams::default(), &Patch::Merge(&repeat))
+                    api.patch(&name, &patch_params(), &Patch::Merge(&repeat))
                         .await?;
                 }
                 Err(error) => return Err(error.into()),

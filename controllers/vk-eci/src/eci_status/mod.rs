@@ -2,7 +2,8 @@
 //! last minute (DescribeContainerGroupStatus and DescribeContainerGroupEvents with
 //! `SinceSecond`: one page each in the steady state), fetches only the groups whose record
 //! differs from the one last applied (DescribeContainerGroups by id, 20 per call) and
-//! patches only pods whose status differs ([`apply`]). Every minute a full pass (no
+//! patches only pods whose status differs ([`apply`]). Every minute (less often on a node of
+//! more than 2,000 groups: [`full_pass_interval`]) a full pass (no
 //! `SinceSecond`) catches anything missed, checks that every pod's recorded group still
 //! exists ([`recorded`]) and runs the [`crate::orphan_gc`] over its listing. Deleted pods
 //! whose groups were stopping are removed once the groups are gone ([`terminating`]); the
@@ -34,7 +35,7 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 use vk_eci_core::cache::CachedPod;
-use vk_eci_core::lifecycle::SyncPacing;
+use vk_eci_core::lifecycle::{SyncPacing, full_pass_interval};
 use vk_eci_core::ownership::tagged_pod;
 use vk_eci_core::translate::tags;
 
@@ -113,7 +114,8 @@ fn transitioning(eci_status: &str) -> bool {
 
 /// How the status sync runs, from the operator's settings.
 pub struct StatusSyncConfig {
-    /// How often a full pass runs ([`FULL_EVERY`] by default).
+    /// How often a full pass runs on a small node ([`FULL_EVERY`] by default; see
+    /// [`full_pass_interval`]).
     pub full_every: Duration,
     /// Beats for the liveness probe.
     pub beat: Beat,
@@ -214,9 +216,8 @@ impl StatusSync {
     /// One pass; returns the pause before the next.
     async fn pass(&mut self) -> Result<Duration, Error> {
         let ctx = self.ctx.clone();
-        let full = self
-            .last_full
-            .is_none_or(|at| at.elapsed() >= self.full_every);
+        let full_every = full_pass_interval(self.full_every, self.seen.len());
+        let full = self.last_full.is_none_or(|at| at.elapsed() >= full_every);
         let filter = DescribeContainerGroupStatusRequest {
             tag: self.filter_tags(),
             since_second: (!full).then_some(SINCE_SECONDS),
@@ -387,15 +388,18 @@ impl StatusSync {
     }
 
     fn count_pods(&self) {
-        let mut by_phase: HashMap<String, i64> = ["Pending", "Running", "Succeeded", "Failed"]
+        let pods = self.ctx.pods.state();
+        let mut by_phase: HashMap<&str, i64> = ["Pending", "Running", "Succeeded", "Failed"]
             .into_iter()
-            .map(|p| (p.to_string(), 0))
+            .map(|p| (p, 0))
             .collect();
-        for pod in self.ctx.pods.state() {
-            let phase = pod.phase().unwrap_or("Pending").to_string();
-            *by_phase.entry(phase).or_default() += 1;
+        for pod in &pods {
+            *by_phase
+                .entry(pod.phase().unwrap_or("Pending"))
+                .or_default() += 1;
         }
         for (phase, count) in by_phase {
+            let phase = phase.to_string();
             self.ctx
                 .metrics
                 .pods

@@ -6,7 +6,7 @@
 //! are in flight at once: one at a time, a call's round trip (~0.3 s) rather than the budget
 //! would set the pace of a large node.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -160,16 +160,19 @@ async fn refresh(
     let mut counter = NodeCounter::default();
     loop {
         let pass_started = Instant::now();
-        let targets: Vec<Sampled> = state
-            .ctx
-            .pods
-            .state()
-            .iter()
-            .filter_map(|pod| sampled(pod))
-            .collect();
-        let mut fresh: HashMap<String, PodUsage> = HashMap::with_capacity(targets.len());
+        // Targets are made a call's worth at a time from the store's pods, and answers go
+        // straight into the snapshot: a pass holds no second copy of the node's pods.
+        let pods = state.ctx.pods.state();
+        let mut targets = pods.iter().filter_map(|pod| sampled(pod));
+        let mut target_count = 0;
+        let mut sampled_uids: HashSet<String> = HashSet::new();
         let mut in_flight = FuturesUnordered::new();
-        for batch in targets.chunks(IDS_PER_CALL) {
+        loop {
+            let batch: Vec<Sampled> = targets.by_ref().take(IDS_PER_CALL).collect();
+            if batch.is_empty() {
+                break;
+            }
+            target_count += batch.len();
             // A slot, then a token of the budget; answers are taken in while waiting for either.
             loop {
                 let wait = if in_flight.len() >= CALLS_IN_FLIGHT {
@@ -181,26 +184,21 @@ async fn refresh(
                     }
                 };
                 tokio::select! {
-                    Some((batch, answer)) = in_flight.next() => take_in(state, batch, answer, &mut fresh),
+                    Some((batch, answer)) = in_flight.next() => {
+                        take_in(state, batch, answer, &mut sampled_uids);
+                    }
                     () = sleep_for(wait) => {}
                 }
             }
             in_flight.push(fetch(state, batch));
         }
+        drop(pods);
         while let Some((batch, answer)) = in_flight.next().await {
-            take_in(state, batch, answer, &mut fresh);
+            take_in(state, batch, answer, &mut sampled_uids);
         }
-        let pods: Vec<PodUsage> = fresh.values().cloned().collect();
-        let node = counter.observe(&pods);
-        state
-            .ctx
-            .metrics
-            .kubelet_metric_pods
-            .set(fresh.len() as i64);
-        publish_pass(state, fresh, node);
-        let interval =
-            refresh_interval(targets.len(), IDS_PER_CALL, calls_per_minute, min_interval);
-        debug!(pods = targets.len(), ?interval, "metrics refreshed");
+        publish_pass(state, &sampled_uids, &mut counter);
+        let interval = refresh_interval(target_count, IDS_PER_CALL, calls_per_minute, min_interval);
+        debug!(pods = target_count, ?interval, "metrics refreshed");
         let next = pass_started + interval;
         tokio::time::sleep(
             next.saturating_duration_since(Instant::now())
@@ -221,7 +219,7 @@ async fn sleep_for(wait: Option<Duration>) {
 type MetricAnswer = Result<Vec<PodUsage>, eci_client::EciError>;
 
 /// One `DescribeMultiContainerGroupMetric` call for `batch`, as the pods' usages.
-async fn fetch<'a>(state: &KubeletState, batch: &'a [Sampled]) -> (&'a [Sampled], MetricAnswer) {
+async fn fetch(state: &KubeletState, batch: Vec<Sampled>) -> (Vec<Sampled>, MetricAnswer) {
     let request = DescribeMultiContainerGroupMetricRequest {
         container_group_ids: JsonList(batch.iter().map(|t| t.group_id.clone()).collect()),
         metric_type: Some("summary".into()),
@@ -254,48 +252,46 @@ async fn fetch<'a>(state: &KubeletState, batch: &'a [Sampled]) -> (&'a [Sampled]
     (batch, usages)
 }
 
-/// Adds one call's answer to the pass, publishing it at once, so a long pass shows its fresh
-/// samples early; a failed call keeps its pods' last samples.
+/// Publishes one call's answer at once, so a long pass shows its fresh samples early; a
+/// failed call keeps its pods' last samples. `sampled_uids` gathers the pods this pass has a
+/// sample for.
 fn take_in(
     state: &KubeletState,
-    batch: &[Sampled],
+    batch: Vec<Sampled>,
     answer: MetricAnswer,
-    fresh: &mut HashMap<String, PodUsage>,
+    sampled_uids: &mut HashSet<String>,
 ) {
+    let Ok(mut snapshot) = state.stats.snapshot.write() else {
+        return;
+    };
     match answer {
         Ok(usages) => {
-            publish_batch(state, &usages);
-            fresh.extend(usages.into_iter().map(|u| (u.pod.uid.clone(), u)));
+            for usage in usages {
+                sampled_uids.insert(usage.pod.uid.clone());
+                snapshot.pods.insert(usage.pod.uid.clone(), usage);
+            }
         }
         Err(error) => {
             warn!(%error, "ECI metrics refresh failed for a batch; keeping its last samples");
-            keep_previous(state, batch, fresh);
+            let kept = batch
+                .iter()
+                .filter(|target| snapshot.pods.contains_key(&target.pod.uid));
+            sampled_uids.extend(kept.map(|target| target.pod.uid.clone()));
         }
     }
 }
 
-fn keep_previous(state: &KubeletState, batch: &[Sampled], fresh: &mut HashMap<String, PodUsage>) {
-    if let Ok(snapshot) = state.stats.snapshot.read() {
-        for target in batch {
-            if let Some(previous) = snapshot.pods.get(&target.pod.uid) {
-                fresh.insert(target.pod.uid.clone(), previous.clone());
-            }
-        }
-    }
-}
-
-fn publish_batch(state: &KubeletState, usages: &[PodUsage]) {
-    if let Ok(mut snapshot) = state.stats.snapshot.write() {
-        for usage in usages {
-            snapshot.pods.insert(usage.pod.uid.clone(), usage.clone());
-        }
-    }
-}
-
-/// Ends a pass: the cache becomes what it found (pods gone or without samples drop out).
-fn publish_pass(state: &KubeletState, fresh: HashMap<String, PodUsage>, node: Option<NodeUsage>) {
-    if let Ok(mut snapshot) = state.stats.snapshot.write() {
-        snapshot.pods = fresh;
-        snapshot.node = node;
-    }
+/// Ends a pass: the cache keeps only the pods it found samples for (pods gone or without
+/// samples drop out), and the node's usage is their sum.
+fn publish_pass(state: &KubeletState, sampled_uids: &HashSet<String>, counter: &mut NodeCounter) {
+    let Ok(mut snapshot) = state.stats.snapshot.write() else {
+        return;
+    };
+    snapshot.pods.retain(|uid, _| sampled_uids.contains(uid));
+    snapshot.node = counter.observe(snapshot.pods.values());
+    state
+        .ctx
+        .metrics
+        .kubelet_metric_pods
+        .set(snapshot.pods.len() as i64);
 }

@@ -7,7 +7,7 @@ use eci_client::EciClient;
 use eci_types::EciFailure;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::PatchParams;
-use kube::runtime::events::{Event, Recorder, Reporter};
+use kube::runtime::events::{Event, Reporter};
 use kube::runtime::reflector::Store;
 use tokio::sync::watch;
 use tracing::warn;
@@ -17,6 +17,7 @@ use vk_eci_core::profile::Profile;
 use vk_eci_core::settings::Settings;
 use vk_eci_core::translate::NodeConfig;
 
+use crate::runtime::events::EventRecorder;
 use crate::runtime::leader::Leadership;
 use crate::runtime::metrics::Metrics;
 
@@ -80,7 +81,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub leadership: Leadership,
     /// Events go out through [`Context::publish`].
-    pub(super) recorder: Recorder,
+    pub(super) recorder: EventRecorder,
     pub profile: ProfileHolder,
     pub health: watch::Sender<EciHealth>,
     /// Pods bound to this node (field-selected watch).

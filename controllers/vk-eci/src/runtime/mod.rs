@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod context;
+pub mod events;
 pub mod fanout;
 pub mod leader;
 pub mod liveness;

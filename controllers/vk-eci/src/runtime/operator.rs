@@ -13,7 +13,6 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use kube::api::Api;
-use kube::runtime::events::Recorder;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
@@ -26,6 +25,7 @@ use vk_eci_core::settings::Settings;
 use crate::node_heartbeat::Heartbeat;
 use crate::runtime::admin::{self, AdminState};
 use crate::runtime::context::{Context, ProfileHolder};
+use crate::runtime::events::EventRecorder;
 use crate::runtime::fanout::Fanout;
 use crate::runtime::leader::{Elector, Leadership, Timing};
 use crate::runtime::liveness::Liveness;
@@ -203,7 +203,7 @@ impl Operator {
             version: env!("CARGO_PKG_VERSION"),
             metrics: metrics.clone(),
             leadership: leadership.clone(),
-            recorder: Recorder::new(
+            recorder: EventRecorder::new(
                 self.client.clone(),
                 Context::reporter(Some(self.identity.clone())),
             ),
