@@ -132,8 +132,8 @@ fn the_chart_lints_and_renders_for_production_and_for_the_simulator() {
     );
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert_eq!(container["resources"]["requests"]["memory"], "116Mi");
-    assert_eq!(container["resources"]["limits"]["memory"], "174Mi");
+    assert_eq!(container["resources"]["requests"]["memory"], "112Mi");
+    assert_eq!(container["resources"]["limits"]["memory"], "168Mi");
     assert!(env_names(deployment).contains(&"ECI_ACCESS_KEY".to_string()));
     assert!(!env_names(deployment).contains(&"ECI_SIMULATOR".to_string()));
     assert_eq!(accesskey_secrets(&objects).len(), 1);
