@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 pods=${1:-1000}
 cargo build --release --quiet --bin vk-eci --bin vk-eci-bench-operator
 mkdir -p hack/results
+# As the image runs it (hack/Dockerfile); GLIBC_TUNABLES= on the command line measures glibc's defaults.
+export GLIBC_TUNABLES=${GLIBC_TUNABLES-glibc.malloc.mmap_threshold=131072:glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=131072}
 target/release/vk-eci-bench-operator --pods "$pods" --vk-eci target/release/vk-eci | tee "hack/results/bench-operator-${pods}.json"

@@ -1,6 +1,7 @@
 //! `vk-eci-bench-operator`: N pods on one virtual node through the real `vk-eci run` and
 //! `vk-eci sim` processes. Measures pod bound → container group created (p50/p99), the time
-//! until all are Ready, the operator's RSS and idle CPU, and ECI calls per minute while idle
+//! until all are Ready, ECI's status change → a watcher sees the pod Running (to the
+//! millisecond), the operator's RSS and idle CPU, and ECI calls per minute while idle
 //! (a minute after the last change, so ECI's incremental window is empty too).
 //! Prints JSON (`hack/bench-operator.sh` saves it to `hack/results/`).
 
