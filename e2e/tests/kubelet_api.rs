@@ -440,6 +440,46 @@ async fn metrics_parse_as_prometheus_advance_and_kubectl_top_shows_them() {
     .await
     .unwrap();
     assert!(nodes.contains("Mi"), "{nodes}");
+
+    // A pass whose metric call fails keeps the pods' last samples.
+    let failed_refreshes = || {
+        std::fs::read_to_string(stack.log("replica-a"))
+            .unwrap_or_default()
+            .matches("keeping its last samples")
+            .count()
+    };
+    let failed_before = failed_refreshes();
+    stack
+        .sim_ctl(&[
+            "faults",
+            "--action",
+            "DescribeMultiContainerGroupMetric",
+            "--error-rate",
+            "1",
+        ])
+        .unwrap();
+    // The second failure is in the pass after the first failed pass was published.
+    wait("two failed metric refreshes", LIMIT, || async {
+        (failed_refreshes() >= failed_before + 2).then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(
+        cpu_of(&scrape().await).is_some(),
+        "a failed refresh keeps steady's last sample"
+    );
+    stack.sim_ctl(&["faults", "--clear"]).unwrap();
+
+    // A pod gone from the node drops out of the metrics when a pass ends.
+    ok(
+        &stack,
+        &["delete", "pod", "steady", "--grace-period=0", "--force"],
+    );
+    wait("steady to leave the metrics", LIMIT, || async {
+        cpu_of(&scrape().await).is_none().then_some(())
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
