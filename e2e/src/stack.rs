@@ -167,6 +167,9 @@ pub struct Stack {
     pub operator_env: Vec<(String, String)>,
     operator_kubeconfig: PathBuf,
     operator_namespace: String,
+    /// The replicas' leader lease: 6 s by default, so failover tests run fast; benchmarks
+    /// set the operator's own default.
+    pub lease_seconds: u64,
     vk_eci: PathBuf,
     dir: PathBuf,
     _sim: Process,
@@ -222,6 +225,7 @@ impl Stack {
             namespace: "default".into(),
             node: "virtual-kubelet".into(),
             operator_namespace: "kube-system".into(),
+            lease_seconds: 6,
             vk_eci: vk_eci.to_path_buf(),
             dir: dir.to_path_buf(),
             _sim: sim,
@@ -284,6 +288,7 @@ impl Stack {
             operator_kubeconfig,
             cluster_id: name.into(),
             operator_namespace: installation.namespace.clone(),
+            lease_seconds: 6,
             namespace: installation.namespace,
             node: installation.node,
             vk_eci: vk_eci.to_path_buf(),
@@ -319,7 +324,7 @@ impl Stack {
                 "cn-hangzhou",
             ])
             .args(["--identity", identity, "--admin-listen", &admin.to_string()])
-            .args(["--lease-duration-seconds", "6"])
+            .args(["--lease-duration-seconds", &self.lease_seconds.to_string()])
             .args(args)
             .env("KUBECONFIG", &self.operator_kubeconfig)
             .env("VKUBELET_NODE_NAME", &self.node)

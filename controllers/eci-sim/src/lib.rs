@@ -21,7 +21,7 @@ pub mod xml;
 
 pub use config::{CredentialConfig, FaultConfig, MillisRange, SimConfig, TimingConfig};
 pub use server::{
-    AppendLogRequest, DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, FaultRequest,
+    AppendLogRequest, CreatedGroup, DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, FaultRequest,
     RunningSimulator, Simulator, SpotReleaseRequest, StockView,
 };
 pub use state::behaviour_env;

@@ -126,7 +126,7 @@ impl Simulator {
             .route("/", any(rpc))
             .route("/_sim/healthz", get(|| async { "ok" }))
             .route("/_sim/stats", get(admin_stats))
-            .route("/_sim/groups", get(admin_groups))
+            .route("/_sim/groups", get(admin_groups).post(admin_create_groups))
             .route("/_sim/spot-release", post(admin_spot_release))
             .route("/_sim/stock", put(admin_stock))
             .route("/_sim/log", post(admin_append_log))
@@ -487,6 +487,45 @@ async fn admin_groups(State(simulator): State<Simulator>) -> Response {
             .collect()
     });
     axum::Json(groups).into_response()
+}
+
+/// Answer of `POST /_sim/groups`, one entry per request in order: the new group's id, or why
+/// the create was refused (the error `CreateContainerGroup` would have answered).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CreatedGroup {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_group_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Groups as an earlier fleet left them: each body entry is `CreateContainerGroup`'s
+/// parameters (as JSON) and goes through the same validation, placement, stock and timing,
+/// but not through signatures, throttling or faults, and its ClientToken is not remembered.
+/// Benchmarks load a large fleet with it where ECI's 20 creates/s would take most of an hour.
+async fn admin_create_groups(State(simulator): State<Simulator>, body: Bytes) -> Response {
+    let requests: Vec<eci_types::wire::CreateContainerGroupRequest> =
+        match serde_json::from_slice(&body) {
+            Ok(requests) => requests,
+            Err(error) => return bad_request(format!("invalid groups request: {error}")),
+        };
+    let created: Vec<CreatedGroup> = simulator.with_state(|sim| {
+        let now = Utc::now();
+        requests
+            .into_iter()
+            .map(|request| match sim.create(request, now) {
+                Ok(id) => CreatedGroup {
+                    container_group_id: Some(id),
+                    error: None,
+                },
+                Err(error) => CreatedGroup {
+                    container_group_id: None,
+                    error: Some(format!("{}: {}", error.code, error.message)),
+                },
+            })
+            .collect()
+    });
+    axum::Json(created).into_response()
 }
 
 /// Body of `POST /_sim/spot-release`: explicit ids, or a fraction of the running spot fleet

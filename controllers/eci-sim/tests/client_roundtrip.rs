@@ -654,6 +654,67 @@ async fn spot_release_via_admin_api_warns_then_expires() {
     assert_eq!(status.data[0].pod_status.phase, "Failed");
 }
 
+/// `POST /_sim/groups` makes groups the way a create does (validation, tags, timing), one
+/// answer per request in order, and spends none of the create rate limit.
+#[tokio::test]
+async fn groups_made_through_the_admin_api_are_real_groups() {
+    let sim = start(SimConfig::fast()).await;
+    let client = client(&sim, SignatureVersion::V3);
+    // The client adds RegionId to every call; a body posted here carries its own.
+    let mut tagged = group_request("preloaded", vec![Tag::new("vk-eci.io/uid", "u-1")]);
+    tagged.region_id = "cn-hangzhou".into();
+    let mut invalid = group_request("too-small", vec![]);
+    invalid.region_id = "cn-hangzhou".into();
+    invalid.cpu = Some(0.1);
+    invalid.memory = Some(0.1);
+    let answer = reqwest::Client::new()
+        .post(format!("{}/_sim/groups", sim.endpoint()))
+        .body(serde_json::to_string(&[tagged, invalid]).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let answer: Vec<eci_sim::CreatedGroup> = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer.len(), 2);
+    let id = answer[0]
+        .container_group_id
+        .clone()
+        .unwrap_or_else(|| panic!("{:?}", answer[0].error));
+    assert_eq!(
+        answer[1].error.as_deref(),
+        Some("InvalidParameter.CPU.Memory: The specified cpu and memory are not allowed")
+    );
+    assert!(answer[1].container_group_id.is_none());
+
+    let running = wait_for_status(&client, &id, status::RUNNING).await;
+    assert_eq!(running.container_group_name, "preloaded");
+    assert!(
+        running
+            .tags
+            .iter()
+            .any(|t| t.key == "vk-eci.io/uid" && t.value == "u-1")
+    );
+    let stats = reqwest::get(format!("{}/_sim/stats", sim.endpoint()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["groups_created"], 1);
+    assert!(stats["actions"].get("CreateContainerGroup").is_none());
+
+    let bad = reqwest::Client::new()
+        .post(format!("{}/_sim/groups", sim.endpoint()))
+        .body("{\"not\": \"a list\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
 #[tokio::test]
 async fn status_logs_exec_metrics_restart_and_update() {
     let sim = start(SimConfig::fast()).await;

@@ -2,8 +2,8 @@
 //! and the write semantics of the Kubernetes API (preconditions, conflicts, status
 //! subresources, generation, graceful pod deletion, finalizers, owner garbage collection).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -129,6 +129,10 @@ pub struct DeleteOptions {
     pub resource_version: Option<String>,
 }
 
+/// Changes a live feed holds for a receiver that has not read them yet; one further behind
+/// is told to relist (410).
+const WATCH_FEED_CAPACITY: usize = 16_384;
+
 pub struct Store {
     resource_version: u64,
     types: Vec<ResourceType>,
@@ -138,6 +142,10 @@ pub struct Store {
     /// Watches from resource versions below this are gone (410).
     oldest_watchable: u64,
     changes: broadcast::Sender<Arc<Change>>,
+    /// The live feed of each watched type. Watches take their own type's feed, as a real API
+    /// server's watch cache is per resource: a burst of pod changes must not make a
+    /// ConfigMap watch fall behind (and expire) when it has nothing to deliver.
+    type_feeds: Mutex<HashMap<String, broadcast::Sender<Arc<Change>>>>,
 }
 
 fn name_of(object: &Value) -> String {
@@ -167,7 +175,7 @@ fn spec_part(object: &Value) -> Value {
 
 impl Store {
     pub fn new(history_limit: usize) -> Self {
-        let (changes, _) = broadcast::channel(16_384);
+        let (changes, _) = broadcast::channel(WATCH_FEED_CAPACITY);
         let mut store = Self {
             resource_version: 1,
             types: resources::builtin(),
@@ -176,6 +184,7 @@ impl Store {
             history_limit,
             oldest_watchable: 1,
             changes,
+            type_feeds: Mutex::default(),
         };
         let namespaces = store.types[0].clone();
         for namespace in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -273,8 +282,17 @@ impl Store {
                 self.oldest_watchable = dropped.resource_version + 1;
             }
         }
+        if let Some(feed) = self.feeds().get(&change.type_key) {
+            let _no_watchers = feed.send(change.clone());
+        }
         let _no_watchers = self.changes.send(change);
         object
+    }
+
+    fn feeds(&self) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<Arc<Change>>>> {
+        self.type_feeds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// `spec.replicas` of a workload controller (what the disruption controller reads).
@@ -849,7 +867,12 @@ impl Store {
             .filter(|c| c.resource_version > from && c.type_key == type_key)
             .cloned()
             .collect();
-        Ok((backlog, self.changes.subscribe()))
+        let feed = self
+            .feeds()
+            .entry(type_key)
+            .or_insert_with(|| broadcast::channel(WATCH_FEED_CAPACITY).0)
+            .subscribe();
+        Ok((backlog, feed))
     }
 }
 
@@ -924,5 +947,40 @@ mod tests {
         assert!(store.list(&pods, None, &all, &all, None, None).0.is_empty());
         store.create(&pods, Some("default"), pod, now).unwrap();
         assert_eq!(store.list(&pods, None, &all, &all, None, None).0.len(), 1);
+    }
+
+    /// A real API server's watch cache is per resource: pod churn never makes a ConfigMap
+    /// watch fall behind. (With one feed for every type, the ConfigMap watch below was told
+    /// to relist.)
+    #[test]
+    fn a_burst_of_one_type_does_not_expire_the_watches_of_another() {
+        let mut store = Store::new(100);
+        let pods = store.find_type("", "v1", "pods").unwrap();
+        let config_maps = store.find_type("", "v1", "configmaps").unwrap();
+        let now = Utc::now();
+        let (_, mut config_map_feed) = store.watch(&config_maps, store.resource_version).unwrap();
+        let (_, mut pod_feed) = store.watch(&pods, store.resource_version).unwrap();
+        for i in 0..=WATCH_FEED_CAPACITY {
+            let pod = json!({"metadata": {"name": format!("p-{i}")},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}});
+            store.create(&pods, Some("default"), pod, now).unwrap();
+        }
+        store
+            .create(
+                &config_maps,
+                Some("default"),
+                json!({"metadata": {"name": "cm"}}),
+                now,
+            )
+            .unwrap();
+        let change = config_map_feed.try_recv().unwrap();
+        assert_eq!(change.object["metadata"]["name"], "cm");
+        assert!(
+            matches!(
+                pod_feed.try_recv(),
+                Err(broadcast::error::TryRecvError::Lagged(_))
+            ),
+            "a pod watch that read nothing is behind"
+        );
     }
 }

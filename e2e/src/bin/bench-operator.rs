@@ -3,15 +3,25 @@
 //! until all are Ready, ECI's status change → a watcher sees the pod Running (to the
 //! millisecond), the operator's RSS and idle CPU, and ECI calls per minute while idle
 //! (a minute after the last change, so ECI's incremental window is empty too).
+//!
+//! `--preloaded N` first loads N pods that already run: pods bound to the virtual node, their
+//! groups made through the simulator's admin API (ECI's 20 creates/s would take 42 minutes
+//! for 50,000), and the instance id recorded on each pod, as an operator restart finds a full
+//! node. The operator then starts cold (the time until all N are Ready is reported) and the
+//! `--pods` burst runs on top of them.
 //! Prints JSON (`hack/bench-operator.sh` saves it to `hack/results/`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
+use vk_eci_core::annotations::INSTANCE_ID;
+use vk_eci_core::translate::tags;
 use vk_eci_e2e::bench::{
     FirstRunning, ReadyPods, histogram_quantile, is_ready, percentile, report, scrape_metrics,
 };
@@ -28,6 +38,94 @@ struct Args {
     /// Seconds to watch the idle operator.
     #[arg(long, default_value_t = 30)]
     idle_seconds: u64,
+    /// Pods already running on the node when the operator starts.
+    #[arg(long, default_value_t = 0)]
+    preloaded: usize,
+}
+
+/// How many groups one admin call makes, and how many pod writes are in flight at once.
+const PRELOAD_BATCH: usize = 2000;
+const PRELOAD_CONCURRENCY: usize = 32;
+
+/// N running pods as a restarted operator finds them: bound to the node, each with its group
+/// (tagged as vk-eci tags the groups it creates) and the group's id on the pod.
+async fn preload(stack: &Stack, dir: &std::path::Path, count: usize) -> Result<(), StackError> {
+    let pods: Api<Pod> = Api::namespaced(stack.client.clone(), "default");
+    let created: Vec<Pod> = stream::iter(0..count)
+        .map(|i| {
+            let pods = pods.clone();
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": format!("preloaded-{i}"), "labels": {"app": "preloaded"}},
+                "spec": {"nodeName": stack.node,
+                    "containers": [{"name": "app", "image": "nginx"}]}
+            }))
+            .unwrap_or_default();
+            async move { pods.create(&PostParams::default(), &pod).await }
+        })
+        .buffer_unordered(PRELOAD_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut recorded = Vec::with_capacity(count);
+    for (batch, chunk) in created.chunks(PRELOAD_BATCH).enumerate() {
+        let requests: Vec<Value> = chunk
+            .iter()
+            .map(|pod| {
+                let tag = |key: &str, value: &str| json!({"Key": key, "Value": value});
+                json!({
+                    "RegionId": "cn-hangzhou",
+                    "ContainerGroupName": pod.name_any(),
+                    "Container": [{"Name": "app", "Image": "nginx"}],
+                    "Tag": [
+                        tag(tags::CLUSTER_ID, &stack.cluster_id),
+                        tag(tags::NODE, &stack.node),
+                        tag(tags::NAMESPACE, "default"),
+                        tag(tags::NAME, &pod.name_any()),
+                        tag(tags::UID, &pod.uid().unwrap_or_default()),
+                    ],
+                })
+            })
+            .collect();
+        let file = dir.join(format!("preload-{batch}.json"));
+        std::fs::write(&file, Value::from(requests).to_string()).map_err(|source| {
+            StackError::Io {
+                what: format!("cannot write {}", file.display()),
+                source,
+            }
+        })?;
+        let output = stack.sim_ctl(&["create-groups", "--file", &file.display().to_string()])?;
+        let answers: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        if answers.len() != chunk.len() {
+            return Err(StackError::NotReady(format!(
+                "the simulator made {} of {} groups: {}",
+                answers.len(),
+                chunk.len(),
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        for (pod, answer) in chunk.iter().zip(answers) {
+            let Some(id) = answer["container_group_id"].as_str() else {
+                return Err(StackError::NotReady(format!(
+                    "the simulator refused {}'s group: {}",
+                    pod.name_any(),
+                    answer["error"]
+                )));
+            };
+            recorded.push((pod.name_any(), id.to_string()));
+        }
+    }
+    stream::iter(recorded)
+        .map(|(name, id)| {
+            let pods = pods.clone();
+            let patch = json!({"metadata": {"annotations": {INSTANCE_ID: id}}});
+            async move {
+                pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+            }
+        })
+        .buffer_unordered(PRELOAD_CONCURRENCY)
+        .try_for_each(|_| async { Ok(()) })
+        .await?;
+    Ok(())
 }
 
 fn proc_field(pid: u32, file: &str, field: &str) -> Option<u64> {
@@ -59,12 +157,26 @@ async fn run(args: Args) -> Result<Value, StackError> {
         Some(path) => path,
         None => vk_eci_binary()?,
     };
-    let stack = Stack::start(&vk_eci, &args.dir, &["--seed", "11"]).await?;
-    let operator = stack.operator("bench")?;
+    let mut stack = Stack::start(&vk_eci, &args.dir, &["--seed", "11"]).await?;
+    // The operator's default, as the chart runs it (the stack's 6 s are for failover tests).
+    stack.lease_seconds = 10;
     // As the chart installs them: without the SpotRotation CRDs the operator's rotation
     // caches never sync, which is not the state to measure.
     stack.apply_crds().await?;
+    let preload_started = Instant::now();
+    preload(&stack, &args.dir, args.preloaded).await?;
+    let preload_seconds = preload_started.elapsed().as_secs_f64();
+    let quota = (args.preloaded + args.pods).max(10_000).to_string();
+    let operator = stack.operator_with("bench", &["--quota-pod".into(), quota])?;
     let pid = operator.pid();
+    let operator_started = Instant::now();
+    ReadyPods::watch(stack.client.clone(), "default", "app=preloaded")
+        .at_least(args.preloaded, Duration::from_secs(3600))
+        .await?;
+    let cold_start = operator_started.elapsed();
+    let rss_cold_start = proc_field(pid, "status", "VmRSS:").unwrap_or(0);
+    let calls_cold_start: Value =
+        serde_json::from_slice(&stack.sim_ctl(&["stats"])?.stdout).unwrap_or_default();
     let deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bench"},
         "spec": {"replicas": args.pods, "selector": {"matchLabels": {"app": "bench"}},
@@ -166,8 +278,21 @@ async fn run(args: Args) -> Result<Value, StackError> {
     let calls_per_minute =
         (calls(&stats_after) - calls(&stats_before)) as f64 * 60.0 / args.idle_seconds as f64;
     let _stopped = operator.terminate(Duration::from_secs(10));
+    let malloc = match std::env::var("GLIBC_TUNABLES") {
+        Ok(tunables) if !tunables.is_empty() => format!("GLIBC_TUNABLES={tunables}"),
+        _ => "glibc defaults".to_string(),
+    };
     Ok(json!({
         "pods": args.pods,
+        "malloc": malloc,
+        "preloaded": {
+            "pods": args.preloaded,
+            "load_seconds": preload_seconds,
+            "operator_start_to_all_ready_seconds": cold_start.as_secs_f64(),
+            "operator_rss_mib_then": rss_cold_start as f64 / 1024.0,
+            "eci_calls_until_then": calls(&calls_cold_start),
+            "note": "pods bound and their groups made through the simulator's admin API before the operator starts",
+        },
         "all_ready_seconds": all_ready.as_secs_f64(),
         "bound_to_group_created_seconds": {
             "p50": percentile(&latencies, 0.5),

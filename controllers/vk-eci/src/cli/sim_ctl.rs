@@ -81,6 +81,12 @@ enum SimCtlCommand {
     Stats,
     /// Every container group, briefly.
     Groups,
+    /// Make groups at once, as an earlier fleet left them: FILE holds a JSON array of
+    /// CreateContainerGroup parameters; no signatures, throttling or faults apply.
+    CreateGroups {
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
 }
 
 fn parse_tag(text: &str) -> Result<Tag, String> {
@@ -173,6 +179,14 @@ pub async fn run(args: SimCtlArgs) -> anyhow::Result<()> {
         ),
         SimCtlCommand::Stats => (reqwest::Method::GET, "stats", None),
         SimCtlCommand::Groups => (reqwest::Method::GET, "groups", None),
+        SimCtlCommand::CreateGroups { file } => (
+            reqwest::Method::POST,
+            "groups",
+            Some(
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?,
+            ),
+        ),
     };
     let url = format!("{base}/_sim/{path}");
     let mut request = client.request(method, &url);

@@ -185,17 +185,64 @@ fn error_policy(pod: Arc<CachedPod>, error: &Error, _spot: Arc<SpotContext>) -> 
     Action::requeue(Duration::from_secs(2))
 }
 
-/// Runs over the shared pod stream until `shutdown`.
+/// Whether [`notice`] could do anything for `pod`: it is live and carries a notice. Only
+/// these reach the controller. The rest (nearly every pod) would be reconciled straight to
+/// `await_change`, yet each would take an entry in the controller's scheduler, whose tables
+/// keep their largest size: a whole node's worth after every (re)list of the pods.
+fn noticed(pod: &CachedPod) -> bool {
+    pod.metadata.deletion_timestamp.is_none() && pod_notice(pod).is_some()
+}
+
+/// Runs over the shared pod stream until `shutdown`; a new leader looks again at every
+/// noticed pod in the cache.
 pub async fn run(
     spot: Arc<SpotContext>,
     pods: impl futures::Stream<Item = Arc<CachedPod>> + Send + 'static,
     became_leader: impl futures::Stream<Item = ()> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    Controller::for_shared_stream(pods, spot.ctx.pods.clone())
-        .reconcile_all_on(became_leader)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, spot)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    let cache = spot.ctx.pods.clone();
+    let noticed_on_leadership = became_leader.flat_map(move |()| {
+        futures::stream::iter(cache.state().into_iter().filter(|pod| noticed(pod)))
+    });
+    let noticed_changes = pods.filter(|pod| futures::future::ready(noticed(pod)));
+    Controller::for_shared_stream(
+        futures::stream::select(noticed_changes, noticed_on_leadership),
+        spot.ctx.pods.clone(),
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, spot)
+    .for_each(|_| futures::future::ready(()))
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod_with(conditions: serde_json::Value, deleted: bool) -> CachedPod {
+        let mut metadata = json!({"name": "p", "namespace": "ns", "uid": "u"});
+        if deleted {
+            metadata["deletionTimestamp"] = json!("2026-01-01T00:01:00Z");
+        }
+        serde_json::from_value(json!({
+            "metadata": metadata,
+            "spec": {"containers": [{"name": "app", "image": "nginx"}]},
+            "status": {"conditions": conditions},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_live_pods_with_a_notice_reach_the_controller() {
+        let notice = json!([{"type": "ContainerInstanceExpired", "status": "True",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+            "message": "Spot ECI will be released in 3 minutes (release at 2026-01-01T00:03:00Z)"}]);
+        let ready = json!([{"type": "Ready", "status": "True"}]);
+        assert!(noticed(&pod_with(notice.clone(), false)));
+        assert!(!noticed(&pod_with(notice, true)), "a deleted pod");
+        assert!(!noticed(&pod_with(ready, false)), "no notice");
+    }
 }
