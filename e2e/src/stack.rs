@@ -102,6 +102,9 @@ impl WebhookTls {
     }
 }
 
+/// A short lease, so the failover tests run fast.
+pub const TEST_LEASE_SECONDS: u64 = 6;
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StackError {
     let what = what.into();
     move |source| StackError::Io { what, source }
@@ -167,8 +170,8 @@ pub struct Stack {
     pub operator_env: Vec<(String, String)>,
     operator_kubeconfig: PathBuf,
     operator_namespace: String,
-    /// The replicas' leader lease: 6 s by default, so failover tests run fast; benchmarks
-    /// set the operator's own default.
+    /// The replicas' leader lease: [`TEST_LEASE_SECONDS`] unless changed; benchmarks set the
+    /// operator's own default.
     pub lease_seconds: u64,
     vk_eci: PathBuf,
     dir: PathBuf,
@@ -225,7 +228,7 @@ impl Stack {
             namespace: "default".into(),
             node: "virtual-kubelet".into(),
             operator_namespace: "kube-system".into(),
-            lease_seconds: 6,
+            lease_seconds: TEST_LEASE_SECONDS,
             vk_eci: vk_eci.to_path_buf(),
             dir: dir.to_path_buf(),
             _sim: sim,
@@ -288,7 +291,7 @@ impl Stack {
             operator_kubeconfig,
             cluster_id: name.into(),
             operator_namespace: installation.namespace.clone(),
-            lease_seconds: 6,
+            lease_seconds: TEST_LEASE_SECONDS,
             namespace: installation.namespace,
             node: installation.node,
             vk_eci: vk_eci.to_path_buf(),

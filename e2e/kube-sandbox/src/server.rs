@@ -1047,7 +1047,7 @@ fn watch(
         .get("resourceVersion")
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|v| *v > 0);
-    let store = sandbox.lock();
+    let mut store = sandbox.lock();
     let current = store.resource_version();
     let type_key = rt.key();
     let matches = {

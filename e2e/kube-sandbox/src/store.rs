@@ -3,7 +3,7 @@
 //! subresources, generation, graceful pod deletion, finalizers, owner garbage collection).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -145,7 +145,7 @@ pub struct Store {
     /// The live feed of each watched type. Watches take their own type's feed, as a real API
     /// server's watch cache is per resource: a burst of pod changes must not make a
     /// ConfigMap watch fall behind (and expire) when it has nothing to deliver.
-    type_feeds: Mutex<HashMap<String, broadcast::Sender<Arc<Change>>>>,
+    type_feeds: HashMap<String, broadcast::Sender<Arc<Change>>>,
 }
 
 fn name_of(object: &Value) -> String {
@@ -184,7 +184,7 @@ impl Store {
             history_limit,
             oldest_watchable: 1,
             changes,
-            type_feeds: Mutex::default(),
+            type_feeds: HashMap::new(),
         };
         let namespaces = store.types[0].clone();
         for namespace in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -282,17 +282,11 @@ impl Store {
                 self.oldest_watchable = dropped.resource_version + 1;
             }
         }
-        if let Some(feed) = self.feeds().get(&change.type_key) {
+        if let Some(feed) = self.type_feeds.get(&change.type_key) {
             let _no_watchers = feed.send(change.clone());
         }
         let _no_watchers = self.changes.send(change);
         object
-    }
-
-    fn feeds(&self) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<Arc<Change>>>> {
-        self.type_feeds
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// `spec.replicas` of a workload controller (what the disruption controller reads).
@@ -849,7 +843,7 @@ impl Store {
 
     /// Changes after `from` (exclusive) of one type, and a receiver for what follows; 410 when
     /// `from` has been compacted away.
-    pub fn watch(&self, rt: &ResourceType, from: u64) -> Result<WatchStart, ApiError> {
+    pub fn watch(&mut self, rt: &ResourceType, from: u64) -> Result<WatchStart, ApiError> {
         if from + 1 < self.oldest_watchable {
             return Err(ApiError::new(
                 410,
@@ -868,7 +862,7 @@ impl Store {
             .cloned()
             .collect();
         let feed = self
-            .feeds()
+            .type_feeds
             .entry(type_key)
             .or_insert_with(|| broadcast::channel(WATCH_FEED_CAPACITY).0)
             .subscribe();
@@ -958,8 +952,9 @@ mod tests {
         let pods = store.find_type("", "v1", "pods").unwrap();
         let config_maps = store.find_type("", "v1", "configmaps").unwrap();
         let now = Utc::now();
-        let (_, mut config_map_feed) = store.watch(&config_maps, store.resource_version).unwrap();
-        let (_, mut pod_feed) = store.watch(&pods, store.resource_version).unwrap();
+        let now_at = store.resource_version;
+        let (_, mut config_map_feed) = store.watch(&config_maps, now_at).unwrap();
+        let (_, mut pod_feed) = store.watch(&pods, now_at).unwrap();
         for i in 0..=WATCH_FEED_CAPACITY {
             let pod = json!({"metadata": {"name": format!("p-{i}")},
                 "spec": {"containers": [{"name": "c", "image": "i"}]}});

@@ -54,13 +54,13 @@ async fn preload(stack: &Stack, dir: &std::path::Path, count: usize) -> Result<(
     let created: Vec<Pod> = stream::iter(0..count)
         .map(|i| {
             let pods = pods.clone();
-            let pod: Pod = serde_json::from_value(json!({
+            let pod = serde_json::from_value::<Pod>(json!({
                 "metadata": {"name": format!("preloaded-{i}"), "labels": {"app": "preloaded"}},
                 "spec": {"nodeName": stack.node,
                     "containers": [{"name": "app", "image": "nginx"}]}
             }))
-            .unwrap_or_default();
-            async move { pods.create(&PostParams::default(), &pod).await }
+            .map_err(|e| StackError::Manifest(e.to_string()));
+            async move { Ok::<_, StackError>(pods.create(&PostParams::default(), &pod?).await?) }
         })
         .buffer_unordered(PRELOAD_CONCURRENCY)
         .try_collect()
