@@ -5,7 +5,9 @@
 //! patches only pods whose status differs ([`apply`]). Every minute (less often on a node of
 //! more than 2,000 groups: [`full_pass_interval`]) a full pass (no
 //! `SinceSecond`) catches anything missed, checks that every pod's recorded group still
-//! exists ([`recorded`]) and runs the [`crate::orphan_gc`] over its listing. Deleted pods
+//! exists ([`recorded`]) and runs the [`crate::orphan_gc`] over its listing; the listing
+//! itself runs beside the incremental passes ([`listing`]), which it would otherwise hold
+//! up for as long as it takes to page through the node. Deleted pods
 //! whose groups were stopping are removed once the groups are gone ([`terminating`]); the
 //! pod lifecycle controller says which through the [`handoff`]. API calls per pass grow
 //! with pages of changes, never with pods.
@@ -16,19 +18,17 @@
 
 mod apply;
 pub mod handoff;
+mod listing;
 mod recorded;
 mod terminating;
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eci_types::wire::{
-    ContainerGroup, ContainerGroupStatus, DescribeContainerGroupEventsRequest,
-    DescribeContainerGroupStatusRequest, Tag, status,
-};
+use eci_types::wire::{ContainerGroup, DescribeContainerGroupStatusRequest, Tag};
 use futures::StreamExt;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
@@ -45,6 +45,7 @@ use crate::pod_lifecycle::groups::{self, IDS_PER_CALL};
 use crate::runtime::context::Context;
 use crate::runtime::liveness::Beat;
 use handoff::Inbox;
+use listing::{FullListing, Listing, Seen, changes, forget_unlisted, transitioning};
 
 /// How often a full pass (every group, not only the changed ones) runs, by default.
 pub const FULL_EVERY: Duration = Duration::from_secs(60);
@@ -60,56 +61,11 @@ const STANDBY_BEAT: Duration = Duration::from_secs(10);
 /// The liveness bound of the sync loop: a pass and a pause, with room to spare.
 pub const STUCK_AFTER: Duration = Duration::from_secs(300);
 
-/// What was last applied for a group.
-#[derive(Debug, Default, Clone, Copy)]
-struct Seen {
-    status: u64,
-    events: u64,
-    transitioning: bool,
-}
-
 /// A pod UID as the owner and event maps keep it (8 bytes, not the 36-byte string).
 fn owner_key(uid: &str) -> u64 {
     let mut hasher = DefaultHasher::new();
     uid.hash(&mut hasher);
     hasher.finish()
-}
-
-fn fingerprint<T: serde::Serialize>(value: &T) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    serde_json::to_vec(value)
-        .unwrap_or_default()
-        .hash(&mut hasher);
-    hasher.finish()
-}
-
-/// What a pass keeps of a listed status record: a full pass lists every group of the node,
-/// and the records whole (conditions, container statuses) would be its memory peak.
-struct Listed {
-    id: String,
-    fingerprint: u64,
-    transitioning: bool,
-}
-
-impl Listed {
-    fn of(record: ContainerGroupStatus) -> Self {
-        Self {
-            fingerprint: fingerprint(&record),
-            transitioning: transitioning(&record.status),
-            id: record.container_group_id,
-        }
-    }
-}
-
-fn transitioning(eci_status: &str) -> bool {
-    matches!(
-        eci_status,
-        status::SCHEDULING
-            | status::PENDING
-            | status::RESTARTING
-            | status::UPDATING
-            | status::TERMINATING
-    )
 }
 
 /// How the status sync runs, from the operator's settings.
@@ -125,6 +81,9 @@ pub struct StatusSync {
     ctx: Arc<Context>,
     inbox: Inbox,
     seen: HashMap<String, Seen>,
+    /// How many listings have begun ([`Listing::number`]).
+    listings: u32,
+    full_listing: Option<FullListing>,
     /// ECI event counts already mirrored, by event key, by pod UID ([`owner_key`]); pods
     /// gone from the cache are dropped each full pass.
     reported: Mutex<HashMap<u64, HashMap<u64, i64>>>,
@@ -147,6 +106,8 @@ impl StatusSync {
             ctx,
             inbox,
             seen: HashMap::new(),
+            listings: 0,
+            full_listing: None,
             reported: Mutex::default(),
             last_full: None,
             full_every,
@@ -169,6 +130,7 @@ impl StatusSync {
         loop {
             self.beat.beat();
             if !leadership.is_leader() {
+                self.full_listing = None;
                 tokio::select! {
                     () = leadership.acquired() => {}
                     () = tokio::time::sleep(STANDBY_BEAT) => continue,
@@ -205,77 +167,74 @@ impl StatusSync {
         }
     }
 
-    fn filter_tags(&self) -> Vec<Tag> {
+    /// This node's groups (those changed in the last `since_second`, when given).
+    fn filter(&self, since_second: Option<i64>) -> DescribeContainerGroupStatusRequest {
         let settings = &self.ctx.settings;
-        vec![
-            Tag::new(tags::CLUSTER_ID, settings.cluster_id.clone()),
-            Tag::new(tags::NODE, settings.node_name.clone()),
-        ]
+        DescribeContainerGroupStatusRequest {
+            tag: vec![
+                Tag::new(tags::CLUSTER_ID, settings.cluster_id.clone()),
+                Tag::new(tags::NODE, settings.node_name.clone()),
+            ],
+            since_second,
+            limit: Some(STATUS_PAGE),
+            ..DescribeContainerGroupStatusRequest::default()
+        }
+    }
+
+    fn next_listing_number(&mut self) -> u32 {
+        self.listings = self.listings.saturating_add(1);
+        self.listings
+    }
+
+    /// What this pass works from: a full listing that has finished, or else the changes of
+    /// the last minute (with a full listing started beside them when one is due).
+    async fn listing(&mut self) -> Result<Listing, Error> {
+        if let Some(full) = self.full_listing.as_mut()
+            && let Some(finished) = full.finished().await
+        {
+            self.full_listing = None;
+            match finished {
+                Ok(listing) => return Ok(listing),
+                Err(error) => warn!(%error, "full status listing failed; started again"),
+            }
+        }
+        let full_every = full_pass_interval(self.full_every, self.seen.len());
+        if self.full_listing.is_none() && self.last_full.is_none_or(|at| at.elapsed() >= full_every)
+        {
+            let number = self.next_listing_number();
+            self.full_listing = Some(FullListing::start(
+                self.ctx.clone(),
+                self.filter(None),
+                number,
+                PASS_TIMEOUT,
+            ));
+        }
+        let number = self.next_listing_number();
+        Ok(listing::list(&self.ctx, &self.filter(Some(SINCE_SECONDS)), number).await?)
     }
 
     /// One pass; returns the pause before the next.
     async fn pass(&mut self) -> Result<Duration, Error> {
-        let ctx = self.ctx.clone();
-        let full_every = full_pass_interval(self.full_every, self.seen.len());
-        let full = self.last_full.is_none_or(|at| at.elapsed() >= full_every);
-        let filter = DescribeContainerGroupStatusRequest {
-            tag: self.filter_tags(),
-            since_second: (!full).then_some(SINCE_SECONDS),
-            limit: Some(STATUS_PAGE),
-            ..DescribeContainerGroupStatusRequest::default()
-        };
-        let records = ctx
-            .eci
-            .describe_all_container_group_status(&filter, Listed::of)
-            .await;
-        ctx.observe_eci(&records);
-        let records = records?;
-        let events = self.all_events(&filter).await?;
-
-        let mut changed: BTreeSet<String> = BTreeSet::new();
-        let mut pending: HashMap<String, Seen> = HashMap::new();
-        for record in &records {
-            let seen = self.seen.get(&record.id).copied().unwrap_or_default();
-            let next = Seen {
-                status: record.fingerprint,
-                transitioning: record.transitioning,
-                ..seen
-            };
-            if next.status != seen.status {
-                changed.insert(record.id.clone());
-            }
-            pending.insert(record.id.clone(), next);
-        }
-        for (id, events_fingerprint) in &events {
-            let seen = pending
-                .get(id)
-                .or_else(|| self.seen.get(id))
-                .copied()
-                .unwrap_or_default();
-            let next = Seen {
-                events: *events_fingerprint,
-                ..seen
-            };
-            if next.events != seen.events {
-                changed.insert(id.clone());
-            }
-            pending.insert(id.clone(), next);
-        }
-        if full {
-            let present: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
-            self.seen.retain(|id, _| present.contains(id.as_str()));
-            self.owners.retain(|id, _| present.contains(id.as_str()));
+        let listing = self.listing().await?;
+        let changes = changes(&self.seen, &listing);
+        let mut pending = changes.pending;
+        if listing.full {
+            forget_unlisted(&mut self.seen, &listing);
+            let listed: HashSet<&str> = listing.records.iter().map(|r| r.id.as_str()).collect();
+            let seen = &self.seen;
+            self.owners
+                .retain(|id, _| listed.contains(id.as_str()) || seen.contains_key(id));
         }
 
         self.finish_terminating().await;
 
         // Unchanged records are applied already: remember them now; changed ones once applied.
         for (id, next) in pending.iter() {
-            if !changed.contains(id) {
+            if !changes.changed.contains(id) {
                 self.seen.insert(id.clone(), *next);
             }
         }
-        let ids: Vec<String> = changed.into_iter().collect();
+        let ids: Vec<String> = changes.changed.into_iter().collect();
         let mut fetched_any_transitioning = false;
         for chunk in ids.chunks(IDS_PER_CALL) {
             let groups = self.fetch(chunk).await?;
@@ -305,9 +264,9 @@ impl StatusSync {
             }
         }
 
-        if full {
-            self.verify_recorded_instances(&records).await?;
-            let listed: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        if listing.full {
+            self.verify_recorded_instances(&listing.records).await?;
+            let listed: Vec<&str> = listing.records.iter().map(|r| r.id.as_str()).collect();
             self.orphans.collect(&listed).await?;
             self.forget_gone_pods();
             self.last_full = Some(Instant::now());
@@ -322,30 +281,6 @@ impl StatusSync {
         } else {
             self.pacing.slow
         })
-    }
-
-    /// A fingerprint of the events of each group in `filter`, by group id (taken page by page:
-    /// the events themselves are fetched again with the group when it changed).
-    async fn all_events(
-        &self,
-        filter: &DescribeContainerGroupStatusRequest,
-    ) -> Result<HashMap<String, u64>, Error> {
-        let ctx = &self.ctx;
-        let mut request = DescribeContainerGroupEventsRequest {
-            filter: filter.clone(),
-            event_source: None,
-        };
-        let mut events = HashMap::new();
-        loop {
-            let page = ctx.eci.call(&request).await?;
-            for group in page.data {
-                events.insert(group.container_group_id, fingerprint(&group.events));
-            }
-            if page.next_token.is_empty() {
-                return Ok(events);
-            }
-            request.filter.next_token = Some(page.next_token);
-        }
     }
 
     async fn fetch(&self, ids: &[String]) -> Result<Vec<ContainerGroup>, Error> {

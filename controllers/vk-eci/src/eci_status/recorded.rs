@@ -16,7 +16,8 @@ use vk_eci_core::ownership::{
     CONTAINER_INSTANCE_LOST, LostInstance, RecordedInstance, lost_instance, recorded_instance,
 };
 
-use super::{Listed, StatusSync, owner_key};
+use super::listing::Listed;
+use super::{StatusSync, owner_key};
 use crate::pod_lifecycle::{Error, annotations_of, groups::IDS_PER_CALL, writes};
 
 impl StatusSync {
