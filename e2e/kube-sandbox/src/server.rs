@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::oneshot;
 
 use crate::faults::{
@@ -288,10 +289,7 @@ impl Sandbox {
         let mut last_pass = Duration::ZERO;
         loop {
             let woke = tokio::time::timeout(Duration::from_secs(1), changes.recv()).await;
-            if matches!(
-                woke,
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed))
-            ) {
+            if matches!(woke, Ok(Err(RecvError::Closed))) {
                 return;
             }
             // Let a burst of writes land before reconciling once for all of them. A pass reads
@@ -1106,9 +1104,11 @@ fn watch(
     let last_sent = from.unwrap_or(current);
     let api_version = rt.api_version();
     let kind = rt.kind.clone();
+    let sandbox = sandbox.clone();
     let live = futures::stream::unfold(
         (receiver, last_sent),
         move |(mut receiver, mut last_sent)| {
+            let sandbox = sandbox.clone();
             let matches = matches.clone();
             let type_key = type_key.clone();
             let api_version = api_version.clone();
@@ -1118,12 +1118,29 @@ fn watch(
                     let next = if bookmarks {
                         match tokio::time::timeout(Duration::from_secs(5), receiver.recv()).await {
                             Ok(next) => next,
+                            // A real server's bookmark carries its watch cache's current
+                            // version, not the last one of the watched type: a quiet type's
+                            // resume point would otherwise fall out of the (global) history.
+                            // Every change recorded up to `current` is in this feed already
+                            // (the store sends under its lock), so an empty feed means all of
+                            // them have been seen.
                             Err(_) => {
-                                let bookmark = json!({"type": "BOOKMARK", "object": {"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": last_sent.to_string()}}});
-                                return Some((
-                                    Ok(Bytes::from(format!("{bookmark}\n"))),
-                                    (receiver, last_sent),
-                                ));
+                                let current = sandbox.lock().resource_version();
+                                match receiver.try_recv() {
+                                    Ok(change) => Ok(change),
+                                    Err(TryRecvError::Lagged(missed)) => {
+                                        Err(RecvError::Lagged(missed))
+                                    }
+                                    Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                                    Err(TryRecvError::Empty) => {
+                                        last_sent = last_sent.max(current);
+                                        let bookmark = json!({"type": "BOOKMARK", "object": {"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": last_sent.to_string()}}});
+                                        return Some((
+                                            Ok(Bytes::from(format!("{bookmark}\n"))),
+                                            (receiver, last_sent),
+                                        ));
+                                    }
+                                }
                             }
                         }
                     } else {
@@ -1145,23 +1162,11 @@ fn watch(
                                 (receiver, last_sent),
                             ));
                         }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            let gone = ApiError::new(
-                                410,
-                                "Expired",
-                                "the watch fell too far behind; relist",
-                            );
-                            let event = json!({"type": "ERROR", "object": gone.status()});
-                            // A receiver whose sender is already gone: the next poll sees
-                            // Closed, so the stream ends right after this error, as a real
-                            // server closes a watch it cannot continue.
-                            let (_, closed) = tokio::sync::broadcast::channel(1);
-                            return Some((
-                                Ok(Bytes::from(format!("{event}\n"))),
-                                (closed, u64::MAX),
-                            ));
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                        // A real API server closes a watcher that cannot keep up ("Forcing
+                        // watcher close due to unresponsiveness") without an error event:
+                        // the client watches again from the last version it saw, which the
+                        // history serves unless it has been compacted away (then 410).
+                        Err(RecvError::Lagged(_) | RecvError::Closed) => return None,
                     }
                 }
             }
@@ -1171,4 +1176,50 @@ fn watch(
         .chain(live)
         .take_until(tokio::time::sleep(timeout));
     Ok(stream.boxed())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A watcher that falls behind is closed, not told to relist: its resume from the last
+    /// version it saw is served from the history. (The sandbox used to answer 410 here, and
+    /// a kube-runtime watcher that fell behind relisted every object it watches.)
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_is_closed_and_resumes_without_a_relist() {
+        let sandbox = Sandbox::new();
+        let (config_maps, from) = {
+            let store = sandbox.lock();
+            let config_maps = store.find_type("", "v1", "configmaps").unwrap();
+            (config_maps, store.resource_version())
+        };
+        let query = HashMap::from([("resourceVersion".to_string(), from.to_string())]);
+        let mut behind = watch(&sandbox, &config_maps, None, &query).unwrap();
+        let changes = crate::store::WATCH_FEED_CAPACITY + 1;
+        let now = Utc::now();
+        for i in 0..changes {
+            let config_map = json!({"metadata": {"name": format!("cm-{i}")}});
+            sandbox
+                .lock()
+                .create(&config_maps, Some("default"), config_map, now)
+                .unwrap();
+        }
+        assert!(
+            behind.next().await.is_none(),
+            "a watch that fell behind ends without an error event"
+        );
+        let resumed: Vec<Value> = watch(&sandbox, &config_maps, None, &query)
+            .unwrap()
+            .take(changes)
+            .map(|line| serde_json::from_slice(&line.unwrap()).unwrap())
+            .collect()
+            .await;
+        assert_eq!(resumed.len(), changes);
+        assert!(resumed.iter().all(|event| event["type"] == "ADDED"));
+        assert_eq!(
+            resumed[changes - 1]["object"]["metadata"]["name"],
+            format!("cm-{}", changes - 1)
+        );
+    }
 }

@@ -129,9 +129,9 @@ pub struct DeleteOptions {
     pub resource_version: Option<String>,
 }
 
-/// Changes a live feed holds for a receiver that has not read them yet; one further behind
-/// is told to relist (410).
-const WATCH_FEED_CAPACITY: usize = 16_384;
+/// Changes a live feed holds for a receiver that has not read them yet; a watch further
+/// behind is closed, and resumes from the history.
+pub(crate) const WATCH_FEED_CAPACITY: usize = 16_384;
 
 pub struct Store {
     resource_version: u64,

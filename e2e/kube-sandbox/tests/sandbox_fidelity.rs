@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
@@ -393,6 +393,66 @@ async fn compacted_history_answers_410_and_a_fresh_watcher_sees_everything() {
         6,
         "a kube-runtime watcher lists and then watches"
     );
+}
+
+#[tokio::test]
+async fn a_quiet_watch_is_bookmarked_at_the_current_version_and_resumes_from_it() {
+    let (_sandbox, client) = start(Sandbox::with_history(3)).await;
+    let quiet: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let busy: Api<Secret> = Api::namespaced(client.clone(), "default");
+    quiet
+        .create(&PostParams::default(), &config_map("only", json!({})))
+        .await
+        .unwrap();
+    let listed = quiet
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = quiet
+        .watch(&WatchParams::default().timeout(30), &listed)
+        .await
+        .unwrap()
+        .boxed();
+    // More changes of another type than the history holds: the ConfigMaps' last version is
+    // compacted away while their watch has nothing to deliver.
+    for i in 0..5 {
+        let secret: Secret =
+            serde_json::from_value(json!({"metadata": {"name": format!("s{i}")}})).unwrap();
+        busy.create(&PostParams::default(), &secret).await.unwrap();
+    }
+    let latest = busy
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let bookmarked = match tokio::time::timeout(Duration::from_secs(15), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        WatchEvent::Bookmark(bookmark) => bookmark.metadata.resource_version,
+        other => panic!("expected a bookmark, got {other:?}"),
+    };
+    assert_eq!(bookmarked, latest);
+    let mut resumed = quiet
+        .watch(&WatchParams::default().timeout(5), &bookmarked)
+        .await
+        .unwrap()
+        .boxed();
+    quiet
+        .create(&PostParams::default(), &config_map("later", json!({})))
+        .await
+        .unwrap();
+    match resumed.try_next().await.unwrap().unwrap() {
+        WatchEvent::Added(cm) => assert_eq!(cm.metadata.name.as_deref(), Some("later")),
+        other => panic!("the resumed watch should see the next change, got {other:?}"),
+    }
 }
 
 #[tokio::test]
