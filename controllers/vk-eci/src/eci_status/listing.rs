@@ -79,18 +79,35 @@ pub(super) struct Listing {
     pub events: HashMap<String, u64>,
 }
 
-/// Lists the status records and events `filter` selects, page by page.
+/// Lists the status records and events `filter` selects, page by page; the two listings run
+/// at once, as neither needs the other and a pass waits for both.
 pub(super) async fn list(
     ctx: &Context,
     filter: &DescribeContainerGroupStatusRequest,
     number: u32,
 ) -> Result<Listing, EciError> {
-    let records = ctx
-        .eci
-        .describe_all_container_group_status(filter, Listed::of)
-        .await;
-    ctx.observe_eci(&records);
-    let records = records?;
+    let records = async {
+        let records = ctx
+            .eci
+            .describe_all_container_group_status(filter, Listed::of)
+            .await;
+        ctx.observe_eci(&records);
+        records
+    };
+    let (records, events) = futures::try_join!(records, event_fingerprints(ctx, filter))?;
+    Ok(Listing {
+        number,
+        full: filter.since_second.is_none(),
+        records,
+        events,
+    })
+}
+
+/// A fingerprint of the events of each group `filter` selects, by group id.
+async fn event_fingerprints(
+    ctx: &Context,
+    filter: &DescribeContainerGroupStatusRequest,
+) -> Result<HashMap<String, u64>, EciError> {
     let mut request = DescribeContainerGroupEventsRequest {
         filter: filter.clone(),
         event_source: None,
@@ -102,16 +119,10 @@ pub(super) async fn list(
             events.insert(group.container_group_id, fingerprint(&group.events));
         }
         if page.next_token.is_empty() {
-            break;
+            return Ok(events);
         }
         request.filter.next_token = Some(page.next_token);
     }
-    Ok(Listing {
-        number,
-        full: filter.since_second.is_none(),
-        records,
-        events,
-    })
 }
 
 #[derive(Debug, thiserror::Error)]
