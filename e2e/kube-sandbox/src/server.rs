@@ -1105,10 +1105,17 @@ fn watch(
     let api_version = rt.api_version();
     let kind = rt.kind.clone();
     let sandbox = sandbox.clone();
+    let selectors: Arc<str> = format!(
+        "labelSelector={:?} fieldSelector={:?}",
+        query.get("labelSelector").map_or("", String::as_str),
+        query.get("fieldSelector").map_or("", String::as_str)
+    )
+    .into();
     let live = futures::stream::unfold(
         (receiver, last_sent),
         move |(mut receiver, mut last_sent)| {
             let sandbox = sandbox.clone();
+            let selectors = selectors.clone();
             let matches = matches.clone();
             let type_key = type_key.clone();
             let api_version = api_version.clone();
@@ -1166,7 +1173,11 @@ fn watch(
                         // watcher close due to unresponsiveness") without an error event:
                         // the client watches again from the last version it saw, which the
                         // history serves unless it has been compacted away (then 410).
-                        Err(RecvError::Lagged(_) | RecvError::Closed) => return None,
+                        Err(RecvError::Lagged(missed)) => {
+                            tracing::warn!(%kind, %selectors, missed, "closing a watch that fell behind its feed; it resumes from its last version");
+                            return None;
+                        }
+                        Err(RecvError::Closed) => return None,
                     }
                 }
             }

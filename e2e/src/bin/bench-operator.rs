@@ -359,5 +359,11 @@ async fn not_ready(pods: &Api<Pod>) -> Result<String, StackError> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // The sandbox runs in this process: its warnings (a watch it closed for falling behind)
+    // explain a slow benchmark.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .init();
     report("vk-eci-bench-operator", run(Args::parse()).await)
 }
