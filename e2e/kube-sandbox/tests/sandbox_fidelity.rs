@@ -25,6 +25,19 @@ async fn start(sandbox: Sandbox) -> (RunningSandbox, Client) {
     (running, client)
 }
 
+/// The resourceVersion of a list of `api`: where a watch of it starts.
+async fn listed_version<K>(api: &Api<K>) -> String
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap()
+}
+
 fn config_map(name: &str, labels: serde_json::Value) -> ConfigMap {
     serde_json::from_value(
         json!({"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}}),
@@ -307,13 +320,7 @@ async fn watches_resume_from_a_resource_version_without_gaps() {
     api.create(&PostParams::default(), &config_map("before", json!({})))
         .await
         .unwrap();
-    let rv = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let rv = listed_version(&api).await;
     for name in ["one", "two"] {
         api.create(&PostParams::default(), &config_map(name, json!({})))
             .await
@@ -404,13 +411,7 @@ async fn a_quiet_watch_is_bookmarked_at_the_current_version_and_resumes_from_it(
         .create(&PostParams::default(), &config_map("only", json!({})))
         .await
         .unwrap();
-    let listed = quiet
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let listed = listed_version(&quiet).await;
     let mut stream = quiet
         .watch(&WatchParams::default().timeout(30), &listed)
         .await
@@ -423,13 +424,7 @@ async fn a_quiet_watch_is_bookmarked_at_the_current_version_and_resumes_from_it(
             serde_json::from_value(json!({"metadata": {"name": format!("s{i}")}})).unwrap();
         busy.create(&PostParams::default(), &secret).await.unwrap();
     }
-    let latest = busy
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let latest = listed_version(&busy).await;
     let bookmarked = match tokio::time::timeout(Duration::from_secs(15), stream.try_next())
         .await
         .unwrap()
