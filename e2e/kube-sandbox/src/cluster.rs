@@ -3,7 +3,9 @@
 //! scale-down ranking), and give Deployments a ReplicaSet per pod template.
 //!
 //! One pass over the store reconciles everything; the sandbox runs passes after changes until
-//! nothing more changes.
+//! nothing more changes. The workload controllers write pods no faster than
+//! kube-controller-manager's clients may ([`ControllerClients`]), so a 10,000-replica
+//! Deployment arrives over minutes, as on a real cluster, not as one burst of changes.
 
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
@@ -373,7 +375,68 @@ pub fn deletion_order(a: &Value, b: &Value) -> Ordering {
         .then(created(b).cmp(&created(a)))
 }
 
-fn reconcile_replica_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
+/// A client-go token bucket (`flowcontrol.NewTokenBucketRateLimiter`): it starts full, holds
+/// at most `burst` requests and refills at `qps`.
+#[derive(Debug, Clone)]
+struct RequestBudget {
+    qps: f64,
+    burst: f64,
+    tokens: f64,
+    refilled: Option<DateTime<Utc>>,
+}
+
+impl RequestBudget {
+    fn new(qps: f64, burst: f64) -> Self {
+        Self {
+            qps,
+            burst,
+            tokens: burst,
+            refilled: None,
+        }
+    }
+
+    /// Takes one request's token if one is there at `now`.
+    fn try_take(&mut self, now: DateTime<Utc>) -> bool {
+        if let Some(refilled) = self.refilled {
+            let seconds = (now - refilled)
+                .num_microseconds()
+                .unwrap_or(i64::MAX)
+                .max(0) as f64
+                / 1e6;
+            self.tokens = (self.tokens + seconds * self.qps).min(self.burst);
+        }
+        self.refilled = Some(now);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+/// kube-controller-manager gives each controller its own API client, limited by
+/// `--kube-api-qps` (default 20) and `--kube-api-burst` (default 30); the ReplicaSet and
+/// StatefulSet controllers' pod creates and deletes wait on it.
+#[derive(Debug, Clone)]
+pub struct ControllerClients {
+    replica_sets: RequestBudget,
+    stateful_sets: RequestBudget,
+}
+
+impl Default for ControllerClients {
+    fn default() -> Self {
+        Self {
+            replica_sets: RequestBudget::new(20.0, 30.0),
+            stateful_sets: RequestBudget::new(20.0, 30.0),
+        }
+    }
+}
+
+fn reconcile_replica_sets(
+    store: &mut Store,
+    budget: &mut RequestBudget,
+    now: DateTime<Utc>,
+) -> bool {
     let (Some(rs_type), Some(pods_type)) = (
         store.find_type("apps", "v1", "replicasets"),
         store.find_type("", "v1", "pods"),
@@ -404,6 +467,9 @@ fn reconcile_replica_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
         };
         let controller = ("replicaset-controller", "SuccessfulCreate");
         for _ in 0..missing {
+            if !budget.try_take(now) {
+                break;
+            }
             let pod = pod_from_template(&set, "ReplicaSet", PodName::Generated(format!("{name}-")));
             if let Ok(pod) = store.create(&pods_type, Some(&namespace), pod, now) {
                 let message = format!("Created pod: {}", name_of(&pod));
@@ -412,6 +478,9 @@ fn reconcile_replica_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
             }
         }
         for pod in &surplus {
+            if !budget.try_take(now) {
+                break;
+            }
             if delete_pod(store, &pods_type, &namespace, pod, now) {
                 let controller = ("replicaset-controller", "SuccessfulDelete");
                 let message = format!("Deleted pod: {pod}");
@@ -647,7 +716,11 @@ fn record_scaling(
 
 /// StatefulSets: pods `<name>-0` .. `<name>-(n-1)`, each recreated when it is gone; scaling
 /// down removes the highest ordinals first.
-fn reconcile_stateful_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
+fn reconcile_stateful_sets(
+    store: &mut Store,
+    budget: &mut RequestBudget,
+    now: DateTime<Utc>,
+) -> bool {
     let (Some(sts_type), Some(pods_type)) = (
         store.find_type("apps", "v1", "statefulsets"),
         store.find_type("", "v1", "pods"),
@@ -679,6 +752,9 @@ fn reconcile_stateful_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
             )
         };
         for index in (0..replicas).filter(|i| !present.contains(i)) {
+            if !budget.try_take(now) {
+                break;
+            }
             let pod_name = format!("{name}-{index}");
             let mut pod = pod_from_template(&set, "StatefulSet", PodName::Given(pod_name.clone()));
             pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] = json!(pod_name);
@@ -690,6 +766,9 @@ fn reconcile_stateful_sets(store: &mut Store, now: DateTime<Utc>) -> bool {
             }
         }
         for pod in &surplus {
+            if !budget.try_take(now) {
+                break;
+            }
             if delete_pod(store, &pods_type, &namespace, pod, now) {
                 let message = format!("delete Pod {pod} in StatefulSet {name} successful");
                 let controller = ("statefulset-controller", "SuccessfulDelete");
@@ -751,10 +830,10 @@ fn reconcile_node_leases(store: &mut Store, now: DateTime<Utc>) -> bool {
 }
 
 /// One pass of every controller; true if anything changed.
-pub fn reconcile(store: &mut Store, now: DateTime<Utc>) -> bool {
+pub fn reconcile(store: &mut Store, clients: &mut ControllerClients, now: DateTime<Utc>) -> bool {
     let deployments = reconcile_deployments(store, now);
-    let replica_sets = reconcile_replica_sets(store, now);
-    let stateful_sets = reconcile_stateful_sets(store, now);
+    let replica_sets = reconcile_replica_sets(store, &mut clients.replica_sets, now);
+    let stateful_sets = reconcile_stateful_sets(store, &mut clients.stateful_sets, now);
     let nodes = reconcile_node_leases(store, now);
     let scheduled = schedule(store, now);
     deployments || replica_sets || stateful_sets || nodes || scheduled
@@ -800,6 +879,7 @@ mod tests {
     #[test]
     fn nodes_whose_lease_lapses_become_unknown() {
         let mut store = Store::new(1000);
+        let mut clients = ControllerClients::default();
         let now = Utc::now();
         let nodes = store.find_type("", "v1", "nodes").unwrap();
         let leases = store
@@ -818,26 +898,48 @@ mod tests {
             )
             .unwrap();
         assert!(
-            !reconcile(&mut store, now),
+            !reconcile(&mut store, &mut clients, now),
             "a lease renewed 30 s ago is fresh"
         );
         let later = now + chrono::TimeDelta::seconds(15);
-        assert!(reconcile(&mut store, later));
+        assert!(reconcile(&mut store, &mut clients, later));
         let node = store.get(&nodes, None, "vk").unwrap();
         assert_eq!(node["status"]["conditions"][0]["status"], "Unknown");
-        assert!(!reconcile(&mut store, later), "reported once");
+        assert!(!reconcile(&mut store, &mut clients, later), "reported once");
+    }
+
+    #[test]
+    fn replica_sets_create_pods_at_the_controller_managers_client_rate() {
+        let mut store = Store::new(1000);
+        let mut clients = ControllerClients::default();
+        let now = Utc::now();
+        let rs = store.find_type("apps", "v1", "replicasets").unwrap();
+        let pods = store.find_type("", "v1", "pods").unwrap();
+        store
+            .create(&rs, Some("default"), json!({"metadata": {"name": "web"}, "spec": {"replicas": 100, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}), now)
+            .unwrap();
+        let all = Selector::default();
+        let mut pods_at = |at: DateTime<Utc>| {
+            while reconcile(&mut store, &mut clients, at) {}
+            store.scan(&pods, Some("default"), &all, &all).count()
+        };
+        assert_eq!(pods_at(now), 30, "the burst");
+        assert_eq!(pods_at(now + chrono::TimeDelta::seconds(1)), 50);
+        assert_eq!(pods_at(now + chrono::TimeDelta::milliseconds(2500)), 80);
+        assert_eq!(pods_at(now + chrono::TimeDelta::seconds(60)), 100);
     }
 
     #[test]
     fn stateful_sets_keep_their_ordinals() {
         let mut store = Store::new(1000);
+        let mut clients = ControllerClients::default();
         let now = Utc::now();
         let sts = store.find_type("apps", "v1", "statefulsets").unwrap();
         let pods = store.find_type("", "v1", "pods").unwrap();
         store
             .create(&sts, Some("default"), json!({"metadata": {"name": "db"}, "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}), now)
             .unwrap();
-        while reconcile(&mut store, now) {}
+        while reconcile(&mut store, &mut clients, now) {}
         assert!(
             store.get(&pods, Some("default"), "db-0").is_ok()
                 && store.get(&pods, Some("default"), "db-1").is_ok()
@@ -851,7 +953,7 @@ mod tests {
                 now,
             )
             .unwrap();
-        while reconcile(&mut store, now) {}
+        while reconcile(&mut store, &mut clients, now) {}
         assert!(
             store.get(&pods, Some("default"), "db-0").is_ok(),
             "recreated under the same name"
@@ -861,7 +963,7 @@ mod tests {
         store
             .update(&sts, Some("default"), "db", set, None)
             .unwrap();
-        while reconcile(&mut store, now) {}
+        while reconcile(&mut store, &mut clients, now) {}
         assert!(
             store.get(&pods, Some("default"), "db-1").is_err(),
             "the highest ordinal goes"

@@ -287,6 +287,7 @@ impl Sandbox {
     async fn run_controllers(self) {
         let mut changes = self.lock().subscribe();
         let mut last_pass = Duration::ZERO;
+        let mut clients = crate::cluster::ControllerClients::default();
         loop {
             let woke = tokio::time::timeout(Duration::from_secs(1), changes.recv()).await;
             if matches!(woke, Ok(Err(RecvError::Closed))) {
@@ -300,7 +301,7 @@ impl Sandbox {
             let started = std::time::Instant::now();
             for _ in 0..20 {
                 let mut store = self.lock();
-                if !crate::cluster::reconcile(&mut store, Utc::now()) {
+                if !crate::cluster::reconcile(&mut store, &mut clients, Utc::now()) {
                     break;
                 }
             }
