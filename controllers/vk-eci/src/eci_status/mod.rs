@@ -265,7 +265,7 @@ impl StatusSync {
         }
 
         if listing.full {
-            self.verify_recorded_instances(&listing.records).await?;
+            self.verify_recorded_instances(&listing).await?;
             let listed: Vec<&str> = listing.records.iter().map(|r| r.id.as_str()).collect();
             self.orphans.collect(&listed).await?;
             self.forget_gone_pods();

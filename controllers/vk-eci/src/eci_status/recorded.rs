@@ -2,7 +2,6 @@
 //! (or, if nothing of it ever ran, makes the pod get another); one that is not the pod's is
 //! forgotten, so the pod gets its own.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -16,21 +15,21 @@ use vk_eci_core::ownership::{
     CONTAINER_INSTANCE_LOST, LostInstance, RecordedInstance, lost_instance, recorded_instance,
 };
 
-use super::listing::Listed;
+use super::listing::{Listing, known_present};
 use super::{StatusSync, owner_key};
 use crate::pod_lifecycle::{Error, annotations_of, groups::IDS_PER_CALL, writes};
 
 impl StatusSync {
-    /// Checks, by a describe by id, the recorded group of every live pod that the listing
-    /// did not show or whose tags (as last fetched) name another pod: one that vanished
-    /// fails its pod (or, if nothing of it ever ran, makes the pod get another); one that is
-    /// not the pod's is forgotten, so the pod gets its own.
+    /// Checks, by a describe by id, the recorded group of every live pod that is not known
+    /// to be present after the full `listing` (see [`known_present`]) or whose tags (as last fetched) name another pod: one that vanished fails
+    /// its pod (or, if nothing of it ever ran, makes the pod get another); one that is not
+    /// the pod's is forgotten, so the pod gets its own.
     pub(super) async fn verify_recorded_instances(
         &mut self,
-        records: &[Listed],
+        listing: &Listing,
     ) -> Result<(), Error> {
         let ctx = self.ctx.clone();
-        let listed: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let present = known_present(&self.seen, listing);
         let doubtful: Vec<(String, Arc<CachedPod>)> = ctx
             .pods
             .state()
@@ -41,7 +40,7 @@ impl StatusSync {
                 let id = pod.annotations().get(INSTANCE_ID)?.clone();
                 let owner = pod.uid().map(|uid| owner_key(&uid));
                 let doubtful =
-                    !listed.contains(id.as_str()) || self.owners.get(&id) != owner.as_ref();
+                    !present.contains(id.as_str()) || self.owners.get(&id) != owner.as_ref();
                 doubtful.then_some((id, pod))
             })
             .collect();
