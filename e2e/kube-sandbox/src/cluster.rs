@@ -376,13 +376,18 @@ pub fn deletion_order(a: &Value, b: &Value) -> Ordering {
 }
 
 /// A client-go token bucket (`flowcontrol.NewTokenBucketRateLimiter`): it starts full, holds
-/// at most `burst` requests and refills at `qps`.
+/// at most `burst` requests and refills at `qps`. A controller waits on it request by request,
+/// so one that has been waiting since the last pass has made a request every `1/qps` since,
+/// however long the pass took: the sandbox's passes are seconds apart at 50,000 pods, and a
+/// bucket capped at `burst` between them would slow the controller far below its rate.
 #[derive(Debug, Clone)]
 struct RequestBudget {
     qps: f64,
     burst: f64,
     tokens: f64,
     refilled: Option<DateTime<Utc>>,
+    /// A request found the bucket empty, so the controller is still waiting on it.
+    waiting: bool,
 }
 
 impl RequestBudget {
@@ -392,21 +397,25 @@ impl RequestBudget {
             burst,
             tokens: burst,
             refilled: None,
+            waiting: false,
         }
     }
 
     /// Takes one request's token if one is there at `now`.
     fn try_take(&mut self, now: DateTime<Utc>) -> bool {
-        if let Some(refilled) = self.refilled {
-            let seconds = (now - refilled)
-                .num_microseconds()
-                .unwrap_or(i64::MAX)
-                .max(0) as f64
-                / 1e6;
-            self.tokens = (self.tokens + seconds * self.qps).min(self.burst);
+        // Requests of one pass share its instant: the bucket moves only as time does.
+        if let Some(refilled) = self.refilled
+            && now > refilled
+        {
+            let seconds = (now - refilled).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+            self.tokens += seconds * self.qps;
+            if !self.waiting {
+                self.tokens = self.tokens.min(self.burst);
+            }
         }
         self.refilled = Some(now);
-        if self.tokens < 1.0 {
+        self.waiting = self.tokens < 1.0;
+        if self.waiting {
             return false;
         }
         self.tokens -= 1.0;
@@ -916,17 +925,32 @@ mod tests {
         let rs = store.find_type("apps", "v1", "replicasets").unwrap();
         let pods = store.find_type("", "v1", "pods").unwrap();
         store
-            .create(&rs, Some("default"), json!({"metadata": {"name": "web"}, "spec": {"replicas": 100, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}), now)
+            .create(&rs, Some("default"), json!({"metadata": {"name": "web"}, "spec": {"replicas": 200, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}), now)
             .unwrap();
         let all = Selector::default();
-        let mut pods_at = |at: DateTime<Utc>| {
-            while reconcile(&mut store, &mut clients, at) {}
+        let seconds = |s: f64| now + chrono::TimeDelta::milliseconds((s * 1000.0) as i64);
+        let mut pods_at = |store: &mut Store, at: DateTime<Utc>| {
+            while reconcile(store, &mut clients, at) {}
             store.scan(&pods, Some("default"), &all, &all).count()
         };
-        assert_eq!(pods_at(now), 30, "the burst");
-        assert_eq!(pods_at(now + chrono::TimeDelta::seconds(1)), 50);
-        assert_eq!(pods_at(now + chrono::TimeDelta::milliseconds(2500)), 80);
-        assert_eq!(pods_at(now + chrono::TimeDelta::seconds(60)), 100);
+        assert_eq!(pods_at(&mut store, now), 30, "the burst");
+        assert_eq!(pods_at(&mut store, seconds(1.0)), 50);
+        assert_eq!(
+            pods_at(&mut store, seconds(5.0)),
+            130,
+            "a controller waiting on its client makes 20 requests a second, not a burst a pass"
+        );
+        assert_eq!(pods_at(&mut store, seconds(60.0)), 200);
+        let mut set = store.get(&rs, Some("default"), "web").unwrap();
+        set["spec"]["replicas"] = json!(300);
+        store
+            .update(&rs, Some("default"), "web", set, None)
+            .unwrap();
+        assert_eq!(
+            pods_at(&mut store, seconds(120.0)),
+            230,
+            "an idle client holds no more than its burst"
+        );
     }
 
     #[test]
