@@ -282,29 +282,30 @@ impl Sandbox {
         })
     }
 
-    /// Runs the cluster controllers after every burst of changes (and every second), until
-    /// a pass changes nothing.
+    /// Runs the cluster controllers after every burst of changes (and every second), pass
+    /// after pass until one changes nothing.
     async fn run_controllers(self) {
         let mut changes = self.lock().subscribe();
         let mut last_pass = Duration::ZERO;
         let mut clients = crate::cluster::ControllerClients::default();
+        let mut settled = true;
         loop {
-            let woke = tokio::time::timeout(Duration::from_secs(1), changes.recv()).await;
-            if matches!(woke, Ok(Err(RecvError::Closed))) {
-                return;
+            if settled {
+                let woke = tokio::time::timeout(Duration::from_secs(1), changes.recv()).await;
+                if matches!(woke, Ok(Err(RecvError::Closed))) {
+                    return;
+                }
             }
             // Let a burst of writes land before reconciling once for all of them. A pass reads
-            // every pod, so with thousands of pods the pause grows with it: the controllers
-            // take at most a fifth of a core and the API keeps answering.
+            // every pod and holds the store while it does, so with thousands of pods the pause
+            // grows with it, before every pass: the controllers take at most a fifth of a core
+            // and the API keeps answering, as a real API server does while
+            // kube-controller-manager works (passes back to back at 50,000 pods held it for
+            // seconds at a time).
             tokio::time::sleep(Duration::from_millis(5).max(last_pass * 4)).await;
             while changes.try_recv().is_ok() {}
             let started = std::time::Instant::now();
-            for _ in 0..20 {
-                let mut store = self.lock();
-                if !crate::cluster::reconcile(&mut store, &mut clients, Utc::now()) {
-                    break;
-                }
-            }
+            settled = !crate::cluster::reconcile(&mut self.lock(), &mut clients, Utc::now());
             last_pass = started.elapsed();
             while changes.try_recv().is_ok() {}
         }
