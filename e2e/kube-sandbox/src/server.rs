@@ -300,8 +300,8 @@ impl Sandbox {
             // every pod and holds the store while it does, so with thousands of pods the pause
             // grows with it, before every pass: the controllers take at most a fifth of a core
             // and the API keeps answering, as a real API server does while
-            // kube-controller-manager works (passes back to back at 50,000 pods held it for
-            // seconds at a time).
+            // kube-controller-manager works (at 50,000 pods, passes back to back kept the
+            // operator's requests waiting for seconds).
             tokio::time::sleep(Duration::from_millis(5).max(last_pass * 4)).await;
             while changes.try_recv().is_ok() {}
             let started = std::time::Instant::now();

@@ -21,9 +21,10 @@ use crate::pod_lifecycle::{Error, annotations_of, groups::IDS_PER_CALL, writes};
 
 impl StatusSync {
     /// Checks, by a describe by id, the recorded group of every live pod that is not known
-    /// to be present after the full `listing` (see [`known_present`]) or whose tags (as last fetched) name another pod: one that vanished fails
-    /// its pod (or, if nothing of it ever ran, makes the pod get another); one that is not
-    /// the pod's is forgotten, so the pod gets its own.
+    /// to be present after the full `listing` (see [`known_present`]) or whose tags (as last
+    /// fetched) name another pod: one that vanished fails its pod (or, if nothing of it ever
+    /// ran, makes the pod get another); one that is not the pod's is forgotten, so the pod
+    /// gets its own.
     pub(super) async fn verify_recorded_instances(
         &mut self,
         listing: &Listing,
